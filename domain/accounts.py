@@ -1,0 +1,158 @@
+"""Use cases of accounts: register, read and change yourself, administer users, read the audit."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from domain import events
+from domain.errors import Forbidden, LastSuperuser, UserNotFound, WrongPassword
+from domain.listing import AuditPage, AuditQuery, UserPage, UserQuery
+from domain.model import NewUser, Principal, User, UserChanges
+from domain.ports import Clock, PasswordHasher, SessionStore, UnitOfWork, UnitOfWorkFactory
+from domain.rules import normalize_email
+
+
+@dataclass(frozen=True)
+class RegisterUser:
+    """Create an account (the wire model has already checked the rules)."""
+
+    email: str
+    username: str
+    password: str
+    full_name: str | None = None
+
+
+@dataclass(frozen=True)
+class ChangePassword:
+    current_password: str
+    new_password: str
+
+
+class Accounts:
+    """Accounts and their administration."""
+
+    def __init__(
+        self,
+        uow: UnitOfWorkFactory,
+        hasher: PasswordHasher,
+        sessions: SessionStore,
+        clock: Clock,
+    ) -> None:
+        self._uow = uow
+        self._hasher = hasher
+        self._sessions = sessions
+        self._clock = clock
+
+    async def register(self, cmd: RegisterUser) -> User:
+        """Store a new, active, non-superuser account and announce it."""
+        email = normalize_email(cmd.email)
+        async with self._uow() as uow:
+            # Checked before hashing so a taken name costs no bcrypt; the unique
+            # indexes still decide races between concurrent registrations.
+            await uow.users.clash(email, cmd.username, exclude=None)
+        hashed = await self._hasher.hash(cmd.password)
+        return await self.create(NewUser(email, cmd.username, hashed, cmd.full_name))
+
+    async def create(self, new: NewUser) -> User:
+        """Store an account whose password is already hashed (registration, create-superuser)."""
+        async with self._uow() as uow:
+            user = await uow.users.add(new)
+            self._record(uow, events.USER_REGISTERED, user)
+            await uow.commit()
+        return user
+
+    async def update_me(self, principal: Principal, changes: UserChanges) -> User:
+        """Change your own email, username or full name."""
+        return await self._update(principal.user.id, _normalized(changes))
+
+    async def change_password(self, principal: Principal, cmd: ChangePassword) -> None:
+        """Set a new password; every other session of the user ends, this one goes on."""
+        user = principal.user
+        if not await self._hasher.verify(cmd.current_password, user.hashed_password):
+            raise WrongPassword
+        hashed = await self._hasher.hash(cmd.new_password)
+        await self._sessions.revoke_all(user.id, keep=principal.claims.session_id)
+        async with self._uow() as uow:
+            changed = await uow.users.update(user, UserChanges(hashed_password=hashed))
+            self._record(uow, events.USER_PASSWORD_CHANGED, changed)
+            await uow.commit()
+
+    async def list_users(self, principal: Principal, query: UserQuery) -> UserPage:
+        _require_superuser(principal)
+        async with self._uow() as uow:
+            return await uow.users.list(query)
+
+    async def get_user(self, principal: Principal, user_id: int) -> User:
+        """Superusers read anyone; a user reads only itself."""
+        if principal.user.id == user_id:
+            return principal.user
+        _require_superuser(principal)
+        async with self._uow() as uow:
+            return await _existing(uow, user_id)
+
+    async def update_user(self, principal: Principal, user_id: int, changes: UserChanges) -> User:
+        """A superuser changes any account; deactivation ends its sessions at once."""
+        _require_superuser(principal)
+        user = await self._update(user_id, _normalized(changes))
+        if not user.is_active:
+            await self._sessions.revoke_all(user.id)
+        return user
+
+    async def delete_user(self, principal: Principal, user_id: int) -> None:
+        """A superuser deletes an account; its sessions end at once."""
+        _require_superuser(principal)
+        async with self._uow() as uow:
+            user = await _existing(uow, user_id)
+            if user.is_active_superuser:
+                await _keep_a_superuser(uow, user_id)
+            await uow.users.delete(user_id)
+            self._record(uow, events.USER_DELETED, user)
+            await uow.commit()
+        await self._sessions.revoke_all(user_id)
+
+    async def list_audit(self, principal: Principal, query: AuditQuery) -> AuditPage:
+        _require_superuser(principal)
+        async with self._uow() as uow:
+            return await uow.audit.list(query)
+
+    async def _update(self, user_id: int, changes: UserChanges) -> User:
+        async with self._uow() as uow:
+            user = await _existing(uow, user_id)
+            if user.is_active_superuser and not user.with_changes(changes).is_active_superuser:
+                await _keep_a_superuser(uow, user_id)
+                user = await _existing(uow, user_id)  # re-read under the lock
+            if user.with_changes(changes) == user:
+                return user
+            updated = await uow.users.update(user, changes)
+            self._record(uow, events.USER_UPDATED, updated)
+            await uow.commit()
+        return updated
+
+    def _record(self, uow: UnitOfWork, kind: str, user: User) -> None:
+        uow.outbox.add(events.Event(kind, self._clock.now(), user.view()))
+
+
+def _require_superuser(principal: Principal) -> None:
+    if not principal.user.is_superuser:
+        raise Forbidden
+
+
+async def _existing(uow: UnitOfWork, user_id: int) -> User:
+    user = await uow.users.get(user_id)
+    if user is None:
+        raise UserNotFound
+    return user
+
+
+async def _keep_a_superuser(uow: UnitOfWork, losing: int) -> None:
+    """Refuse a change that leaves no active superuser, serialised against concurrent ones."""
+    remaining = [uid for uid in await uow.users.lock_superusers() if uid != losing]
+    if not remaining:
+        raise LastSuperuser
+
+
+def _normalized(changes: UserChanges) -> UserChanges:
+    email = changes.as_dict().get("email")
+    if email is None:
+        return changes
+    return UserChanges(**(changes.as_dict() | {"email": normalize_email(email)}))

@@ -1,0 +1,176 @@
+"""Use cases of authentication: log in, refresh, log out, check a bearer token, introspect."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from domain import events
+from domain.errors import (
+    BearerError,
+    InactiveUser,
+    InvalidCredentials,
+    InvalidToken,
+    MissingToken,
+    TokenRevoked,
+    TokenReused,
+    TooManyAttempts,
+)
+from domain.model import Introspection, Principal, TokenPair, User
+from domain.ports import (
+    Clock,
+    LoginThrottle,
+    PasswordHasher,
+    Rotation,
+    SessionStore,
+    TokenIssuer,
+    UnitOfWorkFactory,
+)
+from domain.rules import normalize_login
+
+
+@dataclass(frozen=True)
+class LogIn:
+    """Exchange a username (or email) and password for a new session's tokens."""
+
+    login: str
+    password: str
+    client_ip: str | None = None
+
+
+@dataclass(frozen=True)
+class TokenLifetimes:
+    access: int
+    refresh: int
+
+
+def new_id() -> str:
+    """A random identifier for sessions and tokens (128 bits)."""
+    return secrets.token_urlsafe(16)
+
+
+class Auth:
+    """Sessions, tokens and the login rules."""
+
+    def __init__(
+        self,
+        uow: UnitOfWorkFactory,
+        hasher: PasswordHasher,
+        tokens: TokenIssuer,
+        sessions: SessionStore,
+        throttle: LoginThrottle,
+        clock: Clock,
+        lifetimes: TokenLifetimes,
+    ) -> None:
+        self._uow = uow
+        self._hasher = hasher
+        self._tokens = tokens
+        self._sessions = sessions
+        self._throttle = throttle
+        self._clock = clock
+        self._lifetimes = lifetimes
+
+    async def login(self, cmd: LogIn) -> TokenPair:
+        """Check the password, open a session and issue its first token pair."""
+        async with self._uow() as uow:
+            user = await uow.users.get_by_login(normalize_login(cmd.login))
+        account = f"user:{user.id}" if user else f"login:{normalize_login(cmd.login)}"
+        wait = await self._throttle.blocked_for(account, cmd.client_ip)
+        if wait:
+            await self._record_failure(user, cmd.client_ip, TooManyAttempts.code)
+            raise TooManyAttempts(wait)
+        if user is None:
+            await self._hasher.burn(cmd.password)
+        if user is None or not await self._hasher.verify(cmd.password, user.hashed_password):
+            await self._throttle.record_failure(account, cmd.client_ip)
+            await self._record_failure(user, cmd.client_ip, InvalidCredentials.code)
+            raise InvalidCredentials
+        if not user.is_active:
+            await self._record_failure(user, cmd.client_ip, InactiveUser.code)
+            raise InactiveUser
+        await self._throttle.clear(account)
+        session_id = new_id()
+        pair = await self._open_session(user, session_id)
+        extra = {"session_id": session_id} | _ip(cmd.client_ip)
+        await self._record(events.USER_LOGGED_IN, user, extra)
+        return pair
+
+    async def refresh(self, refresh_token: str) -> TokenPair:
+        """Spend a refresh token for a new pair of the same session; a reused one revokes it."""
+        claims = self._tokens.read_refresh(refresh_token)
+        new_refresh_id = new_id()
+        outcome = await self._sessions.rotate(claims.session_id, claims.token_id, new_refresh_id)
+        if outcome is Rotation.MISSING:
+            raise TokenRevoked
+        async with self._uow() as uow:
+            user = await uow.users.get(claims.user_id)
+        if outcome is Rotation.REUSED:
+            if user is not None:
+                extra = {"session_id": claims.session_id}
+                await self._record(events.USER_TOKEN_REUSE_DETECTED, user, extra)
+            raise TokenReused
+        if user is None or not user.is_active:
+            await self._sessions.revoke(claims.session_id)
+            raise TokenRevoked
+        return self._pair(user.id, claims.session_id, new_refresh_id)
+
+    async def logout(self, principal: Principal) -> None:
+        """End the caller's session: its access and refresh tokens stop working."""
+        await self._sessions.revoke(principal.claims.session_id)
+        extra = {"session_id": principal.claims.session_id}
+        await self._record(events.USER_LOGGED_OUT, principal.user, extra)
+
+    async def authenticate(self, authorization: str | None) -> Principal:
+        """The caller of a bearer request, checked against revocation and the user's current state."""
+        if not authorization:
+            raise MissingToken
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise InvalidToken("The Authorization header must be 'Bearer <access token>'.")
+        return await self._verify(token.strip())
+
+    async def introspect(self, token: str) -> Introspection:
+        """RFC 7662: active with the claims for a live access token, inactive for anything else."""
+        try:
+            principal = await self._verify(token)
+        except BearerError:
+            return Introspection(active=False)
+        return Introspection(active=True, claims=principal.claims, user=principal.user)
+
+    async def _verify(self, token: str) -> Principal:
+        claims = self._tokens.read_access(token)
+        if not await self._sessions.is_active(claims.session_id):
+            raise TokenRevoked
+        async with self._uow() as uow:
+            user = await uow.users.get(claims.user_id)
+        if user is None or not user.is_active:
+            raise TokenRevoked
+        return Principal(user=user, claims=claims)
+
+    async def _open_session(self, user: User, session_id: str) -> TokenPair:
+        refresh_id = new_id()
+        await self._sessions.create(user.id, session_id, refresh_id)
+        return self._pair(user.id, session_id, refresh_id)
+
+    def _pair(self, user_id: int, session_id: str, refresh_id: str) -> TokenPair:
+        now = self._clock.now()
+        return TokenPair(
+            access_token=self._tokens.issue_access(user_id, session_id, now),
+            refresh_token=self._tokens.issue_refresh(user_id, session_id, refresh_id, now),
+            expires_in=self._lifetimes.access,
+            refresh_expires_in=self._lifetimes.refresh,
+        )
+
+    async def _record_failure(self, user: User | None, client_ip: str | None, reason: str) -> None:
+        await self._record(events.USER_LOGIN_FAILED, user, {"reason": reason} | _ip(client_ip))
+
+    async def _record(self, kind: str, user: User | None, extra: dict[str, Any]) -> None:
+        async with self._uow() as uow:
+            view = None if user is None else user.view()
+            uow.outbox.add(events.Event(kind, self._clock.now(), view, extra))
+            await uow.commit()
+
+
+def _ip(client_ip: str | None) -> dict[str, str]:
+    return {"client_ip": client_ip} if client_ip else {}

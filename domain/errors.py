@@ -1,0 +1,297 @@
+"""Every failure Warden can answer with, each carrying its contract code and status once.
+
+The edge and the worker both translate these to the reply envelope / problem details;
+neither keeps a table of its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+
+@dataclass(frozen=True)
+class FieldError:
+    """One invalid input field, in the shape of the contract's `errors` items."""
+
+    loc: tuple[str | int, ...]
+    msg: str
+    type: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"loc": list(self.loc), "msg": self.msg, "type": self.type}
+
+
+class WardenError(Exception):
+    """A failure with a contract code; its message is the human-readable `detail`."""
+
+    status: ClassVar[int] = 500
+    code: ClassVar[str] = "internal_error"
+    title: ClassVar[str] = "Internal error"
+    default_detail: ClassVar[str] = "An unexpected error occurred."
+
+    def __init__(self, detail: str | None = None) -> None:
+        self.detail = detail or self.default_detail
+        super().__init__(self.detail)
+
+    def as_error(self) -> dict[str, Any]:
+        """The `error` object of the RPC envelope."""
+        return {"status": self.status, "code": self.code, "title": self.title, "detail": self.detail}
+
+
+class InternalError(WardenError):
+    """A fault that names no internals."""
+
+
+class ValidationFailed(WardenError):
+    """The input does not have the required shape."""
+
+    status = 422
+    code = "validation_error"
+    title = "Validation error"
+    default_detail = "The request is not valid."
+
+    def __init__(self, errors: Sequence[FieldError] = (), detail: str | None = None) -> None:
+        super().__init__(detail)
+        self.errors = tuple(errors)
+
+    def as_error(self) -> dict[str, Any]:
+        error = super().as_error()
+        error["errors"] = [e.as_dict() for e in self.errors]
+        return error
+
+
+class MalformedMessage(WardenError):
+    """An AMQP message whose body is not JSON."""
+
+    status = 422
+    code = "malformed_message"
+    title = "Malformed message"
+    default_detail = "The message body is not valid UTF-8 JSON."
+
+
+class MalformedJson(WardenError):
+    """An HTTP body that is not JSON."""
+
+    status = 400
+    code = "malformed_json"
+    title = "Malformed JSON"
+    default_detail = "The request body is not valid UTF-8 JSON."
+
+
+class EmailTaken(WardenError):
+    """Another user already has this email."""
+
+    status = 409
+    code = "email_taken"
+    title = "Email taken"
+    default_detail = "A user with this email already exists."
+
+
+class UsernameTaken(WardenError):
+    """Another user already has this username."""
+
+    status = 409
+    code = "username_taken"
+    title = "Username taken"
+    default_detail = "A user with this username already exists."
+
+
+class InvalidCredentials(WardenError):
+    """Unknown user or wrong password; the two are never told apart."""
+
+    status = 401
+    code = "invalid_credentials"
+    title = "Invalid credentials"
+    default_detail = "The username or password is wrong."
+
+
+class InactiveUser(WardenError):
+    """The account is deactivated."""
+
+    status = 403
+    code = "inactive_user"
+    title = "Inactive user"
+    default_detail = "This account is deactivated."
+
+
+class TooManyAttempts(WardenError):
+    """Too many failed logins for this account or address in the window."""
+
+    status = 429
+    code = "too_many_attempts"
+    title = "Too many attempts"
+    default_detail = "Too many failed logins; try again later."
+
+    def __init__(self, retry_after: int, detail: str | None = None) -> None:
+        super().__init__(detail)
+        self.retry_after = max(1, int(retry_after))
+
+    def as_error(self) -> dict[str, Any]:
+        error = super().as_error()
+        error["retry_after"] = self.retry_after
+        return error
+
+
+class WrongPassword(WardenError):
+    """The current password given for a password change is wrong."""
+
+    status = 400
+    code = "wrong_password"
+    title = "Wrong password"
+    default_detail = "The current password is wrong."
+
+
+class BearerError(WardenError):
+    """A failure of bearer authentication (answered with WWW-Authenticate)."""
+
+    status = 401
+
+
+class MissingToken(BearerError):
+    """No Authorization header."""
+
+    code = "missing_token"
+    title = "Missing token"
+    default_detail = "This operation needs a bearer token."
+
+
+class InvalidToken(BearerError):
+    """The token is not a valid access token of this service."""
+
+    code = "invalid_token"
+    title = "Invalid token"
+    default_detail = "The token is not valid."
+
+
+class TokenExpired(BearerError):
+    """The token's lifetime is over."""
+
+    code = "token_expired"
+    title = "Token expired"
+    default_detail = "The token has expired."
+
+
+class TokenRevoked(BearerError):
+    """The token's session was ended (logout, reuse, password change, deactivation)."""
+
+    code = "token_revoked"
+    title = "Token revoked"
+    default_detail = "The token has been revoked."
+
+
+class TokenReused(BearerError):
+    """A spent refresh token was presented again; its session is now revoked."""
+
+    code = "token_reused"
+    title = "Token reused"
+    default_detail = "This refresh token was already used; the session has been revoked."
+
+
+class UnsupportedGrantType(WardenError):
+    """An OAuth2 form with a grant type other than `password`."""
+
+    status = 400
+    code = "unsupported_grant_type"
+    title = "Unsupported grant type"
+    default_detail = "Only grant_type=password is supported."
+
+
+class Forbidden(WardenError):
+    """The caller may not do this."""
+
+    status = 403
+    code = "forbidden"
+    title = "Forbidden"
+    default_detail = "You are not allowed to do this."
+
+
+class UserNotFound(WardenError):
+    """No user has this id."""
+
+    status = 404
+    code = "user_not_found"
+    title = "User not found"
+    default_detail = "No user has this id."
+
+
+class LastSuperuser(WardenError):
+    """The change would leave no active superuser."""
+
+    status = 409
+    code = "last_superuser"
+    title = "Last superuser"
+    default_detail = "This would leave no active superuser."
+
+
+class NotFound(WardenError):
+    """No such route."""
+
+    status = 404
+    code = "not_found"
+    title = "Not found"
+    default_detail = "There is nothing at this path."
+
+
+class MethodNotAllowed(WardenError):
+    """The route exists but not with this method."""
+
+    status = 405
+    code = "method_not_allowed"
+    title = "Method not allowed"
+    default_detail = "This method is not allowed on this path."
+
+
+class IdempotencyKeyReused(WardenError):
+    """The idempotency key was used before with a different body."""
+
+    status = 422
+    code = "idempotency_key_reused"
+    title = "Idempotency key reused"
+    default_detail = "This Idempotency-Key was used with a different request body."
+
+
+class IdempotencyKeyInUse(WardenError):
+    """A request with this idempotency key is still being worked on."""
+
+    status = 409
+    code = "idempotency_key_in_use"
+    title = "Idempotency key in use"
+    default_detail = "A request with this Idempotency-Key is still in progress."
+
+
+class PayloadTooLarge(WardenError):
+    """The HTTP body is over the limit."""
+
+    status = 413
+    code = "payload_too_large"
+    title = "Payload too large"
+    default_detail = "The request body is larger than 64 KiB."
+
+
+class UnsupportedMediaType(WardenError):
+    """The HTTP body has a content type the route does not take."""
+
+    status = 415
+    code = "unsupported_media_type"
+    title = "Unsupported media type"
+    default_detail = "The request body must be application/json."
+
+
+class UpstreamTimeout(WardenError):
+    """No worker replied in time."""
+
+    status = 504
+    code = "upstream_timeout"
+    title = "Upstream timeout"
+    default_detail = "No reply from the service in time."
+
+
+class ServiceUnavailable(WardenError):
+    """A dependency (broker, database, Redis) cannot be reached."""
+
+    status = 503
+    code = "service_unavailable"
+    title = "Service unavailable"
+    default_detail = "The service is temporarily unavailable."

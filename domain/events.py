@@ -1,0 +1,49 @@
+"""Domain events: facts in the past tense, written to the outbox in the state change's transaction."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from domain.model import UserView
+
+USER_REGISTERED = "user.registered"
+USER_UPDATED = "user.updated"
+USER_DELETED = "user.deleted"
+USER_PASSWORD_CHANGED = "user.password_changed"
+USER_LOGGED_IN = "user.logged_in"
+USER_LOGGED_OUT = "user.logged_out"
+USER_LOGIN_FAILED = "user.login_failed"
+USER_TOKEN_REUSE_DETECTED = "user.token_reuse_detected"
+
+EVENT_TYPES = (
+    USER_REGISTERED,
+    USER_UPDATED,
+    USER_DELETED,
+    USER_PASSWORD_CHANGED,
+    USER_LOGGED_IN,
+    USER_LOGGED_OUT,
+    USER_LOGIN_FAILED,
+    USER_TOKEN_REUSE_DETECTED,
+)
+
+
+@dataclass(frozen=True)
+class Event:
+    """One domain event; `extra` holds the type's fields beside `user` (session_id, client_ip, reason)."""
+
+    type: str
+    time: datetime
+    user: UserView | None
+    extra: dict[str, Any] = field(default_factory=dict)
+    id: str = field(default_factory=lambda: str(uuid.uuid4()))
+
+    @property
+    def subject(self) -> str | None:
+        return None if self.user is None else str(self.user.id)
+
+    @property
+    def user_id(self) -> int | None:
+        return None if self.user is None else self.user.id

@@ -1,0 +1,136 @@
+"""Entities and value objects: plain dataclasses, no framework."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any
+
+
+@dataclass(frozen=True)
+class UserView:
+    """What may leave the service about a user: never the password hash."""
+
+    id: int
+    email: str
+    username: str
+    full_name: str | None
+    is_active: bool
+    is_superuser: bool
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class User:
+    """A stored account."""
+
+    id: int
+    email: str
+    username: str
+    hashed_password: str = field(repr=False)
+    full_name: str | None
+    is_active: bool
+    is_superuser: bool
+    created_at: datetime
+    updated_at: datetime
+
+    def view(self) -> UserView:
+        return UserView(
+            id=self.id,
+            email=self.email,
+            username=self.username,
+            full_name=self.full_name,
+            is_active=self.is_active,
+            is_superuser=self.is_superuser,
+            created_at=self.created_at,
+            updated_at=self.updated_at,
+        )
+
+    def with_changes(self, changes: UserChanges) -> User:
+        return replace(self, **changes.as_dict())
+
+    @property
+    def is_active_superuser(self) -> bool:
+        return self.is_active and self.is_superuser
+
+
+@dataclass(frozen=True)
+class NewUser:
+    """An account about to be stored."""
+
+    email: str
+    username: str
+    hashed_password: str = field(repr=False)
+    full_name: str | None = None
+    is_active: bool = True
+    is_superuser: bool = False
+
+
+_UNSET: Any = object()
+
+
+@dataclass(frozen=True)
+class UserChanges:
+    """A partial update: only the fields that were given are applied."""
+
+    email: str = _UNSET
+    username: str = _UNSET
+    full_name: str | None = _UNSET
+    is_active: bool = _UNSET
+    is_superuser: bool = _UNSET
+    hashed_password: str = field(default=_UNSET, repr=False)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if v is not _UNSET}
+
+    def __bool__(self) -> bool:
+        return bool(self.as_dict())
+
+
+@dataclass(frozen=True)
+class AccessClaims:
+    """The verified claims of an access token."""
+
+    user_id: int
+    session_id: str
+    token_id: str
+    issued_at: int
+    expires_at: int
+
+
+@dataclass(frozen=True)
+class RefreshClaims:
+    """The verified claims of a refresh token."""
+
+    user_id: int
+    session_id: str
+    token_id: str
+
+
+@dataclass(frozen=True)
+class TokenPair:
+    """What a login or refresh hands back."""
+
+    access_token: str = field(repr=False)
+    refresh_token: str = field(repr=False)
+    expires_in: int
+    refresh_expires_in: int
+    token_type: str = "bearer"
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The caller behind a verified, unrevoked bearer token, with the user as it is now."""
+
+    user: User
+    claims: AccessClaims
+
+
+@dataclass(frozen=True)
+class Introspection:
+    """RFC 7662 answer for a token."""
+
+    active: bool
+    claims: AccessClaims | None = None
+    user: User | None = None
