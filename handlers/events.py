@@ -1,0 +1,143 @@
+"""Events leave through the outbox relay; the audit log is their first subscriber."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+import structlog
+from faststream import AckPolicy
+from faststream.exceptions import RejectMessage
+from faststream.rabbit import RabbitBroker, RabbitQueue, RabbitRouter
+from faststream.rabbit.annotations import RabbitMessage
+
+from handlers.app import EVENTS_EXCHANGE
+from handlers.rpc import DEAD_LETTER_EXCHANGE, raw_body
+from storage.outbox import PostgresOutboxSource
+
+log = structlog.get_logger("warden.events")
+
+AUDIT_QUEUE = RabbitQueue(
+    "warden.audit",
+    durable=True,
+    arguments={
+        "x-queue-type": "quorum",
+        "x-delivery-limit": 5,  # then dead-lettered: a poison event never loops
+        "x-dead-letter-exchange": DEAD_LETTER_EXCHANGE,
+    },
+    routing_key="#",
+)
+CLOUDEVENTS_JSON = "application/cloudevents+json"
+BATCH = 200
+IDLE_WAIT = 5.0  # a safety net only: commits wake the relay through NOTIFY
+MAX_BACKOFF = 10.0
+
+
+class OutboxRelay:
+    """Publishes committed events in id order with confirms, then deletes them (pruning)."""
+
+    def __init__(self, source: PostgresOutboxSource, broker: RabbitBroker) -> None:
+        self._source = source
+        self._broker = broker
+        self._stopping = asyncio.Event()
+        self.leading = False
+        self.published = 0
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._source.wakeup.set()
+
+    async def run(self) -> None:
+        backoff = 0.5
+        while not self._stopping.is_set():
+            try:
+                await self._lead_and_drain()
+                backoff = 0.5
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("outbox relay retrying", error=type(exc).__name__, in_s=backoff)
+                await self._source.close()
+                self.leading = False
+                await self._sleep(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF)
+        await self._source.close()
+
+    async def _lead_and_drain(self) -> None:
+        if not self._source.connected:
+            await self._source.connect()
+        if not self.leading:
+            self.leading = await self._source.try_lead()
+            if not self.leading:  # another worker's relay publishes; stand by
+                await self._sleep(2.0)
+                return
+        self._source.wakeup.clear()
+        while await self._drain_batch():
+            if self._stopping.is_set():
+                return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(IDLE_WAIT):
+                await self._source.wakeup.wait()
+
+    async def _drain_batch(self) -> bool:
+        rows = await self._source.pending(BATCH)
+        done: list[int] = []
+        try:
+            for row_id, kind, payload in rows:
+                await self._publish(kind, payload)
+                done.append(row_id)
+        finally:
+            if done:
+                await self._source.delete(done)
+                self.published += len(done)
+        return len(rows) == BATCH
+
+    async def _publish(self, kind: str, payload: bytes) -> None:
+        event = orjson.loads(payload)
+        headers = {"x-request-id": event["requestid"]} if event.get("requestid") else None
+        await self._broker.publish(
+            payload,
+            exchange=EVENTS_EXCHANGE,
+            routing_key=kind,
+            content_type=CLOUDEVENTS_JSON,
+            message_id=event["id"],
+            persistent=True,
+            headers=headers,
+            timeout=10,
+        )
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._stopping.wait()
+
+
+StoreEvent = Callable[[dict[str, Any]], Awaitable[bool]]
+
+
+def audit_router(store: StoreEvent) -> RabbitRouter:
+    r = RabbitRouter()
+
+    @r.subscriber(
+        AUDIT_QUEUE,
+        exchange=EVENTS_EXCHANGE,
+        decoder=raw_body,
+        ack_policy=AckPolicy.NACK_ON_ERROR,
+        no_reply=True,
+        description="Stores every domain event once in the audit log.",
+    )
+    async def record(body: bytes, message: RabbitMessage) -> None:
+        try:
+            event = orjson.loads(body)
+            if not isinstance(event, dict) or not {"id", "type", "time"} <= event.keys():
+                raise ValueError("not a CloudEvent")
+        except ValueError:
+            log.warning("audit rejected a malformed event", message_id=message.message_id)
+            raise RejectMessage() from None
+        stored = await store(event)
+        log.info("event audited", event_id=event["id"], type=event["type"], duplicate=not stored)
+
+    return r

@@ -1,0 +1,166 @@
+"""The RPC machinery every subscriber shares: decode, validate, call one use case, reply.
+
+A handler here never raises: FastStream publishes no reply when one does, and the caller
+would only time out. Every outcome, a fault included, is the contract's envelope.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+import orjson
+import structlog
+from faststream import AckPolicy
+from faststream.message import StreamMessage
+from faststream.rabbit import Channel, RabbitQueue, RabbitResponse, RabbitRouter
+from faststream.rabbit.annotations import RabbitMessage
+from pydantic import BaseModel, ValidationError
+
+from domain.errors import (
+    FieldError,
+    InternalError,
+    MalformedMessage,
+    UpstreamTimeout,
+    ValidationFailed,
+    WardenError,
+)
+
+log = structlog.get_logger("warden.worker")
+
+M = TypeVar("M", bound=BaseModel)
+DEAD_LETTER_EXCHANGE = "warden.dlx"
+DEADLINE_HEADER = "x-deadline"  # epoch milliseconds after which the caller no longer waits
+
+
+@dataclass(frozen=True)
+class Call(Generic[M]):
+    """One validated request and the headers that travel with it."""
+
+    body: M
+    authorization: str | None = None
+    client_ip: str | None = None
+    request_id: str | None = None
+    idempotency_key: str | None = None
+
+
+UseCase = Callable[[Call[Any]], Awaitable[Any]]
+
+
+def success(data: Any) -> dict[str, Any]:
+    return {"ok": True, "data": data}
+
+
+def failure(error: WardenError) -> dict[str, Any]:
+    return {"ok": False, "error": error.as_error()}
+
+
+def parse(model: type[M], body: bytes) -> M:
+    """The body as `model`, or MalformedMessage / ValidationFailed; input values never echoed."""
+    try:
+        data = orjson.loads(body) if body else None
+    except orjson.JSONDecodeError:
+        raise MalformedMessage from None
+    if not isinstance(data, dict):
+        raise ValidationFailed([FieldError(("body",), "the body must be a JSON object", "dict_type")])
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ValidationFailed(validation_errors(exc, "body")) from None
+
+
+def validation_errors(exc: ValidationError, where: str) -> list[FieldError]:
+    return [
+        FieldError((where, *e["loc"]), _message(e["msg"]), e["type"])
+        for e in exc.errors(include_url=False, include_input=False, include_context=False)
+    ]
+
+
+def _message(msg: str) -> str:
+    return msg.removeprefix("Value error, ")
+
+
+async def serve(
+    queue: str, model: type[M], use_case: UseCase, body: bytes, headers: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Run one request to its envelope, logging one line with its outcome."""
+    request_id = _text(headers.get("x-request-id"))
+    structlog.contextvars.bind_contextvars(request_id=request_id, queue=queue)
+    started = time.perf_counter()
+    try:
+        if _past_deadline(headers):
+            raise UpstreamTimeout("The caller's deadline passed before a worker took the request.")
+        call = Call(
+            body=parse(model, body),
+            authorization=_text(headers.get("authorization")),
+            client_ip=_text(headers.get("x-client-ip")),
+            request_id=request_id,
+            idempotency_key=_text(headers.get("idempotency-key")),
+        )
+        envelope = success(await use_case(call))
+    except WardenError as exc:
+        envelope = failure(exc)
+    except Exception:
+        log.exception("handler fault")
+        envelope = failure(InternalError())
+    status = 200 if envelope["ok"] else envelope["error"]["status"]
+    duration_ms = round((time.perf_counter() - started) * 1000, 2)
+    log.info("message handled", status=status, duration_ms=duration_ms)
+    return envelope
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def _past_deadline(headers: Mapping[str, Any]) -> bool:
+    deadline = headers.get(DEADLINE_HEADER)
+    try:
+        return deadline is not None and time.time() * 1000 > float(deadline)
+    except (TypeError, ValueError):
+        return False
+
+
+async def raw_body(message: StreamMessage[Any]) -> bytes:
+    """Decoder that leaves the body as bytes, so a non-JSON body reaches `parse` as a 422."""
+    return message.body
+
+
+def rpc_queue(name: str) -> RabbitQueue:
+    return RabbitQueue(
+        name, durable=True, arguments={"x-dead-letter-exchange": DEAD_LETTER_EXCHANGE}
+    )
+
+
+def rpc(
+    router: RabbitRouter, queue: str, model: type[M], prefetch: int
+) -> Callable[[UseCase], UseCase]:
+    """Register `use_case` as the subscriber of `queue`, replying with the envelope."""
+
+    def register(use_case: UseCase) -> UseCase:
+        async def handler(body: bytes, message: RabbitMessage) -> RabbitResponse:
+            headers = message.headers or {}
+            envelope = await serve(queue, model, use_case, body, headers)
+            return RabbitResponse(
+                orjson.dumps(envelope),
+                content_type="application/json",
+                correlation_id=message.correlation_id,
+                headers={"x-request-id": headers.get("x-request-id") or ""},
+            )
+
+        handler.__name__ = queue.replace(".", "_")
+        handler.__doc__ = use_case.__doc__
+        router.subscriber(
+            rpc_queue(queue),
+            channel=Channel(prefetch_count=prefetch),
+            decoder=raw_body,
+            ack_policy=AckPolicy.REJECT_ON_ERROR,
+            description=use_case.__doc__,
+        )(handler)
+        return use_case
+
+    return register

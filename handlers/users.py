@@ -1,0 +1,111 @@
+"""Subscribers of the user and audit queues."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from faststream.rabbit import RabbitRouter
+
+from domain.accounts import ChangePassword, RegisterUser
+from domain.listing import AuditQuery, Sort, UserKey, UserQuery
+from domain.model import UserChanges
+from handlers.app import WorkerDeps
+from handlers.rpc import Call, rpc
+from handlers.views import audit_page_body, user_body, user_page_body
+from handlers.wire import (
+    AuditListQuery,
+    ChangePasswordRequest,
+    Empty,
+    ListUsersQuery,
+    RegisterRequest,
+    UpdateMeRequest,
+    UpdateUserMessage,
+    UserIdMessage,
+)
+
+
+def changes_of(body: UpdateMeRequest, *, exclude: set[str] | None = None) -> UserChanges:
+    """Only the fields the caller sent; `null` is a value only for full_name (it clears it)."""
+    given = body.model_dump(exclude_unset=True, exclude=exclude)
+    refused_nulls = [k for k, v in given.items() if v is None and k != "full_name"]
+    if refused_nulls:
+        from domain.errors import FieldError, ValidationFailed
+
+        raise ValidationFailed(
+            [FieldError(("body", k), "may not be null", "none_forbidden") for k in refused_nulls]
+        )
+    return UserChanges(**given)
+
+
+def router(deps: WorkerDeps) -> RabbitRouter:
+    r = RabbitRouter()
+    auth, accounts, cursors = deps.auth, deps.accounts, deps.cursors
+
+    @rpc(r, "warden.users.register", RegisterRequest, deps.login_prefetch)
+    async def register(call: Call[RegisterRequest]) -> dict[str, Any]:
+        """Register a new user (anyone)."""
+        b = call.body
+        cmd = RegisterUser(str(b.email), b.username, b.password, b.full_name)
+        return user_body(await accounts.register(cmd))
+
+    @rpc(r, "warden.users.me", Empty, deps.prefetch)
+    async def me(call: Call[Empty]) -> dict[str, Any]:
+        """The caller's own user (bearer)."""
+        return user_body((await auth.authenticate(call.authorization)).user)
+
+    @rpc(r, "warden.users.update_me", UpdateMeRequest, deps.prefetch)
+    async def update_me(call: Call[UpdateMeRequest]) -> dict[str, Any]:
+        """Change the caller's email, username or full name (bearer)."""
+        principal = await auth.authenticate(call.authorization)
+        return user_body(await accounts.update_me(principal, changes_of(call.body)))
+
+    @rpc(r, "warden.users.change_password", ChangePasswordRequest, deps.login_prefetch)
+    async def change_password(call: Call[ChangePasswordRequest]) -> None:
+        """Change the caller's password; the caller's other sessions end (bearer)."""
+        principal = await auth.authenticate(call.authorization)
+        b = call.body
+        await accounts.change_password(principal, ChangePassword(b.current_password, b.new_password))
+
+    @rpc(r, "warden.users.list", ListUsersQuery, deps.prefetch)
+    async def list_users(call: Call[ListUsersQuery]) -> dict[str, Any]:
+        """A page of users, keyset-paged, filtered and sorted (superuser)."""
+        principal = await auth.authenticate(call.authorization)
+        b = call.body
+        query = UserQuery(b.limit, Sort.parse(b.sort), b.q or None, b.is_active, b.is_superuser)
+        if b.cursor:
+            value, last_id = cursors.decode(b.cursor, query.fingerprint())
+            query = UserQuery(**(query.__dict__ | {"after": UserKey(value, last_id)}))
+        page = await accounts.list_users(principal, query)
+        return user_page_body(page, cursors, query.fingerprint())
+
+    @rpc(r, "warden.users.get", UserIdMessage, deps.prefetch)
+    async def get_user(call: Call[UserIdMessage]) -> dict[str, Any]:
+        """One user by id (superuser, or the user itself)."""
+        principal = await auth.authenticate(call.authorization)
+        return user_body(await accounts.get_user(principal, call.body.id))
+
+    @rpc(r, "warden.users.update", UpdateUserMessage, deps.prefetch)
+    async def update_user(call: Call[UpdateUserMessage]) -> dict[str, Any]:
+        """Change any user, including is_active and is_superuser (superuser)."""
+        principal = await auth.authenticate(call.authorization)
+        changes = changes_of(call.body, exclude={"id"})
+        return user_body(await accounts.update_user(principal, call.body.id, changes))
+
+    @rpc(r, "warden.users.delete", UserIdMessage, deps.prefetch)
+    async def delete_user(call: Call[UserIdMessage]) -> None:
+        """Delete a user; its sessions end at once (superuser)."""
+        principal = await auth.authenticate(call.authorization)
+        await accounts.delete_user(principal, call.body.id)
+
+    @rpc(r, "warden.audit.list", AuditListQuery, deps.prefetch)
+    async def list_audit(call: Call[AuditListQuery]) -> dict[str, Any]:
+        """A page of the audit log, newest first (superuser)."""
+        principal = await auth.authenticate(call.authorization)
+        b = call.body
+        query = AuditQuery(b.limit, b.user_id, b.type)
+        if b.cursor:
+            query = AuditQuery(b.limit, b.user_id, b.type, cursors.decode(b.cursor, query.fingerprint()))
+        page = await accounts.list_audit(principal, query)
+        return audit_page_body(page, cursors, query.fingerprint())
+
+    return r

@@ -1,0 +1,57 @@
+"""Engine construction and database creation."""
+
+from __future__ import annotations
+
+import asyncpg
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+
+def make_engine(url: str, pool_size: int = 20, max_overflow: int = 10) -> AsyncEngine:
+    """The worker's pool: `pool_size` kept connections plus `max_overflow` on demand."""
+    return create_async_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=max_overflow,
+        pool_pre_ping=True,
+        pool_recycle=1800,
+        connect_args={"command_timeout": 30, "timeout": 5},
+    )
+
+
+async def create_database_if_missing(url: str) -> bool:
+    """Create the database named in `url` unless it exists; True when it was created."""
+    target = make_url(url)
+    name = target.database
+    if not name:
+        raise ValueError("the database URL names no database")
+    admin_dsn = target.set(drivername="postgresql", database="postgres").render_as_string(
+        hide_password=False
+    )
+    conn = await asyncpg.connect(admin_dsn, timeout=10)
+    try:
+        exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name)
+        if exists:
+            return False
+        quoted = '"' + name.replace('"', '""') + '"'
+        try:
+            await conn.execute(f"CREATE DATABASE {quoted}")
+        except asyncpg.DuplicateDatabaseError:  # another `warden migrate` won the race
+            return False
+        return True
+    finally:
+        await conn.close()
+
+
+async def drop_database(url: str) -> None:
+    """Drop the database named in `url` (tests use it to clean up their own databases)."""
+    target = make_url(url)
+    admin_dsn = target.set(drivername="postgresql", database="postgres").render_as_string(
+        hide_password=False
+    )
+    conn = await asyncpg.connect(admin_dsn, timeout=10)
+    try:
+        quoted = '"' + (target.database or "").replace('"', '""') + '"'
+        await conn.execute(f"DROP DATABASE IF EXISTS {quoted} WITH (FORCE)")
+    finally:
+        await conn.close()

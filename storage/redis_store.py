@@ -1,0 +1,158 @@
+"""Redis adapters: live sessions and failed-login counters, shared by every worker.
+
+Keys (every one has a TTL, so nothing grows without bound):
+  warden:session:{sid}          hash {uid, rid}: a live session and its current refresh token id;
+                                TTL = refresh token lifetime, renewed on each rotation
+  warden:user-sessions:{uid}    set of the user's session ids, for "revoke all"; same TTL
+  warden:login-failures:account:{account}, warden:login-failures:ip:{address}
+                                failed-login counters; TTL = the login window from the first failure
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from domain.errors import ServiceUnavailable
+from domain.ports import Rotation
+
+SESSION = "warden:session:"
+USER_SESSIONS = "warden:user-sessions:"
+FAILURES = "warden:login-failures:"
+
+# KEYS[1] session; ARGV: presented refresh id, new refresh id, ttl, user-sessions prefix.
+_ROTATE = """
+local current = redis.call('HGET', KEYS[1], 'rid')
+if not current then return 0 end
+if current == ARGV[1] then
+  redis.call('HSET', KEYS[1], 'rid', ARGV[2])
+  redis.call('EXPIRE', KEYS[1], ARGV[3])
+  redis.call('EXPIRE', ARGV[4] .. redis.call('HGET', KEYS[1], 'uid'), ARGV[3])
+  return 1
+end
+redis.call('DEL', KEYS[1])
+return 2
+"""
+
+# KEYS[1] user-sessions set; ARGV: session prefix, session id to keep ('' for none).
+_REVOKE_ALL = """
+for _, sid in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  if sid ~= ARGV[2] then
+    redis.call('DEL', ARGV[1] .. sid)
+    redis.call('SREM', KEYS[1], sid)
+  end
+end
+return 1
+"""
+
+_ROTATIONS = {0: Rotation.MISSING, 1: Rotation.ROTATED, 2: Rotation.REUSED}
+
+
+def make_redis(url: str) -> aioredis.Redis:
+    """A client that gives up quickly, so a hung Redis fails requests instead of stalling them."""
+    return aioredis.Redis.from_url(
+        url,
+        socket_timeout=2,
+        socket_connect_timeout=2,
+        health_check_interval=15,
+        decode_responses=True,
+    )
+
+
+@asynccontextmanager
+async def unavailable_on_error() -> AsyncIterator[None]:
+    """Fail closed: an unreachable Redis is a 503, never an accepted token."""
+    try:
+        yield
+    except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+        raise ServiceUnavailable("The session store cannot be reached.") from exc
+
+
+class RedisSessionStore:
+    """SessionStore in Redis; rotation is one Lua script, so two racing refreshes have one winner."""
+
+    def __init__(self, client: aioredis.Redis, ttl: int) -> None:
+        self._redis = client
+        self._ttl = ttl
+        self._rotate = client.register_script(_ROTATE)
+        self._revoke_all = client.register_script(_REVOKE_ALL)
+
+    async def create(self, user_id: int, session_id: str, refresh_id: str) -> None:
+        async with unavailable_on_error():
+            pipe = self._redis.pipeline(transaction=True)
+            pipe.hset(SESSION + session_id, mapping={"uid": user_id, "rid": refresh_id})
+            pipe.expire(SESSION + session_id, self._ttl)
+            pipe.sadd(USER_SESSIONS + str(user_id), session_id)
+            pipe.expire(USER_SESSIONS + str(user_id), self._ttl)
+            await pipe.execute()
+
+    async def rotate(self, session_id: str, presented_id: str, new_id: str) -> Rotation:
+        async with unavailable_on_error():
+            keys = [SESSION + session_id]
+            result = await self._rotate(keys, [presented_id, new_id, self._ttl, USER_SESSIONS])
+        return _ROTATIONS[int(result)]
+
+    async def is_active(self, session_id: str) -> bool:
+        async with unavailable_on_error():
+            return bool(await self._redis.exists(SESSION + session_id))
+
+    async def revoke(self, session_id: str) -> None:
+        async with unavailable_on_error():
+            user_id = await self._redis.hget(SESSION + session_id, "uid")
+            pipe = self._redis.pipeline(transaction=True)
+            pipe.delete(SESSION + session_id)
+            if user_id is not None:
+                pipe.srem(USER_SESSIONS + user_id, session_id)
+            await pipe.execute()
+
+    async def revoke_all(self, user_id: int, keep: str | None = None) -> None:
+        async with unavailable_on_error():
+            await self._revoke_all([USER_SESSIONS + str(user_id)], [SESSION, keep or ""])
+
+
+class RedisLoginThrottle:
+    """LoginThrottle with fixed windows that start at the first failure."""
+
+    def __init__(
+        self, client: aioredis.Redis, max_failures: int, ip_max_failures: int, window: int
+    ) -> None:
+        self._redis = client
+        self._max = max_failures
+        self._ip_max = ip_max_failures
+        self._window = window
+
+    async def blocked_for(self, account: str, client_ip: str | None) -> int:
+        limits = [(FAILURES + "account:" + account, self._max)]
+        if client_ip:
+            limits.append((FAILURES + "ip:" + client_ip, self._ip_max))
+        async with unavailable_on_error():
+            pipe = self._redis.pipeline(transaction=False)
+            for key, _ in limits:
+                pipe.get(key)
+                pipe.ttl(key)
+            replies = await pipe.execute()
+        wait = 0
+        for i, (_, limit) in enumerate(limits):
+            count, ttl = replies[2 * i], replies[2 * i + 1]
+            if count is not None and int(count) >= limit:
+                wait = max(wait, ttl if ttl > 0 else self._window)
+        return wait
+
+    async def record_failure(self, account: str, client_ip: str | None) -> None:
+        keys = [FAILURES + "account:" + account]
+        if client_ip:
+            keys.append(FAILURES + "ip:" + client_ip)
+        async with unavailable_on_error():
+            pipe = self._redis.pipeline(transaction=True)
+            for key in keys:
+                pipe.incr(key)
+                pipe.expire(key, self._window, nx=True)
+            await pipe.execute()
+
+    async def clear(self, account: str) -> None:
+        async with unavailable_on_error():
+            await self._redis.delete(FAILURES + "account:" + account)

@@ -1,0 +1,54 @@
+"""Table definitions (SQLAlchemy Core). The migrations, not these, create the schema."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Identity,
+    MetaData,
+    Table,
+    Text,
+    func,
+)
+from sqlalchemy.dialects.postgresql import JSONB, UUID
+
+metadata = MetaData()
+
+users = Table(
+    "users",
+    metadata,
+    Column("id", BigInteger, Identity(), primary_key=True),
+    Column("email", Text, nullable=False),
+    Column("username", Text, nullable=False),
+    Column("hashed_password", Text, nullable=False),
+    Column("full_name", Text, nullable=True),
+    Column("is_active", Boolean, nullable=False, server_default="true"),
+    Column("is_superuser", Boolean, nullable=False, server_default="false"),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", BigInteger, Identity(), primary_key=True),
+    Column("event_id", UUID(as_uuid=False), nullable=False),
+    Column("type", Text, nullable=False),
+    Column("user_id", BigInteger, nullable=True),
+    Column("payload", JSONB, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", BigInteger, Identity(), primary_key=True),
+    Column("event_id", UUID(as_uuid=False), nullable=False, unique=True),
+    Column("type", Text, nullable=False),
+    Column("user_id", BigInteger, nullable=True),
+    Column("time", DateTime(timezone=True), nullable=False),
+    Column("data", JSONB, nullable=False),
+)

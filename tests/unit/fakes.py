@@ -1,0 +1,434 @@
+"""In-memory fakes of the domain's ports: small, honest stand-ins, never mocks of our own ports.
+
+Each fake keeps the semantics the use cases rely on (unique clashes, keyset paging,
+transactions, token rotation, login windows) so a unit test fails where a real adapter would.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from types import TracebackType
+
+from domain.errors import EmailTaken, InvalidToken, TokenExpired, UsernameTaken, UserNotFound
+from domain.events import Event
+from domain.listing import (
+    AuditEntry,
+    AuditPage,
+    AuditQuery,
+    UserKey,
+    UserPage,
+    UserQuery,
+    sort_value,
+)
+from domain.model import AccessClaims, NewUser, RefreshClaims, User, UserChanges
+from domain.ports import Rotation
+
+EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+class FakeClock:
+    """A UTC clock that stands still until a test moves it."""
+
+    def __init__(self, now: datetime = EPOCH) -> None:
+        self._now = now
+
+    def now(self) -> datetime:
+        return self._now
+
+    def set(self, now: datetime) -> None:
+        if now.utcoffset() != timedelta(0):
+            raise ValueError("FakeClock tells UTC only")
+        self._now = now
+
+    def advance(self, seconds: float) -> None:
+        self._now += timedelta(seconds=seconds)
+
+
+class FakeUserRepository:
+    """Users in a dict; email and username are unique case-insensitively, as the indexes are."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        self._clock = clock
+        self._users: dict[int, User] = {}
+        self._next_id = 1  # like a sequence: a rolled-back insert still spends its id
+        self.superuser_locks = 0
+
+    async def add(self, new: NewUser) -> User:
+        await self.clash(new.email, new.username, exclude=None)
+        now = self._clock.now()
+        user = User(
+            id=self._next_id,
+            email=new.email,
+            username=new.username,
+            hashed_password=new.hashed_password,
+            full_name=new.full_name,
+            is_active=new.is_active,
+            is_superuser=new.is_superuser,
+            created_at=now,
+            updated_at=now,
+        )
+        self._next_id += 1
+        self._users[user.id] = user
+        return user
+
+    async def get(self, user_id: int) -> User | None:
+        return self._users.get(user_id)
+
+    async def get_by_login(self, login: str) -> User | None:
+        wanted = login.lower()
+        for user in self._users.values():
+            if wanted in (user.username.lower(), user.email.lower()):
+                return user
+        return None
+
+    async def clash(self, email: str | None, username: str | None, exclude: int | None) -> None:
+        others = [u for u in self._users.values() if u.id != exclude]
+        if email is not None and any(u.email.lower() == email.lower() for u in others):
+            raise EmailTaken
+        if username is not None and any(u.username.lower() == username.lower() for u in others):
+            raise UsernameTaken
+
+    async def update(self, user: User, changes: UserChanges) -> User:
+        current = self._users.get(user.id)
+        if current is None:
+            raise UserNotFound
+        fields = changes.as_dict()
+        await self.clash(fields.get("email"), fields.get("username"), exclude=user.id)
+        updated = dataclasses.replace(current.with_changes(changes), updated_at=self._clock.now())
+        self._users[user.id] = updated
+        return updated
+
+    async def delete(self, user_id: int) -> None:
+        self._users.pop(user_id, None)
+
+    async def lock_superusers(self) -> Sequence[int]:
+        self.superuser_locks += 1
+        return sorted(u.id for u in self._users.values() if u.is_active_superuser)
+
+    def snapshot(self) -> dict[int, User]:
+        return dict(self._users)
+
+    def restore(self, snapshot: dict[int, User]) -> None:
+        self._users = dict(snapshot)
+
+    async def list(self, query: UserQuery) -> UserPage:
+        matching = _sorted_page_source(self._users.values(), query)
+        items = matching[: query.limit]
+        if len(matching) <= query.limit:
+            return UserPage(items, None)
+        last = items[-1]
+        return UserPage(items, UserKey(sort_value(last, query.sort.key), last.id))
+
+
+def _sorted_page_source(users: Iterable[User], query: UserQuery) -> list[User]:
+    """Users matching the filters, in sort order, after the query's keyset position."""
+    key = query.sort.key
+
+    def position(user: User) -> tuple[str, int]:
+        return (sort_value(user, key), user.id)
+
+    found = sorted(
+        (u for u in users if _matches(u, query)),
+        key=position,
+        reverse=query.sort.descending,
+    )
+    if query.after is None:
+        return found
+    mark = (query.after.value, query.after.id)
+    if query.sort.descending:
+        return [u for u in found if position(u) < mark]
+    return [u for u in found if position(u) > mark]
+
+
+def _matches(user: User, query: UserQuery) -> bool:
+    if query.is_active is not None and user.is_active != query.is_active:
+        return False
+    if query.is_superuser is not None and user.is_superuser != query.is_superuser:
+        return False
+    if not query.q:
+        return True
+    needle = query.q.lower()
+    return any(needle in text.lower() for text in (user.email, user.username, user.full_name or ""))
+
+
+class FakeEventOutbox:
+    """Events added in a transaction; only `committed` ones would ever reach the broker."""
+
+    def __init__(self) -> None:
+        self.pending: list[Event] = []
+        self.committed: list[Event] = []
+
+    def add(self, event: Event) -> None:
+        self.pending.append(event)
+
+    def commit(self) -> list[Event]:
+        done, self.pending = self.pending, []
+        self.committed.extend(done)
+        return done
+
+    def rollback(self) -> None:
+        self.pending.clear()
+
+
+class FakeAuditLog:
+    """The stored history; here fed straight from commits, standing in for relay and consumer."""
+
+    def __init__(self) -> None:
+        self.entries: list[AuditEntry] = []
+
+    def record(self, event: Event) -> None:
+        data = {"user": None if event.user is None else dataclasses.asdict(event.user)}
+        self.entries.append(
+            AuditEntry(
+                id=len(self.entries) + 1,
+                event_id=event.id,
+                type=event.type,
+                user_id=event.user_id,
+                time=event.time,
+                data=data | event.extra,
+            )
+        )
+
+    async def list(self, query: AuditQuery) -> AuditPage:
+        found = [
+            e
+            for e in reversed(self.entries)  # newest first
+            if (query.user_id is None or e.user_id == query.user_id)
+            and (query.type is None or e.type == query.type)
+            and (query.after is None or e.id < query.after)
+        ]
+        items = found[: query.limit]
+        more = len(found) > query.limit
+        return AuditPage(items, items[-1].id if more else None)
+
+
+class FakeUnitOfWork:
+    """One 'transaction': user changes and events stand only once committed."""
+
+    def __init__(
+        self, users: FakeUserRepository, outbox: FakeEventOutbox, audit: FakeAuditLog
+    ) -> None:
+        self.users = users
+        self.outbox = outbox
+        self.audit = audit
+        self.committed = False
+        self._snapshot = users.snapshot()
+
+    async def __aenter__(self) -> FakeUnitOfWork:
+        self._snapshot = self.users.snapshot()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        # Like a session closed without commit: whatever was not committed is gone.
+        self.rollback()
+
+    async def commit(self) -> None:
+        for event in self.outbox.commit():
+            self.audit.record(event)
+        self._snapshot = self.users.snapshot()
+        self.committed = True
+
+    def rollback(self) -> None:
+        self.users.restore(self._snapshot)
+        self.outbox.rollback()
+
+
+class FakeUnitOfWorkFactory:
+    """Opens units of work over one shared in-memory store."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        self.users = FakeUserRepository(clock)
+        self.outbox = FakeEventOutbox()
+        self.audit = FakeAuditLog()
+        self.opened: list[FakeUnitOfWork] = []
+
+    def __call__(self) -> FakeUnitOfWork:
+        uow = FakeUnitOfWork(self.users, self.outbox, self.audit)
+        self.opened.append(uow)
+        return uow
+
+    def events(self, kind: str | None = None) -> list[Event]:
+        """Committed events, optionally of one type, oldest first."""
+        return [e for e in self.outbox.committed if kind is None or e.type == kind]
+
+
+class FakePasswordHasher:
+    """A deterministic 'hash' that counts the work, so tests can see what a login costs."""
+
+    PREFIX = "hashed:"
+
+    def __init__(self) -> None:
+        self.hash_calls = 0
+        self.verify_calls = 0
+        self.burn_calls = 0
+
+    async def hash(self, password: str) -> str:
+        self.hash_calls += 1
+        return self.PREFIX + password
+
+    async def verify(self, password: str, hashed: str) -> bool:
+        self.verify_calls += 1
+        return hashed == self.PREFIX + password
+
+    async def burn(self, password: str) -> None:
+        self.burn_calls += 1
+
+    @property
+    def checks(self) -> int:
+        """Verifies and burns: what one login attempt spends in bcrypt time."""
+        return self.verify_calls + self.burn_calls
+
+
+class FakeTokenIssuer:
+    """Readable tokens ('access:uid:sid:jti:iat:exp'), valid only if this issuer made them."""
+
+    def __init__(self, clock: FakeClock, access_ttl: int = 1800, refresh_ttl: int = 604800) -> None:
+        self._clock = clock
+        self._access_ttl = access_ttl
+        self._refresh_ttl = refresh_ttl
+        self._issued: set[str] = set()  # stands in for the signature
+
+    def issue_access(self, user_id: int, session_id: str, now: datetime) -> str:
+        iat = int(now.timestamp())
+        jti = uuid.uuid4().hex
+        return self._sign(f"access:{user_id}:{session_id}:{jti}:{iat}:{iat + self._access_ttl}")
+
+    def issue_refresh(self, user_id: int, session_id: str, token_id: str, now: datetime) -> str:
+        exp = int(now.timestamp()) + self._refresh_ttl
+        return self._sign(f"refresh:{user_id}:{session_id}:{token_id}:{exp}")
+
+    def read_access(self, token: str) -> AccessClaims:
+        _, uid, sid, jti, iat, exp = self._open(token, "access", 6)
+        self._check_live(int(exp))
+        return AccessClaims(int(uid), sid, jti, int(iat), int(exp))
+
+    def read_refresh(self, token: str) -> RefreshClaims:
+        _, uid, sid, token_id, exp = self._open(token, "refresh", 5)
+        self._check_live(int(exp))
+        return RefreshClaims(int(uid), sid, token_id)
+
+    def _sign(self, token: str) -> str:
+        self._issued.add(token)
+        return token
+
+    def _open(self, token: str, kind: str, parts: int) -> list[str]:
+        if token not in self._issued:
+            raise InvalidToken  # forged, tampered or garbage
+        fields = token.split(":")
+        if fields[0] != kind or len(fields) != parts:
+            raise InvalidToken(f"Not an {kind} token.")
+        return fields
+
+    def _check_live(self, exp: int) -> None:
+        if self._clock.now().timestamp() >= exp:
+            raise TokenExpired
+
+
+@dataclass
+class FakeSession:
+    user_id: int
+    refresh_id: str
+
+
+class FakeSessionStore:
+    """Sessions keyed by id, each accepting only its newest refresh token id."""
+
+    def __init__(self) -> None:
+        self.sessions: dict[str, FakeSession] = {}
+
+    async def create(self, user_id: int, session_id: str, refresh_id: str) -> None:
+        self.sessions[session_id] = FakeSession(user_id, refresh_id)
+
+    async def rotate(self, session_id: str, presented_id: str, new_id: str) -> Rotation:
+        session = self.sessions.get(session_id)
+        if session is None:
+            return Rotation.MISSING
+        if presented_id != session.refresh_id:
+            # Not the current token, so a spent one: someone holds a copy; end the session.
+            del self.sessions[session_id]
+            return Rotation.REUSED
+        session.refresh_id = new_id
+        return Rotation.ROTATED
+
+    async def is_active(self, session_id: str) -> bool:
+        return session_id in self.sessions
+
+    async def revoke(self, session_id: str) -> None:
+        self.sessions.pop(session_id, None)
+
+    async def revoke_all(self, user_id: int, keep: str | None = None) -> None:
+        for sid in self.of_user(user_id):
+            if sid != keep:
+                del self.sessions[sid]
+
+    def of_user(self, user_id: int) -> list[str]:
+        return [sid for sid, s in self.sessions.items() if s.user_id == user_id]
+
+
+@dataclass
+class _Window:
+    started: datetime
+    failures: int = 0
+
+
+class FakeLoginThrottle:
+    """Fixed-window failure counters per account and per client address (like INCR + EXPIRE)."""
+
+    def __init__(
+        self,
+        clock: FakeClock,
+        max_failures: int = 10,
+        ip_max_failures: int = 100,
+        window: int = 900,
+    ) -> None:
+        self._clock = clock
+        self.max_failures = max_failures
+        self.ip_max_failures = ip_max_failures
+        self.window = window
+        self._counters: dict[str, _Window] = {}
+
+    async def blocked_for(self, account: str, client_ip: str | None) -> int:
+        waits = [self._wait(f"account:{account}", self.max_failures)]
+        if client_ip:
+            waits.append(self._wait(f"ip:{client_ip}", self.ip_max_failures))
+        return max(waits)
+
+    async def record_failure(self, account: str, client_ip: str | None) -> None:
+        self._count(f"account:{account}")
+        if client_ip:
+            self._count(f"ip:{client_ip}")
+
+    async def clear(self, account: str) -> None:
+        self._counters.pop(f"account:{account}", None)
+
+    def failures(self, account: str) -> int:
+        window = self._live(f"account:{account}")
+        return 0 if window is None else window.failures
+
+    def _count(self, key: str) -> None:
+        window = self._live(key) or self._counters.setdefault(key, _Window(self._clock.now()))
+        window.failures += 1
+
+    def _wait(self, key: str, limit: int) -> int:
+        window = self._live(key)
+        if window is None or window.failures < limit:
+            return 0
+        left = window.started + timedelta(seconds=self.window) - self._clock.now()
+        return max(1, math.ceil(left.total_seconds()))
+
+    def _live(self, key: str) -> _Window | None:
+        window = self._counters.get(key)
+        if window is not None and self._clock.now() >= window.started + timedelta(seconds=self.window):
+            del self._counters[key]
+            return None
+        return window

@@ -1,0 +1,69 @@
+"""Accounts the unit tests need, made and signed in through the use cases themselves."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from domain.accounts import Accounts
+from domain.auth import Auth, LogIn
+from domain.model import NewUser, Principal, TokenPair, User
+from tests.unit.fakes import FakeClock, FakePasswordHasher
+
+ACCESS_TTL = 1800
+REFRESH_TTL = 604800
+
+
+@dataclass(frozen=True)
+class SignedIn:
+    """One login: its token pair and the principal its access token stands for."""
+
+    pair: TokenPair
+    principal: Principal
+
+    @property
+    def bearer(self) -> str:
+        return f"Bearer {self.pair.access_token}"
+
+    @property
+    def session_id(self) -> str:
+        return self.principal.claims.session_id
+
+
+class People:
+    """Creates users with known passwords and signs them in."""
+
+    def __init__(
+        self, accounts: Accounts, auth: Auth, hasher: FakePasswordHasher, clock: FakeClock
+    ) -> None:
+        self._accounts = accounts
+        self._auth = auth
+        self._hasher = hasher
+        self._clock = clock
+        self._passwords: dict[int, str] = {}
+
+    async def add(
+        self,
+        username: str,
+        *,
+        password: str | None = None,
+        email: str | None = None,
+        full_name: str | None = None,
+        superuser: bool = False,
+        active: bool = True,
+    ) -> User:
+        password = password or f"{username}-password"
+        hashed = await self._hasher.hash(password)
+        email = email or f"{username}@example.com"
+        new = NewUser(email, username, hashed, full_name, is_active=active, is_superuser=superuser)
+        user = await self._accounts.create(new)
+        self._passwords[user.id] = password
+        self._clock.advance(1)  # distinct created_at values, so listing order is defined
+        return user
+
+    def password_of(self, user: User) -> str:
+        return self._passwords[user.id]
+
+    async def sign_in(self, user: User, client_ip: str | None = None) -> SignedIn:
+        pair = await self._auth.login(LogIn(user.username, self._passwords[user.id], client_ip))
+        principal = await self._auth.authenticate(f"Bearer {pair.access_token}")
+        return SignedIn(pair, principal)

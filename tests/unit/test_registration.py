@@ -1,0 +1,116 @@
+"""Registration: a new, active, ordinary account, announced once and never with its hash."""
+
+from __future__ import annotations
+
+import pytest
+
+from domain import events
+from domain.accounts import Accounts, RegisterUser
+from domain.errors import EmailTaken, UsernameTaken
+from domain.model import NewUser, UserView
+from tests.unit.fakes import FakeClock, FakePasswordHasher, FakeUnitOfWorkFactory
+
+ALICE = RegisterUser("Alice@Example.COM", "Alice", "alice-password", "Alice Liddell")
+
+
+async def test_registration_stores_the_email_lower_cased(accounts: Accounts) -> None:
+    user = await accounts.register(ALICE)
+
+    assert user.email == "alice@example.com"
+
+
+async def test_registration_keeps_the_username_as_given(accounts: Accounts) -> None:
+    user = await accounts.register(ALICE)
+
+    assert user.username == "Alice"
+
+
+async def test_a_registered_user_is_active_and_no_superuser(
+    accounts: Accounts, uow: FakeUnitOfWorkFactory, clock: FakeClock
+) -> None:
+    user = await accounts.register(ALICE)
+
+    assert await uow.users.get(user.id) == user
+    assert user.is_active
+    assert not user.is_superuser
+    assert user.full_name == "Alice Liddell"
+    assert user.created_at == user.updated_at == clock.now()
+
+
+async def test_registration_stores_the_hash_never_the_password(
+    accounts: Accounts, hasher: FakePasswordHasher
+) -> None:
+    user = await accounts.register(ALICE)
+
+    assert hasher.hash_calls == 1
+    assert user.hashed_password == "hashed:alice-password"
+    assert await hasher.verify("alice-password", user.hashed_password)
+
+
+async def test_registration_records_user_registered_with_a_view_and_no_hash(
+    accounts: Accounts, uow: FakeUnitOfWorkFactory, clock: FakeClock
+) -> None:
+    user = await accounts.register(ALICE)
+
+    [event] = uow.events()
+    assert event.type == events.USER_REGISTERED
+    assert event.time == clock.now()
+    assert isinstance(event.user, UserView)
+    assert event.user == user.view()
+    assert event.subject == str(user.id)
+    assert event.extra == {}
+    assert "hashed" not in repr(event)
+    assert not hasattr(event.user, "hashed_password")
+
+
+@pytest.mark.parametrize("email", ["alice@example.com", "ALICE@EXAMPLE.COM", " Alice@example.com "])
+async def test_a_taken_email_in_any_case_raises_email_taken_without_hashing(
+    accounts: Accounts, hasher: FakePasswordHasher, uow: FakeUnitOfWorkFactory, email: str
+) -> None:
+    await accounts.register(ALICE)
+    hashes = hasher.hash_calls
+
+    with pytest.raises(EmailTaken):
+        await accounts.register(RegisterUser(email, "someone_else", "another-password"))
+
+    assert hasher.hash_calls == hashes
+    assert len(uow.events(events.USER_REGISTERED)) == 1
+
+
+@pytest.mark.parametrize("username", ["Alice", "alice", "ALICE"])
+async def test_a_taken_username_in_any_case_raises_username_taken_without_hashing(
+    accounts: Accounts, hasher: FakePasswordHasher, uow: FakeUnitOfWorkFactory, username: str
+) -> None:
+    await accounts.register(ALICE)
+    hashes = hasher.hash_calls
+
+    with pytest.raises(UsernameTaken):
+        await accounts.register(RegisterUser("other@example.com", username, "another-password"))
+
+    assert hasher.hash_calls == hashes
+    assert len(uow.events(events.USER_REGISTERED)) == 1
+
+
+async def test_a_clash_that_slips_past_the_check_is_refused_by_the_store_with_no_event(
+    accounts: Accounts, uow: FakeUnitOfWorkFactory
+) -> None:
+    # Two registrations racing: both pass the check, the unique index stops the second.
+    await accounts.register(ALICE)
+
+    with pytest.raises(EmailTaken):
+        await accounts.create(NewUser("alice@example.com", "bob", "hashed:x"))
+
+    assert len(uow.events()) == 1
+    assert await uow.users.get_by_login("bob") is None
+
+
+async def test_create_stores_a_superuser_as_given(
+    accounts: Accounts, uow: FakeUnitOfWorkFactory
+) -> None:
+    new = NewUser("root@example.com", "root", "hashed:root-password", is_superuser=True)
+
+    user = await accounts.create(new)
+
+    assert user.is_superuser
+    assert user.is_active_superuser
+    assert [e.user for e in uow.events(events.USER_REGISTERED)] == [user.view()]

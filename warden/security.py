@@ -1,0 +1,141 @@
+"""Password hashing (bcrypt) and tokens (JWT): the crypto adapters of the domain's ports."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta
+from typing import Any
+
+import bcrypt
+import jwt
+
+from domain.auth import new_id
+from domain.errors import InvalidToken, TokenExpired
+from domain.model import AccessClaims, RefreshClaims
+
+_REQUIRED_CLAIMS = ["iss", "sub", "sid", "jti", "type", "iat", "exp"]
+
+
+def _lower_priority() -> None:
+    # Linux threads have their own nice value: hashing yields the cores to the event loops.
+    with contextlib.suppress(OSError, AttributeError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+
+
+class BcryptPasswordHasher:
+    """PasswordHasher on a bounded thread pool; bcrypt releases the GIL while it works."""
+
+    def __init__(self, rounds: int, threads: int) -> None:
+        self._rounds = rounds
+        self._pool = ThreadPoolExecutor(
+            max_workers=threads, thread_name_prefix="bcrypt", initializer=_lower_priority
+        )
+        self._dummy: bytes | None = None
+        self.waiting = 0  # calls queued or running, for metrics
+
+    async def hash(self, password: str) -> str:
+        salt = bcrypt.gensalt(self._rounds)
+        hashed = await self._run(bcrypt.hashpw, password.encode(), salt)
+        return hashed.decode()
+
+    async def verify(self, password: str, hashed: str) -> bool:
+        try:
+            return await self._run(bcrypt.checkpw, password.encode(), hashed.encode())
+        except ValueError:  # a malformed stored hash never verifies
+            return False
+
+    async def burn(self, password: str) -> None:
+        if self._dummy is None:
+            self._dummy = (await self.hash(new_id())).encode()
+        await self._run(bcrypt.checkpw, password.encode(), self._dummy)
+
+    async def _run(self, fn: Any, *args: Any) -> Any:
+        self.waiting += 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+        finally:
+            self.waiting -= 1
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+class JwtTokenIssuer:
+    """TokenIssuer with pinned algorithm, required claims, issuer check and a small leeway."""
+
+    def __init__(
+        self,
+        secret: str,
+        issuer: str,
+        access_ttl: int,
+        refresh_ttl: int,
+        algorithm: str = "HS256",
+        leeway: int = 10,
+    ) -> None:
+        self._secret = secret
+        self._issuer = issuer
+        self._access_ttl = timedelta(seconds=access_ttl)
+        self._refresh_ttl = timedelta(seconds=refresh_ttl)
+        self._algorithm = algorithm
+        self._leeway = leeway
+
+    def issue_access(self, user_id: int, session_id: str, now: datetime) -> str:
+        return self._sign("access", user_id, session_id, new_id(), now, self._access_ttl)
+
+    def issue_refresh(self, user_id: int, session_id: str, token_id: str, now: datetime) -> str:
+        return self._sign("refresh", user_id, session_id, token_id, now, self._refresh_ttl)
+
+    def read_access(self, token: str) -> AccessClaims:
+        claims = self._read(token, "access")
+        return AccessClaims(
+            user_id=int(claims["sub"]),
+            session_id=claims["sid"],
+            token_id=claims["jti"],
+            issued_at=int(claims["iat"]),
+            expires_at=int(claims["exp"]),
+        )
+
+    def read_refresh(self, token: str) -> RefreshClaims:
+        claims = self._read(token, "refresh")
+        return RefreshClaims(int(claims["sub"]), claims["sid"], claims["jti"])
+
+    def _sign(
+        self, kind: str, user_id: int, sid: str, jti: str, now: datetime, ttl: timedelta
+    ) -> str:
+        claims = {
+            "iss": self._issuer,
+            "sub": str(user_id),
+            "sid": sid,
+            "jti": jti,
+            "type": kind,
+            "iat": int(now.timestamp()),
+            "exp": int((now + ttl).timestamp()),
+        }
+        return jwt.encode(claims, self._secret, algorithm=self._algorithm)
+
+    def _read(self, token: str, kind: str) -> dict[str, Any]:
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                self._secret,
+                algorithms=[self._algorithm],
+                issuer=self._issuer,
+                leeway=self._leeway,
+                options={"require": _REQUIRED_CLAIMS},
+            )
+        except jwt.ExpiredSignatureError:
+            raise TokenExpired from None
+        except jwt.PyJWTError:
+            raise InvalidToken from None
+        if claims.get("type") != kind:
+            raise InvalidToken(f"This is not an {kind} token." if kind == "access" else None)
+        sub, sid, jti = claims.get("sub"), claims.get("sid"), claims.get("jti")
+        if not (isinstance(sub, str) and sub.isdigit()):
+            raise InvalidToken
+        if not (isinstance(sid, str) and isinstance(jti, str)):
+            raise InvalidToken
+        return claims

@@ -1,0 +1,134 @@
+"""The edge's app factory: routes from the one table, the RPC client in a cleanup_ctx."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import orjson
+import structlog
+from aiohttp import web
+
+from domain.errors import (
+    InternalError,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    WardenError,
+)
+from web import health, metrics
+from web.openapi import openapi_document
+from web.problems import problem
+from web.routes import ROUTES, Route
+from web.rpc_client import RpcClient
+from web.translate import Networks, http_response, message_body, request_id, rpc_headers
+
+log = structlog.get_logger("warden.edge")
+
+RPC_CLIENT = web.AppKey("rpc_client", RpcClient)
+SETTINGS = web.AppKey("edge_settings", dict)
+MAX_BODY = 64 * 1024
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Request id, one log line per request, and problem details for every failure."""
+    rid = request_id(request)
+    request["request_id"] = rid
+    structlog.contextvars.bind_contextvars(request_id=rid)
+    started = time.perf_counter()
+    route = _route_name(request)
+    metrics.IN_FLIGHT.inc()
+    try:
+        response = await _guarded(request, handler)
+    finally:
+        metrics.IN_FLIGHT.dec()
+    response.headers["X-Request-ID"] = rid
+    elapsed = time.perf_counter() - started
+    metrics.observe(request.method, route, response.status, elapsed)
+    log.info(
+        "request",
+        method=request.method,
+        route=route,
+        status=response.status,
+        duration_ms=round(elapsed * 1000, 2),
+    )
+    structlog.contextvars.unbind_contextvars("request_id")
+    return response
+
+
+async def _guarded(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except WardenError as exc:
+        return problem(exc)
+    except web.HTTPException as exc:
+        return problem(_http_error(exc))
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("edge fault")
+        return problem(InternalError())
+
+
+def _http_error(exc: web.HTTPException) -> WardenError:
+    if exc.status == 404:
+        return NotFound()
+    if exc.status == 405:
+        return MethodNotAllowed()
+    if exc.status == 413:
+        return PayloadTooLarge()
+    error = InternalError(exc.reason)
+    error.status = exc.status  # type: ignore[misc]
+    return error
+
+
+def _route_name(request: web.Request) -> str:
+    info = request.match_info
+    resource = info.route.resource if info.http_exception is None else None
+    return resource.canonical if resource is not None else "unmatched"
+
+
+def _forward(route: Route, timeout: float, trusted: Networks) -> Handler:
+    async def view(request: web.Request) -> web.Response:
+        body = await message_body(request, route)
+        headers = rpc_headers(request, request["request_id"], trusted)
+        envelope = await request.app[RPC_CLIENT].call(
+            route.queue, orjson.dumps(body), headers, timeout
+        )
+        return http_response(route, envelope)
+
+    view.__name__ = route.queue
+    return view
+
+
+def create_app(amqp_url: str, rpc_timeout: float, trusted: Networks = ()) -> web.Application:
+    """One edge: the contract's routes, health checks, metrics and the OpenAPI document."""
+    app = web.Application(middlewares=[edge_middleware], client_max_size=MAX_BODY)
+    app[RPC_CLIENT] = RpcClient(amqp_url)
+
+    async def rpc_client_ctx(app: web.Application) -> AsyncIterator[None]:
+        await app[RPC_CLIENT].start()
+        yield
+        await app[RPC_CLIENT].stop()
+
+    app.cleanup_ctx.append(rpc_client_ctx)
+    for route in ROUTES:
+        app.router.add_route(route.method, route.path, _forward(route, rpc_timeout, trusted))
+    document = openapi_document()
+
+    async def openapi(_: web.Request) -> web.Response:
+        return web.json_response(document, dumps=lambda d: orjson.dumps(d).decode())
+
+    app.router.add_get("/api/v1/openapi.json", openapi)
+    health.add_routes(app, lambda: app[RPC_CLIENT])
+    app.router.add_get("/metrics", metrics.handler)
+    return app
+
+
+def json_response(data: Any, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")

@@ -1,0 +1,212 @@
+"""The edge's OpenAPI 3.1 document, generated from the route table and the wire models."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+from handlers import wire
+from web.routes import ROUTES, Route
+
+REF = "#/components/schemas/{model}"
+
+REQUESTS: dict[str, type[BaseModel] | None] = {
+    "warden.users.register": wire.RegisterRequest,
+    "warden.auth.login": wire.LoginRequest,
+    "warden.auth.refresh": wire.RefreshRequest,
+    "warden.auth.logout": wire.Empty,
+    "warden.users.update_me": wire.UpdateMeRequest,
+    "warden.users.change_password": wire.ChangePasswordRequest,
+    "warden.users.update": wire.UpdateUserRequest,
+}
+QUERIES: dict[str, type[BaseModel]] = {
+    "warden.users.list": wire.ListUsersQuery,
+    "warden.audit.list": wire.AuditListQuery,
+}
+REPLIES: dict[str, type[BaseModel]] = {
+    "warden.users.register": wire.UserOut,
+    "warden.auth.login": wire.TokenPairOut,
+    "warden.auth.refresh": wire.TokenPairOut,
+    "warden.users.me": wire.UserOut,
+    "warden.users.update_me": wire.UserOut,
+    "warden.users.list": wire.UserPageOut,
+    "warden.users.get": wire.UserOut,
+    "warden.users.update": wire.UserOut,
+    "warden.audit.list": wire.AuditPageOut,
+}
+BEARER_ROUTES = {
+    "warden.auth.logout", "warden.users.me", "warden.users.update_me",
+    "warden.users.change_password", "warden.users.list", "warden.users.get",
+    "warden.users.update", "warden.users.delete", "warden.audit.list",
+}
+
+PROBLEM = {
+    "type": "object",
+    "required": ["type", "title", "status", "detail", "code"],
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "code": {"type": "string"},
+        "errors": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["loc", "msg", "type"],
+                "properties": {
+                    "loc": {"type": "array", "items": {"type": ["string", "integer"]}},
+                    "msg": {"type": "string"},
+                    "type": {"type": "string"},
+                },
+            },
+        },
+    },
+}
+HEALTH = {"type": "object", "required": ["status"], "properties": {"status": {"enum": ["pass"]}}}
+CHECK = {
+    "type": "object",
+    "required": ["status", "latency_ms"],
+    "properties": {
+        "status": {"enum": ["pass", "fail"]},
+        "latency_ms": {"type": "number"},
+        "error": {"type": "string"},
+    },
+}
+READY = {
+    "type": "object",
+    "required": ["status", "checks"],
+    "properties": {
+        "status": {"enum": ["pass", "fail"]},
+        "checks": {
+            "type": "object",
+            "required": ["broker", "postgres", "redis", "workers"],
+            "additionalProperties": {"$ref": "#/components/schemas/Check"},
+        },
+    },
+}
+
+
+def _problem(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}},
+    }
+
+
+def _errors(route: Route) -> dict[str, Any]:
+    codes = {
+        "400": "Malformed JSON, unsupported grant type or wrong password",
+        "413": "Body over 64 KiB",
+        "415": "Wrong Content-Type",
+        "422": "Validation error",
+        "500": "Internal error",
+        "503": "A dependency is unavailable",
+        "504": "No reply in time",
+    }
+    if route.method == "GET" and route.body != "query":
+        codes.pop("422") if "{id" not in route.path else None
+    if route.queue in BEARER_ROUTES:
+        codes |= {"401": "Missing, invalid, expired or revoked token", "403": "Forbidden"}
+    if route.queue == "warden.auth.login":
+        codes |= {"401": "Invalid credentials", "403": "Inactive user", "429": "Too many attempts"}
+    if route.queue == "warden.auth.refresh":
+        codes |= {"401": "Invalid, expired, revoked or reused token"}
+    if "{id" in route.path:
+        codes |= {"404": "User not found"}
+    if route.queue in {"warden.users.register", "warden.users.update_me", "warden.users.update",
+                       "warden.users.delete"} or route.method == "POST":
+        codes |= {"409": "Conflict"}
+    return {code: _problem(text) for code, text in sorted(codes.items())}
+
+
+def _operation(route: Route) -> dict[str, Any]:
+    op: dict[str, Any] = {
+        "operationId": route.queue.removeprefix("warden.").replace(".", "_"),
+        "summary": route.summary,
+        "description": f"Translated to the RPC queue `{route.queue}`.",
+        "parameters": [
+            {"name": "X-Request-ID", "in": "header", "required": False,
+             "schema": {"type": "string", "pattern": "^[A-Za-z0-9._-]{1,128}$"}},
+        ],
+        "responses": _errors(route),
+    }
+    if route.method == "POST":
+        op["parameters"].append(
+            {"name": "Idempotency-Key", "in": "header", "required": False,
+             "schema": {"type": "string", "minLength": 1, "maxLength": 255}}
+        )
+    if "{id" in route.path:
+        op["parameters"].append(
+            {"name": "id", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 1}}
+        )
+    if route.queue in QUERIES:
+        schema = QUERIES[route.queue].model_json_schema()
+        for name, prop in schema["properties"].items():
+            op["parameters"].append({"name": name, "in": "query", "required": False, "schema": prop})
+    model = REQUESTS.get(route.queue)
+    if model is not None:
+        content = {"application/json": {"schema": {"$ref": REF.format(model=model.__name__)}}}
+        if route.body == "login":
+            content["application/x-www-form-urlencoded"] = {"schema": {
+                "type": "object", "required": ["username", "password"],
+                "properties": {"grant_type": {"type": "string", "enum": ["password"]},
+                               "username": {"type": "string"}, "password": {"type": "string"}},
+            }}
+        op["requestBody"] = {"required": route.body != "optional_json", "content": content}
+    if route.queue in BEARER_ROUTES:
+        op["security"] = [{"bearer": []}]
+    reply = REPLIES.get(route.queue)
+    if reply is None:
+        op["responses"][str(route.success)] = {"description": "Done"}
+    else:
+        ok: dict[str, Any] = {
+            "description": "Success",
+            "content": {"application/json": {"schema": {"$ref": REF.format(model=reply.__name__)}}},
+        }
+        if route.location:
+            ok["headers"] = {"Location": {"schema": {"type": "string"}}}
+        op["responses"][str(route.success)] = ok
+    return op
+
+
+def _path(route: Route) -> str:
+    return route.path.replace("{id:[0-9]{1,18}}", "{id}")
+
+
+def openapi_document() -> dict[str, Any]:
+    models = {*REQUESTS.values(), *REPLIES.values()} - {None}
+    pairs = [(m, "validation") for m in sorted(models, key=lambda m: m.__name__) if m]
+    _, defs = models_json_schema(pairs, ref_template=REF)
+    schemas = defs.get("$defs", {}) | {"Problem": PROBLEM, "Health": HEALTH, "Check": CHECK,
+                                        "Ready": READY}
+    paths: dict[str, Any] = {}
+    for route in ROUTES:
+        paths.setdefault(_path(route), {})[route.method.lower()] = _operation(route)
+
+    def plain(schema: str, description: str, *statuses: str) -> dict[str, Any]:
+        return {"get": {"summary": description, "responses": {
+            s: {"description": description,
+                "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}}}
+            for s in statuses}}}
+
+    paths["/health"] = plain("Health", "Liveness", "200")
+    paths["/health/live"] = plain("Health", "Liveness", "200")
+    paths["/health/ready"] = plain("Ready", "Readiness", "200", "503")
+    paths["/api/v1/openapi.json"] = {"get": {"summary": "This document", "responses": {
+        "200": {"description": "OpenAPI 3.1", "content": {"application/json": {"schema": {"type": "object"}}}}}}}
+    paths["/metrics"] = {"get": {"summary": "Prometheus metrics", "responses": {
+        "200": {"description": "Prometheus text exposition",
+                "content": {"text/plain": {"schema": {"type": "string"}}}}}}}
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Warden", "version": "1.0.0",
+                 "description": "Authentication and user service; every route is an RPC over RabbitMQ."},
+        "paths": paths,
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}},
+        },
+    }

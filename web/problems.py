@@ -1,0 +1,43 @@
+"""RFC 9457 problem details: the edge's only error shape."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from domain.errors import WardenError
+
+PROBLEM_JSON = "application/problem+json"
+TYPE_BASE = "https://warden.dev/problems/"
+# RFC 6750 names one error, invalid_token, for every kind of bad token.
+_TOKEN_CODES = {"invalid_token", "token_expired", "token_revoked", "token_reused"}
+
+
+def problem_from_error(error: dict[str, Any]) -> web.Response:
+    """The HTTP response for an RPC envelope's `error` (or a local WardenError's)."""
+    status = int(error.get("status", 500))
+    body: dict[str, Any] = {
+        "type": TYPE_BASE + str(error.get("code", "internal_error")),
+        "title": error.get("title", "Error"),
+        "status": status,
+        "detail": error.get("detail", ""),
+        "code": error.get("code", "internal_error"),
+    }
+    if "errors" in error:
+        body["errors"] = error["errors"]
+    headers: dict[str, str] = {}
+    if status == 401:
+        headers["WWW-Authenticate"] = (
+            'Bearer error="invalid_token"' if body["code"] in _TOKEN_CODES else "Bearer"
+        )
+    if "retry_after" in error:
+        headers["Retry-After"] = str(int(error["retry_after"]))
+    return web.Response(
+        body=orjson.dumps(body), status=status, content_type=PROBLEM_JSON, headers=headers
+    )
+
+
+def problem(exc: WardenError) -> web.Response:
+    return problem_from_error(exc.as_error())

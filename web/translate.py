@@ -1,0 +1,164 @@
+"""HTTP request -> RPC message, RPC envelope -> HTTP response. No business rule lives here."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from ipaddress import IPv4Network, IPv6Network, ip_address
+from typing import Any
+from urllib.parse import parse_qs
+
+import orjson
+from aiohttp import web
+
+from domain.errors import (
+    FieldError,
+    MalformedJson,
+    PayloadTooLarge,
+    UnsupportedGrantType,
+    UnsupportedMediaType,
+    ValidationFailed,
+)
+from web.problems import problem_from_error
+from web.routes import Route
+
+REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+IDEMPOTENCY_KEY = re.compile(r"^[\x20-\x7e]{1,255}$")
+FORM = "application/x-www-form-urlencoded"
+
+Networks = tuple[IPv4Network | IPv6Network, ...]
+
+
+async def message_body(request: web.Request, route: Route) -> dict[str, Any]:
+    """The RPC body for this request, or the contract's 400/413/415/422."""
+    if route.body == "query":
+        return dict(request.query)
+    body: dict[str, Any] = {}
+    if route.body == "none":
+        pass
+    elif route.body == "login" and request.content_type == FORM:
+        body = await _login_form(request)
+    else:
+        body = await _json_object(request, optional=route.body == "optional_json")
+    if "id" in request.match_info:
+        if "id" in body:
+            raise ValidationFailed([FieldError(("body", "id"), "id may not be changed", "extra_forbidden")])
+        body["id"] = int(request.match_info["id"])
+    return body
+
+
+async def _json_object(request: web.Request, optional: bool) -> dict[str, Any]:
+    raw = await _read(request)
+    if optional and not raw.strip():
+        return {}
+    if request.content_type != "application/json":
+        raise UnsupportedMediaType
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise MalformedJson from None
+    if not isinstance(data, dict):
+        raise ValidationFailed([FieldError(("body",), "the body must be a JSON object", "dict_type")])
+    return data
+
+
+async def _login_form(request: web.Request) -> dict[str, Any]:
+    raw = await _read(request)
+    try:
+        form = parse_qs(raw.decode("utf-8", "strict"), keep_blank_values=True)
+    except (UnicodeDecodeError, ValueError):
+        raise MalformedJson("The form body is not valid UTF-8.") from None
+    grant = form.get("grant_type", ["password"])[-1]
+    if grant != "password":
+        raise UnsupportedGrantType
+    return {k: form[k][-1] for k in ("username", "password") if k in form}
+
+
+async def _read(request: web.Request) -> bytes:
+    try:
+        return await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise PayloadTooLarge from None
+
+
+def request_id(request: web.Request) -> str:
+    given = request.headers.get("X-Request-ID", "")
+    return given if REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+
+
+def client_ip(request: web.Request, trusted: Networks) -> str | None:
+    """The TCP peer, or the first untrusted hop of X-Forwarded-For when the peer is trusted."""
+    peer = request.remote
+    if not peer or not _trusted(peer, trusted):
+        return peer
+    hops = [h.strip() for h in request.headers.get("X-Forwarded-For", "").split(",") if h.strip()]
+    for hop in reversed(hops):
+        if not _valid_ip(hop):
+            return peer
+        if not _trusted(hop, trusted):
+            return hop
+    return peer
+
+
+def _trusted(address: str, trusted: Networks) -> bool:
+    try:
+        ip = ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in net for net in trusted)
+
+
+def _valid_ip(text: str) -> bool:
+    try:
+        ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def rpc_headers(request: web.Request, rid: str, trusted: Networks) -> dict[str, str]:
+    headers = {"x-request-id": rid}
+    if auth := request.headers.get("Authorization"):
+        headers["authorization"] = auth
+    if ip := client_ip(request, trusted):
+        headers["x-client-ip"] = ip
+    if "Idempotency-Key" in request.headers:
+        key = request.headers["Idempotency-Key"]
+        if not IDEMPOTENCY_KEY.fullmatch(key):
+            msg = "Idempotency-Key must be 1-255 printable ASCII characters"
+            raise ValidationFailed([FieldError(("header", "Idempotency-Key"), msg, "value_error")])
+        headers["idempotency-key"] = key
+    return headers
+
+
+def http_response(route: Route, envelope: dict[str, Any]) -> web.Response:
+    """Map a reply envelope onto HTTP one to one."""
+    if not envelope.get("ok"):
+        error = dict(envelope.get("error") or {})
+        if error.get("errors"):
+            error["errors"] = [_relocate(e, route) for e in error["errors"]]
+        return problem_from_error(error)
+    data = envelope.get("data")
+    if route.success == 204 or data is None:
+        return web.Response(status=204)
+    headers = {}
+    if route.tokens:
+        headers["Cache-Control"] = "no-store"
+        headers["Pragma"] = "no-cache"
+    if route.location and isinstance(data, dict) and "id" in data:
+        headers["Location"] = f"/api/v1/users/{data['id']}"
+    return web.Response(
+        body=orjson.dumps(data), status=route.success, content_type="application/json",
+        headers=headers,
+    )
+
+
+def _relocate(error: dict[str, Any], route: Route) -> dict[str, Any]:
+    """Worker locations say "body"; over HTTP a field may come from the query or the path."""
+    loc = list(error.get("loc") or [])
+    if loc and loc[0] == "body" and len(loc) > 1:
+        if route.body == "query":
+            loc[0] = "query"
+        elif loc[1] == "id" and "{id" in route.path:
+            loc[0] = "path"
+    return {**error, "loc": loc}
