@@ -13,8 +13,8 @@ from domain.errors import (
     InvalidCredentials,
     InvalidToken,
     MissingToken,
-    TokenRevoked,
     TokenReused,
+    TokenRevoked,
     TooManyAttempts,
 )
 from domain.model import Introspection, Principal, TokenPair, User
@@ -122,7 +122,7 @@ class Auth:
         await self._record(events.USER_LOGGED_OUT, principal.user, extra)
 
     async def authenticate(self, authorization: str | None) -> Principal:
-        """The caller of a bearer request, checked against revocation and the user's current state."""
+        """The bearer's caller, checked against revocation and the user's current state."""
         if not authorization:
             raise MissingToken
         scheme, _, token = authorization.partition(" ")

@@ -37,7 +37,12 @@ class WardenError(Exception):
 
     def as_error(self) -> dict[str, Any]:
         """The `error` object of the RPC envelope."""
-        return {"status": self.status, "code": self.code, "title": self.title, "detail": self.detail}
+        return {
+            "status": self.status,
+            "code": self.code,
+            "title": self.title,
+            "detail": self.detail,
+        }
 
 
 class InternalError(WardenError):

@@ -1,4 +1,4 @@
-"""Domain events: facts in the past tense, written to the outbox in the state change's transaction."""
+"""Domain events: past-tense facts, written to the outbox in their change's transaction."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ EVENT_TYPES = (
 
 @dataclass(frozen=True)
 class Event:
-    """One domain event; `extra` holds the type's fields beside `user` (session_id, client_ip, reason)."""
+    """One domain event; `extra` holds session_id, client_ip or reason beside `user`."""
 
     type: str
     time: datetime

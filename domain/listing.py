@@ -32,7 +32,9 @@ class Sort:
         descending = text.startswith("-")
         key = text[1:] if descending else text
         if key not in SORT_KEYS:
-            raise ValueError(f"sort must be one of {', '.join(SORT_KEYS)}, optionally prefixed by '-'")
+            raise ValueError(
+                f"sort must be one of {', '.join(SORT_KEYS)}, optionally prefixed by '-'"
+            )
         return cls(key, descending)
 
     def __str__(self) -> str:
@@ -115,7 +117,7 @@ class CursorCodec:
         return base64.urlsafe_b64encode(mac + payload).decode().rstrip("=")
 
     def decode(self, cursor: str, fingerprint: str) -> Any:
-        """The position inside `cursor`; ValidationFailed if forged, garbled or for another query."""
+        """The position in `cursor`; ValidationFailed if forged, garbled or for another query."""
         try:
             raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
             mac, payload = raw[:16], raw[16:]

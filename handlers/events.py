@@ -14,6 +14,7 @@ from faststream.exceptions import RejectMessage
 from faststream.rabbit import RabbitBroker, RabbitQueue, RabbitRouter
 from faststream.rabbit.annotations import RabbitMessage
 
+from handlers import metrics
 from handlers.app import EVENTS_EXCHANGE
 from handlers.rpc import DEAD_LETTER_EXCHANGE, raw_body
 from storage.outbox import PostgresOutboxSource
@@ -93,6 +94,7 @@ class OutboxRelay:
             if done:
                 await self._source.delete(done)
                 self.published += len(done)
+                metrics.EVENTS_PUBLISHED.inc(len(done))
         return len(rows) == BATCH
 
     async def _publish(self, kind: str, payload: bytes) -> None:

@@ -27,6 +27,7 @@ from domain.errors import (
     ValidationFailed,
     WardenError,
 )
+from handlers import metrics
 
 log = structlog.get_logger("warden.worker")
 
@@ -64,7 +65,9 @@ def parse(model: type[M], body: bytes) -> M:
     except orjson.JSONDecodeError:
         raise MalformedMessage from None
     if not isinstance(data, dict):
-        raise ValidationFailed([FieldError(("body",), "the body must be a JSON object", "dict_type")])
+        raise ValidationFailed(
+            [FieldError(("body",), "the body must be a JSON object", "dict_type")]
+        )
     try:
         return model.model_validate(data)
     except ValidationError as exc:
@@ -106,7 +109,10 @@ async def serve(
         log.exception("handler fault")
         envelope = failure(InternalError())
     status = 200 if envelope["ok"] else envelope["error"]["status"]
-    duration_ms = round((time.perf_counter() - started) * 1000, 2)
+    elapsed = time.perf_counter() - started
+    metrics.MESSAGES.labels(queue, str(status)).inc()
+    metrics.HANDLING.labels(queue).observe(elapsed)
+    duration_ms = round(elapsed * 1000, 2)
     log.info("message handled", status=status, duration_ms=duration_ms)
     return envelope
 

@@ -64,7 +64,9 @@ def router(deps: WorkerDeps) -> RabbitRouter:
         """Change the caller's password; the caller's other sessions end (bearer)."""
         principal = await auth.authenticate(call.authorization)
         b = call.body
-        await accounts.change_password(principal, ChangePassword(b.current_password, b.new_password))
+        await accounts.change_password(
+            principal, ChangePassword(b.current_password, b.new_password)
+        )
 
     @rpc(r, "warden.users.list", ListUsersQuery, deps.prefetch)
     async def list_users(call: Call[ListUsersQuery]) -> dict[str, Any]:
@@ -104,7 +106,9 @@ def router(deps: WorkerDeps) -> RabbitRouter:
         b = call.body
         query = AuditQuery(b.limit, b.user_id, b.type)
         if b.cursor:
-            query = AuditQuery(b.limit, b.user_id, b.type, cursors.decode(b.cursor, query.fingerprint()))
+            query = AuditQuery(
+                b.limit, b.user_id, b.type, cursors.decode(b.cursor, query.fingerprint())
+            )
         page = await accounts.list_audit(principal, query)
         return audit_page_body(page, cursors, query.fingerprint())
 

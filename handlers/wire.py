@@ -15,25 +15,35 @@ from domain.listing import DEFAULT_LIMIT, MAX_LIMIT
 
 Username = Annotated[
     str,
-    Field(description="3-32 characters of [A-Za-z0-9_.-]; unique, case-insensitively.",
-          examples=["alice"]),
+    Field(
+        description="3-32 characters of [A-Za-z0-9_.-]; unique, case-insensitively.",
+        examples=["alice"],
+    ),
     AfterValidator(rules.check_username),
 ]
 Password = Annotated[
     str,
-    Field(description="At least 8 characters and at most 72 bytes in UTF-8.",
-          examples=["correct horse battery"]),
+    Field(
+        description="At least 8 characters and at most 72 bytes in UTF-8.",
+        examples=["correct horse battery"],
+    ),
     AfterValidator(rules.check_password),
 ]
 Email = Annotated[
     EmailStr,
-    Field(max_length=rules.EMAIL_MAX_CHARS, description="Stored lower-cased; unique.",
-          examples=["alice@example.com"]),
+    Field(
+        max_length=rules.EMAIL_MAX_CHARS,
+        description="Stored lower-cased; unique.",
+        examples=["alice@example.com"],
+    ),
 ]
 FullName = Annotated[
     str | None,
-    Field(max_length=rules.FULL_NAME_MAX_CHARS, description="Free text; null clears it.",
-          examples=["Alice Liddell"]),
+    Field(
+        max_length=rules.FULL_NAME_MAX_CHARS,
+        description="Free text; null clears it.",
+        examples=["Alice Liddell"],
+    ),
 ]
 Text = Annotated[str, StringConstraints(min_length=1, max_length=4096)]
 
@@ -94,14 +104,19 @@ class UserIdMessage(Strict):
 
 class ListUsersQuery(Strict):
     limit: int = Field(default=DEFAULT_LIMIT, ge=1, le=MAX_LIMIT)
-    cursor: str | None = Field(default=None, max_length=2048, description="Opaque; from next_cursor.")
-    q: str | None = Field(default=None, max_length=254,
-                          description="Case-insensitive substring of email, username or full name.")
+    cursor: str | None = Field(
+        default=None, max_length=2048, description="Opaque; from next_cursor."
+    )
+    q: str | None = Field(
+        default=None,
+        max_length=254,
+        description="Case-insensitive substring of email, username or full name.",
+    )
     is_active: bool | None = None
     is_superuser: bool | None = None
-    sort: Literal[
-        "created_at", "-created_at", "username", "-username", "email", "-email"
-    ] = "-created_at"
+    sort: Literal["created_at", "-created_at", "username", "-username", "email", "-email"] = (
+        "-created_at"
+    )
 
 
 class AuditListQuery(Strict):

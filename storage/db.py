@@ -14,6 +14,7 @@ def make_engine(url: str, pool_size: int = 20, max_overflow: int = 10) -> AsyncE
         pool_size=pool_size,
         max_overflow=max_overflow,
         pool_pre_ping=True,
+        hide_parameters=True,  # SQL errors must never carry a password hash into a log
         pool_recycle=1800,
         connect_args={"command_timeout": 30, "timeout": 5},
     )

@@ -73,7 +73,7 @@ async def unavailable_on_error() -> AsyncIterator[None]:
 
 
 class RedisSessionStore:
-    """SessionStore in Redis; rotation is one Lua script, so two racing refreshes have one winner."""
+    """SessionStore in Redis; rotation is one Lua script: of two racing refreshes, one wins."""
 
     def __init__(self, client: aioredis.Redis, ttl: int) -> None:
         self._redis = client

@@ -6,7 +6,18 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, delete, func, insert, literal, or_, select, tuple_, update
+from sqlalchemy import (
+    ColumnElement,
+    delete,
+    func,
+    insert,
+    literal,
+    literal_column,
+    or_,
+    select,
+    tuple_,
+    update,
+)
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -27,8 +38,14 @@ _SORT_COLUMNS: dict[str, ColumnElement[Any]] = {
     "email": func.lower(users.c.email).collate("C"),
 }
 # The expression the trigram index covers; the exact per-field test rechecks its matches.
+# Spaces as literal SQL, not bind parameters, so the planner matches the index expression.
+_SPACE = literal_column("' '")
 SEARCH_EXPRESSION = func.lower(
-    users.c.email + " " + users.c.username + " " + func.coalesce(users.c.full_name, "")
+    users.c.email
+    + _SPACE
+    + users.c.username
+    + _SPACE
+    + func.coalesce(users.c.full_name, literal_column("''"))
 )
 
 

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from ipaddress import IPv4Network, IPv6Network, ip_network
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
-from typing_extensions import Annotated
 
-DEV_JWT_SECRET = "warden-dev-secret-do-not-use-in-production"  # noqa: S105 - documented dev default
+DEV_JWT_SECRET = "warden-dev-secret-do-not-use-in-production"
 MIN_PRODUCTION_SECRET_BYTES = 32
 
 
@@ -18,7 +17,9 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="WARDEN_", env_file=".env", extra="ignore")
 
-    database_url: SecretStr = SecretStr("postgresql+asyncpg://postgres:postgres@127.0.0.1:5432/warden")
+    database_url: SecretStr = SecretStr(
+        "postgresql+asyncpg://postgres:postgres@127.0.0.1:5432/warden"
+    )
     amqp_url: SecretStr = SecretStr("amqp://guest:guest@127.0.0.1:5672/")
     redis_url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
     env: Literal["dev", "test", "production"] = "dev"
@@ -45,6 +46,7 @@ class Settings(BaseSettings):
     worker_login_prefetch: int = Field(default=4, ge=1)
     idempotency_ttl: int = Field(default=86400, ge=1)
     metrics_port: int = Field(default=9100, ge=0, le=65535)
+    superuser_password: SecretStr | None = None
 
     @field_validator("trusted_proxies", mode="before")
     @classmethod

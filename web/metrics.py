@@ -6,11 +6,13 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 
 REQUESTS = Counter(
-    "warden_http_requests_total", "HTTP requests by route template, method and status",
+    "warden_http_requests_total",
+    "HTTP requests by route template, method and status",
     ["route", "method", "status"],
 )
 LATENCY = Histogram(
-    "warden_http_request_duration_seconds", "HTTP request latency by route template",
+    "warden_http_request_duration_seconds",
+    "HTTP request latency by route template",
     ["route", "method"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )

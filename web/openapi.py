@@ -37,9 +37,15 @@ REPLIES: dict[str, type[BaseModel]] = {
     "warden.audit.list": wire.AuditPageOut,
 }
 BEARER_ROUTES = {
-    "warden.auth.logout", "warden.users.me", "warden.users.update_me",
-    "warden.users.change_password", "warden.users.list", "warden.users.get",
-    "warden.users.update", "warden.users.delete", "warden.audit.list",
+    "warden.auth.logout",
+    "warden.users.me",
+    "warden.users.update_me",
+    "warden.users.change_password",
+    "warden.users.list",
+    "warden.users.get",
+    "warden.users.update",
+    "warden.users.delete",
+    "warden.audit.list",
 }
 
 PROBLEM = {
@@ -92,7 +98,9 @@ READY = {
 def _problem(description: str) -> dict[str, Any]:
     return {
         "description": description,
-        "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}},
+        "content": {
+            "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}
+        },
     }
 
 
@@ -116,8 +124,16 @@ def _errors(route: Route) -> dict[str, Any]:
         codes |= {"401": "Invalid, expired, revoked or reused token"}
     if "{id" in route.path:
         codes |= {"404": "User not found"}
-    if route.queue in {"warden.users.register", "warden.users.update_me", "warden.users.update",
-                       "warden.users.delete"} or route.method == "POST":
+    if (
+        route.queue
+        in {
+            "warden.users.register",
+            "warden.users.update_me",
+            "warden.users.update",
+            "warden.users.delete",
+        }
+        or route.method == "POST"
+    ):
         codes |= {"409": "Conflict"}
     return {code: _problem(text) for code, text in sorted(codes.items())}
 
@@ -128,33 +144,54 @@ def _operation(route: Route) -> dict[str, Any]:
         "summary": route.summary,
         "description": f"Translated to the RPC queue `{route.queue}`.",
         "parameters": [
-            {"name": "X-Request-ID", "in": "header", "required": False,
-             "schema": {"type": "string", "pattern": "^[A-Za-z0-9._-]{1,128}$"}},
+            {
+                "name": "X-Request-ID",
+                "in": "header",
+                "required": False,
+                "schema": {"type": "string", "pattern": "^[A-Za-z0-9._-]{1,128}$"},
+            },
         ],
         "responses": _errors(route),
     }
     if route.method == "POST":
         op["parameters"].append(
-            {"name": "Idempotency-Key", "in": "header", "required": False,
-             "schema": {"type": "string", "minLength": 1, "maxLength": 255}}
+            {
+                "name": "Idempotency-Key",
+                "in": "header",
+                "required": False,
+                "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+            }
         )
     if "{id" in route.path:
         op["parameters"].append(
-            {"name": "id", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 1}}
+            {
+                "name": "id",
+                "in": "path",
+                "required": True,
+                "schema": {"type": "integer", "minimum": 1},
+            }
         )
     if route.queue in QUERIES:
         schema = QUERIES[route.queue].model_json_schema()
         for name, prop in schema["properties"].items():
-            op["parameters"].append({"name": name, "in": "query", "required": False, "schema": prop})
+            op["parameters"].append(
+                {"name": name, "in": "query", "required": False, "schema": prop}
+            )
     model = REQUESTS.get(route.queue)
     if model is not None:
         content = {"application/json": {"schema": {"$ref": REF.format(model=model.__name__)}}}
         if route.body == "login":
-            content["application/x-www-form-urlencoded"] = {"schema": {
-                "type": "object", "required": ["username", "password"],
-                "properties": {"grant_type": {"type": "string", "enum": ["password"]},
-                               "username": {"type": "string"}, "password": {"type": "string"}},
-            }}
+            content["application/x-www-form-urlencoded"] = {
+                "schema": {
+                    "type": "object",
+                    "required": ["username", "password"],
+                    "properties": {
+                        "grant_type": {"type": "string", "enum": ["password"]},
+                        "username": {"type": "string"},
+                        "password": {"type": "string"},
+                    },
+                }
+            }
         op["requestBody"] = {"required": route.body != "optional_json", "content": content}
     if route.queue in BEARER_ROUTES:
         op["security"] = [{"bearer": []}]
@@ -180,33 +217,71 @@ def openapi_document() -> dict[str, Any]:
     models = {*REQUESTS.values(), *REPLIES.values()} - {None}
     pairs = [(m, "validation") for m in sorted(models, key=lambda m: m.__name__) if m]
     _, defs = models_json_schema(pairs, ref_template=REF)
-    schemas = defs.get("$defs", {}) | {"Problem": PROBLEM, "Health": HEALTH, "Check": CHECK,
-                                        "Ready": READY}
+    schemas = defs.get("$defs", {}) | {
+        "Problem": PROBLEM,
+        "Health": HEALTH,
+        "Check": CHECK,
+        "Ready": READY,
+    }
     paths: dict[str, Any] = {}
     for route in ROUTES:
         paths.setdefault(_path(route), {})[route.method.lower()] = _operation(route)
 
     def plain(schema: str, description: str, *statuses: str) -> dict[str, Any]:
-        return {"get": {"summary": description, "responses": {
-            s: {"description": description,
-                "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}}}
-            for s in statuses}}}
+        return {
+            "get": {
+                "summary": description,
+                "responses": {
+                    s: {
+                        "description": description,
+                        "content": {
+                            "application/json": {
+                                "schema": {"$ref": f"#/components/schemas/{schema}"}
+                            }
+                        },
+                    }
+                    for s in statuses
+                },
+            }
+        }
 
     paths["/health"] = plain("Health", "Liveness", "200")
     paths["/health/live"] = plain("Health", "Liveness", "200")
     paths["/health/ready"] = plain("Ready", "Readiness", "200", "503")
-    paths["/api/v1/openapi.json"] = {"get": {"summary": "This document", "responses": {
-        "200": {"description": "OpenAPI 3.1", "content": {"application/json": {"schema": {"type": "object"}}}}}}}
-    paths["/metrics"] = {"get": {"summary": "Prometheus metrics", "responses": {
-        "200": {"description": "Prometheus text exposition",
-                "content": {"text/plain": {"schema": {"type": "string"}}}}}}}
+    paths["/api/v1/openapi.json"] = {
+        "get": {
+            "summary": "This document",
+            "responses": {
+                "200": {
+                    "description": "OpenAPI 3.1",
+                    "content": {"application/json": {"schema": {"type": "object"}}},
+                }
+            },
+        }
+    }
+    paths["/metrics"] = {
+        "get": {
+            "summary": "Prometheus metrics",
+            "responses": {
+                "200": {
+                    "description": "Prometheus text exposition",
+                    "content": {"text/plain": {"schema": {"type": "string"}}},
+                }
+            },
+        }
+    }
     return {
         "openapi": "3.1.0",
-        "info": {"title": "Warden", "version": "1.0.0",
-                 "description": "Authentication and user service; every route is an RPC over RabbitMQ."},
+        "info": {
+            "title": "Warden",
+            "version": "1.0.0",
+            "description": "Authentication and user service; every route is an RPC over RabbitMQ.",
+        },
         "paths": paths,
         "components": {
             "schemas": schemas,
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}},
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
+            },
         },
     }

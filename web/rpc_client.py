@@ -54,14 +54,14 @@ class RpcClient:
                 await self._task
         await self._disconnect(ServiceUnavailable("The edge is shutting down."))
 
-    async def wait_connected(self, timeout: float) -> bool:
+    async def wait_connected(self, within: float) -> bool:
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(within):
                 await self._ready.wait()
         return self.connected
 
     async def call(
-        self, queue: str, body: bytes, headers: Mapping[str, str], timeout: float
+        self, queue: str, body: bytes, headers: Mapping[str, str], budget: float
     ) -> dict[str, Any]:
         """Publish a request and wait for its envelope; 503 at once without a broker, 504 late."""
         channel = self._channel
@@ -70,19 +70,19 @@ class RpcClient:
         correlation_id = uuid.uuid4().hex
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._pending[correlation_id] = future
-        deadline_ms = int((time.time() + timeout) * 1000)
+        deadline_ms = int((time.time() + budget) * 1000)
         message = aio_pika.Message(
             body,
             content_type="application/json",
             correlation_id=correlation_id,
             reply_to=REPLY_TO,
             # RabbitMQ drops a request nobody took before the caller gives up.
-            expiration=max(timeout, 0.001),
+            expiration=max(budget, 0.001),
             headers={**headers, DEADLINE_HEADER: deadline_ms},
             delivery_mode=aio_pika.DeliveryMode.NOT_PERSISTENT,
         )
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(budget):
                 await channel.default_exchange.publish(message, routing_key=queue, mandatory=True)
                 return await future
         except TimeoutError:

@@ -42,7 +42,9 @@ async def message_body(request: web.Request, route: Route) -> dict[str, Any]:
         body = await _json_object(request, optional=route.body == "optional_json")
     if "id" in request.match_info:
         if "id" in body:
-            raise ValidationFailed([FieldError(("body", "id"), "id may not be changed", "extra_forbidden")])
+            raise ValidationFailed(
+                [FieldError(("body", "id"), "id may not be changed", "extra_forbidden")]
+            )
         body["id"] = int(request.match_info["id"])
     return body
 
@@ -58,7 +60,9 @@ async def _json_object(request: web.Request, optional: bool) -> dict[str, Any]:
     except orjson.JSONDecodeError:
         raise MalformedJson from None
     if not isinstance(data, dict):
-        raise ValidationFailed([FieldError(("body",), "the body must be a JSON object", "dict_type")])
+        raise ValidationFailed(
+            [FieldError(("body",), "the body must be a JSON object", "dict_type")]
+        )
     return data
 
 
@@ -148,7 +152,9 @@ def http_response(route: Route, envelope: dict[str, Any]) -> web.Response:
     if route.location and isinstance(data, dict) and "id" in data:
         headers["Location"] = f"/api/v1/users/{data['id']}"
     return web.Response(
-        body=orjson.dumps(data), status=route.success, content_type="application/json",
+        body=orjson.dumps(data),
+        status=route.success,
+        content_type="application/json",
         headers=headers,
     )
 

@@ -72,7 +72,5 @@ def accounts(
 
 
 @pytest.fixture
-def people(
-    accounts: Accounts, auth: Auth, hasher: FakePasswordHasher, clock: FakeClock
-) -> People:
+def people(accounts: Accounts, auth: Auth, hasher: FakePasswordHasher, clock: FakeClock) -> People:
     return People(accounts, auth, hasher, clock)

@@ -26,7 +26,7 @@ from domain.listing import (
     sort_value,
 )
 from domain.model import AccessClaims, NewUser, RefreshClaims, User, UserChanges
-from domain.ports import Rotation
+from domain.ports import AuditLog, EventOutbox, Rotation, UserRepository
 
 EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -182,7 +182,6 @@ class FakeAuditLog:
         self.entries: list[AuditEntry] = []
 
     def record(self, event: Event) -> None:
-        data = {"user": None if event.user is None else dataclasses.asdict(event.user)}
         self.entries.append(
             AuditEntry(
                 id=len(self.entries) + 1,
@@ -190,7 +189,7 @@ class FakeAuditLog:
                 type=event.type,
                 user_id=event.user_id,
                 time=event.time,
-                data=data | event.extra,
+                data=event.to_cloudevent()["data"],
             )
         )
 
@@ -213,14 +212,19 @@ class FakeUnitOfWork:
     def __init__(
         self, users: FakeUserRepository, outbox: FakeEventOutbox, audit: FakeAuditLog
     ) -> None:
-        self.users = users
-        self.outbox = outbox
-        self.audit = audit
+        # Typed as the ports: the protocol's attributes are invariant, and the use cases
+        # must see nothing more than the ports anyway.
+        self.users: UserRepository = users
+        self.outbox: EventOutbox = outbox
+        self.audit: AuditLog = audit
         self.committed = False
+        self._users = users
+        self._outbox = outbox
+        self._audit = audit
         self._snapshot = users.snapshot()
 
     async def __aenter__(self) -> FakeUnitOfWork:
-        self._snapshot = self.users.snapshot()
+        self._snapshot = self._users.snapshot()
         return self
 
     async def __aexit__(
@@ -233,14 +237,14 @@ class FakeUnitOfWork:
         self.rollback()
 
     async def commit(self) -> None:
-        for event in self.outbox.commit():
-            self.audit.record(event)
-        self._snapshot = self.users.snapshot()
+        for event in self._outbox.commit():
+            self._audit.record(event)
+        self._snapshot = self._users.snapshot()
         self.committed = True
 
     def rollback(self) -> None:
-        self.users.restore(self._snapshot)
-        self.outbox.rollback()
+        self._users.restore(self._snapshot)
+        self._outbox.rollback()
 
 
 class FakeUnitOfWorkFactory:
@@ -428,7 +432,7 @@ class FakeLoginThrottle:
 
     def _live(self, key: str) -> _Window | None:
         window = self._counters.get(key)
-        if window is not None and self._clock.now() >= window.started + timedelta(seconds=self.window):
-            del self._counters[key]
-            return None
-        return window
+        if window is None or self._clock.now() < window.started + timedelta(seconds=self.window):
+            return window
+        del self._counters[key]  # the window is over, as a Redis key would have expired
+        return None

@@ -78,7 +78,10 @@ def test_an_error_takes_a_detail_of_its_own() -> None:
 
 def test_a_validation_error_lists_its_field_errors() -> None:
     error = ValidationFailed(
-        [FieldError(("body", "email"), "not an email", "value_error"), FieldError(("body", 0), "x", "t")]
+        [
+            FieldError(("body", "email"), "not an email", "value_error"),
+            FieldError(("body", 0), "x", "t"),
+        ]
     )
 
     assert error.as_error() == {
@@ -110,9 +113,7 @@ def test_too_many_attempts_carries_retry_after() -> None:
 
 
 @pytest.mark.parametrize(("given", "kept"), [(0, 1), (-5, 1), (0.4, 1), (42.9, 42), (900, 900)])
-def test_retry_after_is_a_whole_number_of_seconds_and_at_least_one(
-    given: float, kept: int
-) -> None:
+def test_retry_after_is_a_whole_number_of_seconds_and_at_least_one(given: float, kept: int) -> None:
     assert TooManyAttempts(given).retry_after == kept  # type: ignore[arg-type]
 
 

@@ -1,0 +1,160 @@
+"""The composition root: everything is built here from one Settings object.
+
+The worker, the edge, the CLI and the tests all come through these functions; nothing
+connects at import time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import redis.asyncio as aioredis
+from aiohttp import web
+from faststream.rabbit import RabbitBroker
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from domain.accounts import Accounts
+from domain.auth import Auth, TokenLifetimes
+from domain.listing import CursorCodec
+from handlers.app import WorkerDeps, declare_topology, include_routers
+from handlers.events import OutboxRelay, audit_router
+from storage.audit import SqlAlchemyAuditLog
+from storage.db import make_engine
+from storage.outbox import PostgresOutboxSource
+from storage.redis_store import RedisLoginThrottle, RedisSessionStore, make_redis
+from storage.uow import SqlAlchemyUnitOfWorkFactory
+from warden.security import BcryptPasswordHasher, JwtTokenIssuer
+from warden.settings import Settings
+from web.app import create_app
+
+
+class UtcClock:
+    """Clock of the real world."""
+
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+
+@dataclass
+class Services:
+    """The use cases and the adapters they hold, for one process."""
+
+    settings: Settings
+    engine: AsyncEngine
+    redis: aioredis.Redis
+    hasher: BcryptPasswordHasher
+    auth: Auth
+    accounts: Accounts
+    cursors: CursorCodec
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+        await self.redis.aclose()
+        self.hasher.close()
+
+
+def build_services(settings: Settings) -> Services:
+    engine = make_engine(
+        settings.database_url.get_secret_value(), settings.db_pool_size, settings.db_max_overflow
+    )
+    client = make_redis(settings.redis_url.get_secret_value())
+    secret = settings.jwt_secret.get_secret_value()
+    hasher = BcryptPasswordHasher(settings.bcrypt_rounds, settings.bcrypt_threads)
+    tokens = JwtTokenIssuer(
+        secret,
+        settings.jwt_issuer,
+        settings.access_token_ttl,
+        settings.refresh_token_ttl,
+        settings.jwt_algorithm,
+        settings.jwt_leeway,
+    )
+    sessions = RedisSessionStore(client, settings.refresh_token_ttl)
+    throttle = RedisLoginThrottle(
+        client, settings.login_max_failures, settings.login_ip_max_failures, settings.login_window
+    )
+    uow = SqlAlchemyUnitOfWorkFactory(engine)
+    clock = UtcClock()
+    lifetimes = TokenLifetimes(settings.access_token_ttl, settings.refresh_token_ttl)
+    return Services(
+        settings=settings,
+        engine=engine,
+        redis=client,
+        hasher=hasher,
+        auth=Auth(uow, hasher, tokens, sessions, throttle, clock, lifetimes),
+        accounts=Accounts(uow, hasher, sessions, clock),
+        cursors=CursorCodec(secret.encode()),
+    )
+
+
+def build_broker(settings: Settings, services: Services) -> RabbitBroker:
+    """The worker's broker with every subscriber attached (not connected)."""
+    broker = RabbitBroker(
+        settings.amqp_url.get_secret_value(),
+        graceful_timeout=15,
+        log_level=logging.DEBUG,  # FastStream's own per-message lines; ours are at INFO
+    )
+
+    async def postgres() -> None:
+        async with services.engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+
+    async def redis() -> None:
+        await services.redis.ping()
+
+    deps = WorkerDeps(
+        auth=services.auth,
+        accounts=services.accounts,
+        cursors=services.cursors,
+        probes={"postgres": postgres, "redis": redis},
+        prefetch=settings.worker_prefetch,
+        login_prefetch=settings.worker_login_prefetch,
+    )
+    include_routers(broker, deps)
+
+    async def store_event(event: dict[str, object]) -> bool:
+        async with services.engine.begin() as conn:
+            return await SqlAlchemyAuditLog(conn).store(event)
+
+    broker.include_router(audit_router(store_event))
+    return broker
+
+
+def asyncpg_dsn(settings: Settings) -> str:
+    url = make_url(settings.database_url.get_secret_value())
+    return url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+@contextlib.asynccontextmanager
+async def running_worker(settings: Settings) -> AsyncIterator[Services]:
+    """One worker: subscribers consuming and the outbox relay publishing, until the block ends."""
+    services = build_services(settings)
+    broker = build_broker(settings, services)
+    relay = OutboxRelay(PostgresOutboxSource(asyncpg_dsn(settings)), broker)
+    relay_task: asyncio.Task[None] | None = None
+    try:
+        await broker.connect()
+        await declare_topology(broker)
+        await broker.start()
+        relay_task = asyncio.create_task(relay.run(), name="outbox-relay")
+        yield services
+    finally:
+        relay.stop()
+        if relay_task is not None:
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                async with asyncio.timeout(15):
+                    await relay_task
+        await broker.stop()
+        await services.close()
+
+
+def build_edge(settings: Settings) -> web.Application:
+    return create_app(
+        settings.amqp_url.get_secret_value(), settings.rpc_timeout, settings.trusted_proxies
+    )

@@ -1,0 +1,185 @@
+"""The `warden` command: migrate, worker, edge, run, create-superuser."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import signal
+import sys
+from collections.abc import Awaitable, Callable, Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+
+import structlog
+from pydantic import ValidationError
+
+from domain.errors import EmailTaken, UsernameTaken, ValidationFailed
+from warden.settings import Settings
+
+log = structlog.get_logger("warden")
+T = TypeVar("T")
+ALEMBIC_INI = Path(__file__).resolve().parent.parent / "alembic.ini"
+
+
+def load_settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as exc:
+        # Only the messages: pydantic would echo the inputs, secrets included.
+        for error in exc.errors(include_input=False, include_url=False):
+            where = ".".join(str(p) for p in error["loc"]) or "settings"
+            print(f"warden: invalid setting {where}: {error['msg']}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+async def migrate(settings: Settings) -> None:
+    """Create the database if needed, then upgrade to head (safe to run twice)."""
+    from alembic import command
+    from alembic.config import Config
+
+    from storage.db import create_database_if_missing
+
+    url = settings.database_url.get_secret_value()
+    if await create_database_if_missing(url):
+        log.info("database created")
+    config = Config(str(ALEMBIC_INI))
+    config.set_main_option("script_location", str(ALEMBIC_INI.parent / "migrations"))
+    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    # Alembic's env runs its own event loop: keep it off ours.
+    await asyncio.to_thread(command.upgrade, config, "head")
+    log.info("migrations at head")
+
+
+async def _until_signalled(start: Callable[[asyncio.Event], Awaitable[None]]) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await start(stop)
+
+
+async def worker(settings: Settings) -> None:
+    from warden.bootstrap import running_worker
+    from warden.metrics_server import serve_worker_metrics
+
+    async def body(stop: asyncio.Event) -> None:
+        async with running_worker(settings) as services, serve_worker_metrics(settings, services):
+            log.info("worker started")
+            await stop.wait()
+            log.info("worker stopping")
+
+    await _until_signalled(body)
+
+
+async def edge(settings: Settings) -> None:
+    from aiohttp import web
+
+    from warden.bootstrap import build_edge
+
+    async def body(stop: asyncio.Event) -> None:
+        runner = web.AppRunner(build_edge(settings), access_log=None, shutdown_timeout=15)
+        await runner.setup()
+        site = web.TCPSite(runner, settings.http_host, settings.http_port, backlog=1024)
+        await site.start()
+        log.info("edge listening", host=settings.http_host, port=settings.http_port)
+        try:
+            await stop.wait()
+        finally:
+            log.info("edge stopping")
+            await runner.cleanup()
+
+    await _until_signalled(body)
+
+
+async def run(settings: Settings) -> None:
+    """Laptop mode: migrate, then one worker and the edge in this process."""
+    await migrate(settings)
+    await asyncio.gather(worker(settings), edge(settings))
+
+
+async def create_superuser(settings: Settings, email: str, username: str, password: str) -> int:
+    from domain.model import NewUser
+    from handlers.rpc import parse
+    from handlers.wire import RegisterRequest
+    from warden.bootstrap import build_services
+
+    try:
+        valid = parse(
+            RegisterRequest, _json({"email": email, "username": username, "password": password})
+        )
+    except ValidationFailed as exc:
+        for e in exc.errors:
+            print(f"warden: {e.loc[-1]}: {e.msg}", file=sys.stderr)
+        return 2
+    services = build_services(settings)
+    try:
+        hashed = await services.hasher.hash(valid.password)
+        new = NewUser(str(valid.email).lower(), valid.username, hashed, is_superuser=True)
+        user = await services.accounts.create(new)
+    except (EmailTaken, UsernameTaken) as exc:
+        print(f"warden: {exc.detail}", file=sys.stderr)
+        return 1
+    finally:
+        await services.close()
+    print(f"superuser {user.username} created with id {user.id}")
+    return 0
+
+
+def _run_loop(coro: Coroutine[Any, Any, T]) -> T:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency where it builds
+        return asyncio.run(coro)
+    return uvloop.run(coro)
+
+
+def _json(data: dict[str, str]) -> bytes:
+    import orjson
+
+    return orjson.dumps(data)
+
+
+def _superuser_password(args: argparse.Namespace, settings: Settings) -> str:
+    if settings.superuser_password is not None:
+        return settings.superuser_password.get_secret_value()
+    if args.password_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    first = getpass.getpass("Password: ")
+    if getpass.getpass("Password (again): ") != first:
+        raise SystemExit("warden: the passwords differ")
+    return first
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="warden", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("migrate", help="create the database if missing and apply the migrations")
+    sub.add_parser("worker", help="run the message handlers and the outbox relay")
+    sub.add_parser("edge", help="run the HTTP edge")
+    sub.add_parser("run", help="migrate, then one worker and the edge in one process")
+    su = sub.add_parser("create-superuser", help="create an active superuser")
+    su.add_argument("--email", required=True)
+    su.add_argument("--username", required=True)
+    su.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    settings = load_settings()
+    from warden import logs
+
+    logs.configure(settings.log_format, settings.log_level)
+    if args.command == "create-superuser":
+        password = _superuser_password(args, settings)
+        code = _run_loop(create_superuser(settings, args.email, args.username, password))
+        raise SystemExit(code)
+    commands = {"migrate": migrate, "worker": worker, "edge": edge, "run": run}
+    try:
+        _run_loop(commands[args.command](settings))
+    except KeyboardInterrupt:
+        pass
+    except OSError as exc:
+        print(f"warden {args.command}: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
