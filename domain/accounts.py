@@ -28,6 +28,9 @@ class ChangePassword:
     new_password: str
 
 
+SELF_EDITABLE = frozenset({"email", "username", "full_name"})
+
+
 class Accounts:
     """Accounts and their administration."""
 
@@ -62,8 +65,9 @@ class Accounts:
         return user
 
     async def update_me(self, principal: Principal, changes: UserChanges) -> User:
-        """Change your own email, username or full name."""
-        return await self._update(principal.user.id, _normalized(changes))
+        """Change your own email, username or full name (and nothing else, whatever is sent)."""
+        own = {k: v for k, v in changes.as_dict().items() if k in SELF_EDITABLE}
+        return await self._update(principal.user.id, _normalized(UserChanges(**own)))
 
     async def change_password(self, principal: Principal, cmd: ChangePassword) -> None:
         """Set a new password; every other session of the user ends, this one goes on."""

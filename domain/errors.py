@@ -6,6 +6,7 @@ neither keeps a table of its own.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -131,7 +132,7 @@ class TooManyAttempts(WardenError):
 
     def __init__(self, retry_after: int, detail: str | None = None) -> None:
         super().__init__(detail)
-        self.retry_after = max(1, int(retry_after))
+        self.retry_after = max(1, math.ceil(retry_after))
 
     def as_error(self) -> dict[str, Any]:
         error = super().as_error()

@@ -106,7 +106,7 @@ class OutboxRelay:
             routing_key=kind,
             content_type=CLOUDEVENTS_JSON,
             message_id=event["id"],
-            persistent=True,
+            persist=True,
             headers=headers,
             timeout=10,
         )
