@@ -51,33 +51,35 @@ async def migrate(settings: Settings) -> None:
     log.info("migrations at head")
 
 
-async def _until_signalled(start: Callable[[asyncio.Event], Awaitable[None]]) -> None:
+async def until_signalled(*parts: Callable[[asyncio.Event], Awaitable[None]]) -> None:
+    """Run `parts` side by side until SIGTERM or SIGINT sets their shared stop event."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await start(stop)
+    await asyncio.gather(*(part(stop) for part in parts))
 
 
-async def worker(settings: Settings) -> None:
+def worker_part(settings: Settings) -> Callable[[asyncio.Event], Awaitable[None]]:
     from warden.bootstrap import running_worker
     from warden.metrics_server import serve_worker_metrics
 
-    async def body(stop: asyncio.Event) -> None:
+    async def part(stop: asyncio.Event) -> None:
         async with running_worker(settings) as services, serve_worker_metrics(settings, services):
             log.info("worker started")
             await stop.wait()
             log.info("worker stopping")
+        log.info("worker stopped")
 
-    await _until_signalled(body)
+    return part
 
 
-async def edge(settings: Settings) -> None:
+def edge_part(settings: Settings) -> Callable[[asyncio.Event], Awaitable[None]]:
     from aiohttp import web
 
     from warden.bootstrap import build_edge
 
-    async def body(stop: asyncio.Event) -> None:
+    async def part(stop: asyncio.Event) -> None:
         runner = web.AppRunner(build_edge(settings), access_log=None, shutdown_timeout=15)
         await runner.setup()
         site = web.TCPSite(runner, settings.http_host, settings.http_port, backlog=1024)
@@ -88,14 +90,23 @@ async def edge(settings: Settings) -> None:
         finally:
             log.info("edge stopping")
             await runner.cleanup()
+        log.info("edge stopped")
 
-    await _until_signalled(body)
+    return part
+
+
+async def worker(settings: Settings) -> None:
+    await until_signalled(worker_part(settings))
+
+
+async def edge(settings: Settings) -> None:
+    await until_signalled(edge_part(settings))
 
 
 async def run(settings: Settings) -> None:
     """Laptop mode: migrate, then one worker and the edge in this process."""
     await migrate(settings)
-    await asyncio.gather(worker(settings), edge(settings))
+    await until_signalled(worker_part(settings), edge_part(settings))
 
 
 async def create_superuser(settings: Settings, email: str, username: str, password: str) -> int:
