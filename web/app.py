@@ -28,7 +28,7 @@ from web.translate import Networks, http_response, message_body, request_id, rpc
 log = structlog.get_logger("warden.edge")
 
 RPC_CLIENT = web.AppKey("rpc_client", RpcClient)
-SETTINGS = web.AppKey("edge_settings", dict)
+REQUEST_ID = web.RequestKey("request_id", str)
 MAX_BODY = 64 * 1024
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -38,7 +38,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Request id, one log line per request, and problem details for every failure."""
     rid = request_id(request)
-    request["request_id"] = rid
+    request[REQUEST_ID] = rid
     structlog.contextvars.bind_contextvars(request_id=rid)
     started = time.perf_counter()
     route = _route_name(request)
@@ -96,7 +96,7 @@ def _route_name(request: web.Request) -> str:
 def _forward(route: Route, timeout: float, trusted: Networks) -> Handler:
     async def view(request: web.Request) -> web.Response:
         body = await message_body(request, route)
-        headers = rpc_headers(request, request["request_id"], trusted)
+        headers = rpc_headers(request, request[REQUEST_ID], trusted)
         envelope = await request.app[RPC_CLIENT].call(
             route.queue, orjson.dumps(body), headers, timeout
         )

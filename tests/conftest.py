@@ -1,0 +1,150 @@
+"""Session fixtures: real Postgres, RabbitMQ and Redis of this session's own, a worker, an edge."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import aio_pika
+import aiohttp
+import orjson
+import pytest
+import pytest_asyncio
+from aiohttp.test_utils import TestServer
+
+from storage.db import drop_database
+from tests.support.infra import Urls, base_urls, own_redis_db, own_vhost, with_database
+from warden.bootstrap import build_edge, running_worker
+from warden.cli import migrate
+from warden.settings import Settings
+from web.app import RPC_CLIENT
+
+PASSWORD = "correct horse battery"
+
+
+def unique(prefix: str = "u") -> str:
+    """A name no other test uses: tests make their own data instead of truncating tables."""
+    return f"{prefix}{uuid.uuid4().hex[:12]}"
+
+
+def test_ip() -> str:
+    """A documentation-range address (RFC 5737), so each test has its own login-failure count."""
+    return f"198.51.{random.randint(0, 255)}.{random.randint(1, 254)}"
+
+
+@pytest.fixture(scope="session")
+def urls() -> Iterator[Urls]:
+    with base_urls() as base, own_vhost(base.amqp) as amqp, own_redis_db(base.redis) as rds:
+        database = with_database(base.database, f"warden_test_{uuid.uuid4().hex[:10]}")
+        yield Urls(database, amqp, rds)
+
+
+def make_settings(urls: Urls, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "database_url": urls.database,
+        "amqp_url": urls.amqp,
+        "redis_url": urls.redis,
+        "env": "test",
+        "bcrypt_rounds": 4,
+        "metrics_port": 0,
+        "rpc_timeout": 5,
+        "login_max_failures": 5,
+        "login_ip_max_failures": 20,
+        "login_window": 60,
+        "trusted_proxies": "127.0.0.1",
+        "log_format": "console",
+    }
+    return Settings(**(values | overrides))  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="session")
+def settings(urls: Urls) -> Settings:
+    return make_settings(urls)
+
+
+@pytest_asyncio.fixture(scope="session")
+async def database(settings: Settings) -> AsyncIterator[str]:
+    """This session's database, built by the migrations (never create_all)."""
+    url = settings.database_url.get_secret_value()
+    await migrate(settings)
+    yield url
+    await drop_database(url)
+
+
+@pytest_asyncio.fixture(scope="session")
+async def worker(settings: Settings, database: str) -> AsyncIterator[Any]:
+    async with running_worker(settings) as services:
+        yield services
+
+
+@pytest_asyncio.fixture(scope="session")
+async def edge_url(settings: Settings, worker: Any) -> AsyncIterator[str]:
+    server = TestServer(build_edge(settings), host="127.0.0.1")
+    await server.start_server()
+    assert server.app is not None
+    await server.app[RPC_CLIENT].wait_connected(10)
+    yield str(server.make_url("")).rstrip("/")
+    await server.close()
+
+
+@pytest_asyncio.fixture
+async def http(edge_url: str) -> AsyncIterator[aiohttp.ClientSession]:
+    """An HTTP client of the running edge, from an address of this test's own."""
+    headers = {"X-Forwarded-For": test_ip()}
+    async with aiohttp.ClientSession(edge_url, headers=headers) as session:
+        yield session
+
+
+class AmqpCaller:
+    """A raw AMQP caller, as another service would be: aio-pika, direct reply-to."""
+
+    def __init__(self, channel: aio_pika.abc.AbstractChannel) -> None:
+        self.channel = channel
+        self._replies: dict[str, asyncio.Future[aio_pika.abc.AbstractIncomingMessage]] = {}
+
+    async def start(self) -> None:
+        queue = await self.channel.get_queue("amq.rabbitmq.reply-to", ensure=False)
+        await queue.consume(self._on_reply, no_ack=True)
+
+    async def _on_reply(self, message: aio_pika.abc.AbstractIncomingMessage) -> None:
+        future = self._replies.pop(message.correlation_id or "", None)
+        if future is not None and not future.done():
+            future.set_result(message)
+
+    async def raw(
+        self, queue: str, body: bytes, headers: dict[str, Any] | None = None, wait: float = 10
+    ) -> aio_pika.abc.AbstractIncomingMessage:
+        correlation_id = uuid.uuid4().hex
+        future = asyncio.get_running_loop().create_future()
+        self._replies[correlation_id] = future
+        message = aio_pika.Message(
+            body,
+            content_type="application/json",
+            correlation_id=correlation_id,
+            reply_to="amq.rabbitmq.reply-to",
+            headers=headers or {},
+        )
+        await self.channel.default_exchange.publish(message, routing_key=queue)
+        async with asyncio.timeout(wait):
+            return await future
+
+    async def call(
+        self, queue: str, body: Any, token: str | None = None, **headers: Any
+    ) -> dict[str, Any]:
+        if token:
+            headers["authorization"] = f"Bearer {token}"
+        reply = await self.raw(queue, orjson.dumps(body), {k.replace("_", "-"): v for k, v in headers.items()})
+        return orjson.loads(reply.body)
+
+
+@pytest_asyncio.fixture(scope="session")
+async def amqp(settings: Settings, worker: Any) -> AsyncIterator[AmqpCaller]:
+    connection = await aio_pika.connect(settings.amqp_url.get_secret_value())
+    channel = await connection.channel()
+    caller = AmqpCaller(channel)
+    await caller.start()
+    yield caller
+    await connection.close()

@@ -1,0 +1,133 @@
+"""The real services the tests run against, each isolated for this test session.
+
+By default the services at the WARDEN_* URLs (the local ones). Where one is unreachable and
+a Docker engine exists, testcontainers supplies it. Each session makes its own Postgres
+database, its own RabbitMQ vhost and takes an empty Redis db, so tests can run beside a
+Warden that is already running.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import redis
+
+DEFAULTS = {
+    "WARDEN_DATABASE_URL": "postgresql+asyncpg://postgres:postgres@127.0.0.1:5432/warden",
+    "WARDEN_AMQP_URL": "amqp://guest:guest@127.0.0.1:5672/",
+    "WARDEN_REDIS_URL": "redis://127.0.0.1:6379/0",
+}
+
+
+@dataclass(frozen=True)
+class Urls:
+    database: str
+    amqp: str
+    redis: str
+
+
+def reachable(url: str) -> bool:
+    parts = urlsplit(url)
+    default_port = {"amqp": 5672, "redis": 6379}.get(parts.scheme, 5432)
+    try:
+        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or default_port), 2):
+            return True
+    except OSError:
+        return False
+
+
+def docker_available() -> bool:
+    if not shutil.which("docker"):
+        return False
+    return subprocess.run(["docker", "info"], capture_output=True, check=False).returncode == 0
+
+
+@contextlib.contextmanager
+def base_urls() -> Iterator[Urls]:
+    """The configured services, with a testcontainer in place of any unreachable one."""
+    urls = {k: os.environ.get(k, v) for k, v in DEFAULTS.items()}
+    with contextlib.ExitStack() as stack:
+        missing = [k for k, url in urls.items() if not reachable(url)]
+        if missing and not docker_available():
+            raise RuntimeError(
+                f"unreachable: {', '.join(missing)} and no Docker engine for testcontainers; "
+                "start the services (see README) or point the WARDEN_* URLs at them"
+            )
+        for key in missing:
+            urls[key] = stack.enter_context(_container(key))
+        yield Urls(urls["WARDEN_DATABASE_URL"], urls["WARDEN_AMQP_URL"], urls["WARDEN_REDIS_URL"])
+
+
+@contextlib.contextmanager
+def _container(key: str) -> Iterator[str]:  # pragma: no cover - only where Docker exists
+    if key == "WARDEN_DATABASE_URL":
+        from testcontainers.postgres import PostgresContainer
+
+        with PostgresContainer("postgres:16", driver="asyncpg") as pg:
+            yield pg.get_connection_url()
+    elif key == "WARDEN_AMQP_URL":
+        from testcontainers.rabbitmq import RabbitMqContainer
+
+        with RabbitMqContainer("rabbitmq:3.13") as mq:
+            host, port = mq.get_container_host_ip(), mq.get_exposed_port(5672)
+            yield f"amqp://guest:guest@{host}:{port}/"
+    else:
+        from testcontainers.redis import RedisContainer
+
+        with RedisContainer("redis:7") as rd:
+            yield f"redis://{rd.get_container_host_ip()}:{rd.get_exposed_port(6379)}/0"
+
+
+def with_database(url: str, name: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path="/" + name))
+
+
+@contextlib.contextmanager
+def own_vhost(amqp_url: str) -> Iterator[str]:
+    """A RabbitMQ vhost of this session's (rabbitmqctl on a local broker), else the URL as is."""
+    parts = urlsplit(amqp_url)
+    local = parts.hostname in ("127.0.0.1", "localhost", "::1")
+    if not (local and shutil.which("rabbitmqctl")):
+        yield amqp_url
+        return
+    vhost = f"warden_test_{uuid.uuid4().hex[:8]}"
+    user = parts.username or "guest"
+    _ctl("add_vhost", vhost)
+    try:
+        _ctl("set_permissions", "-p", vhost, user, ".*", ".*", ".*")
+        yield urlunsplit(parts._replace(path="/" + quote(vhost, safe="")))
+    finally:
+        _ctl("delete_vhost", vhost)
+
+
+def _ctl(*args: str) -> None:
+    subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=60)
+
+
+@contextlib.contextmanager
+def own_redis_db(redis_url: str) -> Iterator[str]:
+    """An empty Redis db of this session's (1-15), flushed again at the end."""
+    parts = urlsplit(redis_url)
+    for db in range(15, 0, -1):
+        url = urlunsplit(parts._replace(path=f"/{db}"))
+        client = redis.Redis.from_url(url)
+        try:
+            claim = f"warden-test-claim:{uuid.uuid4().hex}"
+            if client.dbsize() == 0 and client.set("warden-test-session", claim, nx=True):
+                try:
+                    yield url
+                finally:
+                    client.flushdb()
+                return
+        finally:
+            client.close()
+    raise RuntimeError("no empty Redis database (1-15) for the tests")
