@@ -117,9 +117,14 @@ class AuditLog(Protocol):
 class UnitOfWork(Protocol):
     """One transaction over users and the outbox."""
 
-    users: UserRepository
-    outbox: EventOutbox
-    audit: AuditLog
+    @property
+    def users(self) -> UserRepository: ...
+
+    @property
+    def outbox(self) -> EventOutbox: ...
+
+    @property
+    def audit(self) -> AuditLog: ...
 
     async def __aenter__(self) -> UnitOfWork: ...
 

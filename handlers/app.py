@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
 
 from faststream.rabbit import RabbitBroker, RabbitExchange, RabbitQueue
 from faststream.rabbit.schemas import ExchangeType
@@ -18,7 +17,7 @@ EVENTS_EXCHANGE = RabbitExchange("warden.events", type=ExchangeType.TOPIC, durab
 DLX = RabbitExchange(DEAD_LETTER_EXCHANGE, type=ExchangeType.FANOUT, durable=True)
 DLQ = RabbitQueue("warden.dlq", durable=True)
 
-Probe = Callable[[], Awaitable[dict[str, Any]]]
+Probe = Callable[[], Awaitable[object]]
 
 
 @dataclass(frozen=True)

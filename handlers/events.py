@@ -11,7 +11,7 @@ import orjson
 import structlog
 from faststream import AckPolicy
 from faststream.exceptions import RejectMessage
-from faststream.rabbit import RabbitBroker, RabbitQueue, RabbitRouter
+from faststream.rabbit import QueueType, RabbitBroker, RabbitQueue, RabbitRouter
 from faststream.rabbit.annotations import RabbitMessage
 
 from handlers import metrics
@@ -24,8 +24,8 @@ log = structlog.get_logger("warden.events")
 AUDIT_QUEUE = RabbitQueue(
     "warden.audit",
     durable=True,
+    queue_type=QueueType.QUORUM,
     arguments={
-        "x-queue-type": "quorum",
         "x-delivery-limit": 5,  # then dead-lettered: a poison event never loops
         "x-dead-letter-exchange": DEAD_LETTER_EXCHANGE,
     },

@@ -34,7 +34,7 @@ async def check(probe: Probe) -> dict[str, Any]:
 def router(deps: WorkerDeps) -> RabbitRouter:
     r = RabbitRouter()
 
-    @rpc(r, PING_QUEUE, Empty, deps.prefetch)
+    @rpc(r, PING_QUEUE, deps.prefetch)
     async def ping(call: Call[Empty]) -> dict[str, Any]:
         """Readiness ping: the worker's view of Postgres and Redis."""
         names = list(deps.probes)

@@ -28,6 +28,7 @@ from domain.errors import (
     WardenError,
 )
 from handlers import metrics
+from handlers.catalog import RPC
 
 log = structlog.get_logger("warden.worker")
 
@@ -142,10 +143,12 @@ def rpc_queue(name: str) -> RabbitQueue:
     )
 
 
-def rpc(
-    router: RabbitRouter, queue: str, model: type[M], prefetch: int
-) -> Callable[[UseCase], UseCase]:
-    """Register `use_case` as the subscriber of `queue`, replying with the envelope."""
+def rpc(router: RabbitRouter, queue: str, prefetch: int) -> Callable[[UseCase], UseCase]:
+    """Register `use_case` as the subscriber of `queue`, replying with the envelope.
+
+    The request model comes from the catalogue, which the interface documents read too.
+    """
+    model = RPC[queue].request
 
     def register(use_case: UseCase) -> UseCase:
         async def handler(body: bytes, message: RabbitMessage) -> RabbitResponse:

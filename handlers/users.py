@@ -41,25 +41,25 @@ def router(deps: WorkerDeps) -> RabbitRouter:
     r = RabbitRouter()
     auth, accounts, cursors = deps.auth, deps.accounts, deps.cursors
 
-    @rpc(r, "warden.users.register", RegisterRequest, deps.login_prefetch)
+    @rpc(r, "warden.users.register", deps.login_prefetch)
     async def register(call: Call[RegisterRequest]) -> dict[str, Any]:
         """Register a new user (anyone)."""
         b = call.body
         cmd = RegisterUser(str(b.email), b.username, b.password, b.full_name)
         return user_body(await accounts.register(cmd))
 
-    @rpc(r, "warden.users.me", Empty, deps.prefetch)
+    @rpc(r, "warden.users.me", deps.prefetch)
     async def me(call: Call[Empty]) -> dict[str, Any]:
         """The caller's own user (bearer)."""
         return user_body((await auth.authenticate(call.authorization)).user)
 
-    @rpc(r, "warden.users.update_me", UpdateMeRequest, deps.prefetch)
+    @rpc(r, "warden.users.update_me", deps.prefetch)
     async def update_me(call: Call[UpdateMeRequest]) -> dict[str, Any]:
         """Change the caller's email, username or full name (bearer)."""
         principal = await auth.authenticate(call.authorization)
         return user_body(await accounts.update_me(principal, changes_of(call.body)))
 
-    @rpc(r, "warden.users.change_password", ChangePasswordRequest, deps.login_prefetch)
+    @rpc(r, "warden.users.change_password", deps.login_prefetch)
     async def change_password(call: Call[ChangePasswordRequest]) -> None:
         """Change the caller's password; the caller's other sessions end (bearer)."""
         principal = await auth.authenticate(call.authorization)
@@ -68,7 +68,7 @@ def router(deps: WorkerDeps) -> RabbitRouter:
             principal, ChangePassword(b.current_password, b.new_password)
         )
 
-    @rpc(r, "warden.users.list", ListUsersQuery, deps.prefetch)
+    @rpc(r, "warden.users.list", deps.prefetch)
     async def list_users(call: Call[ListUsersQuery]) -> dict[str, Any]:
         """A page of users, keyset-paged, filtered and sorted (superuser)."""
         principal = await auth.authenticate(call.authorization)
@@ -80,26 +80,26 @@ def router(deps: WorkerDeps) -> RabbitRouter:
         page = await accounts.list_users(principal, query)
         return user_page_body(page, cursors, query.fingerprint())
 
-    @rpc(r, "warden.users.get", UserIdMessage, deps.prefetch)
+    @rpc(r, "warden.users.get", deps.prefetch)
     async def get_user(call: Call[UserIdMessage]) -> dict[str, Any]:
         """One user by id (superuser, or the user itself)."""
         principal = await auth.authenticate(call.authorization)
         return user_body(await accounts.get_user(principal, call.body.id))
 
-    @rpc(r, "warden.users.update", UpdateUserMessage, deps.prefetch)
+    @rpc(r, "warden.users.update", deps.prefetch)
     async def update_user(call: Call[UpdateUserMessage]) -> dict[str, Any]:
         """Change any user, including is_active and is_superuser (superuser)."""
         principal = await auth.authenticate(call.authorization)
         changes = changes_of(call.body, exclude={"id"})
         return user_body(await accounts.update_user(principal, call.body.id, changes))
 
-    @rpc(r, "warden.users.delete", UserIdMessage, deps.prefetch)
+    @rpc(r, "warden.users.delete", deps.prefetch)
     async def delete_user(call: Call[UserIdMessage]) -> None:
         """Delete a user; its sessions end at once (superuser)."""
         principal = await auth.authenticate(call.authorization)
         await accounts.delete_user(principal, call.body.id)
 
-    @rpc(r, "warden.audit.list", AuditListQuery, deps.prefetch)
+    @rpc(r, "warden.audit.list", deps.prefetch)
     async def list_audit(call: Call[AuditListQuery]) -> dict[str, Any]:
         """A page of the audit log, newest first (superuser)."""
         principal = await auth.authenticate(call.authorization)

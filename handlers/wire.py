@@ -177,6 +177,17 @@ class IntrospectionOut(BaseModel):
     iat: int | None = None
 
 
+class CheckOut(BaseModel):
+    status: Literal["pass", "fail"]
+    latency_ms: float
+    error: str | None = None
+
+
+class PingOut(BaseModel):
+    postgres: CheckOut
+    redis: CheckOut
+
+
 class FieldErrorOut(BaseModel):
     loc: list[str | int]
     msg: str
@@ -203,3 +214,53 @@ class Success(BaseModel, Generic[T]):
 class Failure(BaseModel):
     ok: Literal[False] = False
     error: ErrorOut
+
+
+# --- events (CloudEvents 1.0, structured JSON) ---------------------------------------------
+
+
+class UserEventData(BaseModel):
+    user: UserOut = Field(description="The user after the change; as it was, for user.deleted.")
+
+
+class SessionEventData(UserEventData):
+    session_id: str
+
+
+class LoggedInData(SessionEventData):
+    client_ip: str | None = Field(default=None, description="Present when the caller gave one.")
+
+
+class LoginFailedData(BaseModel):
+    user: UserOut | None = Field(description="Null when no such user exists.")
+    reason: Literal["invalid_credentials", "inactive_user", "too_many_attempts"]
+    client_ip: str | None = Field(default=None, description="Present when the caller gave one.")
+
+
+D = TypeVar("D")
+
+
+class CloudEvent(BaseModel, Generic[D]):
+    specversion: Literal["1.0"] = "1.0"
+    id: str = Field(description="Unique; subscribers de-duplicate on it.")
+    source: Literal["warden"] = "warden"
+    type: str
+    time: datetime
+    subject: str | None = Field(default=None, description="The user id; absent without a user.")
+    datacontenttype: Literal["application/json"] = "application/json"
+    requestid: str | None = Field(
+        default=None, description="Extension attribute: the request that caused the event."
+    )
+    data: D
+
+
+EVENT_DATA: dict[str, type[BaseModel]] = {
+    "user.registered": UserEventData,
+    "user.updated": UserEventData,
+    "user.deleted": UserEventData,
+    "user.password_changed": UserEventData,
+    "user.logged_in": LoggedInData,
+    "user.logged_out": SessionEventData,
+    "user.login_failed": LoginFailedData,
+    "user.token_reuse_detected": SessionEventData,
+}

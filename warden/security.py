@@ -39,12 +39,13 @@ class BcryptPasswordHasher:
 
     async def hash(self, password: str) -> str:
         salt = bcrypt.gensalt(self._rounds)
-        hashed = await self._run(bcrypt.hashpw, password.encode(), salt)
+        hashed: bytes = await self._run(bcrypt.hashpw, password.encode(), salt)
         return hashed.decode()
 
     async def verify(self, password: str, hashed: str) -> bool:
         try:
-            return await self._run(bcrypt.checkpw, password.encode(), hashed.encode())
+            ok: bool = await self._run(bcrypt.checkpw, password.encode(), hashed.encode())
+            return ok
         except ValueError:  # a malformed stored hash never verifies
             return False
 

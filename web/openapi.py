@@ -2,50 +2,29 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from handlers import wire
+from handlers.catalog import RPC
 from web.routes import ROUTES, Route
 
 REF = "#/components/schemas/{model}"
 
-REQUESTS: dict[str, type[BaseModel] | None] = {
-    "warden.users.register": wire.RegisterRequest,
-    "warden.auth.login": wire.LoginRequest,
-    "warden.auth.refresh": wire.RefreshRequest,
-    "warden.auth.logout": wire.Empty,
-    "warden.users.update_me": wire.UpdateMeRequest,
-    "warden.users.change_password": wire.ChangePasswordRequest,
-    "warden.users.update": wire.UpdateUserRequest,
-}
-QUERIES: dict[str, type[BaseModel]] = {
-    "warden.users.list": wire.ListUsersQuery,
-    "warden.audit.list": wire.AuditListQuery,
-}
-REPLIES: dict[str, type[BaseModel]] = {
-    "warden.users.register": wire.UserOut,
-    "warden.auth.login": wire.TokenPairOut,
-    "warden.auth.refresh": wire.TokenPairOut,
-    "warden.users.me": wire.UserOut,
-    "warden.users.update_me": wire.UserOut,
-    "warden.users.list": wire.UserPageOut,
-    "warden.users.get": wire.UserOut,
-    "warden.users.update": wire.UserOut,
-    "warden.audit.list": wire.AuditPageOut,
-}
+# Over HTTP the id of PATCH /users/{id} is in the path, not in the body.
+HTTP_BODIES: dict[str, type[BaseModel]] = {"warden.users.update": wire.UpdateUserRequest}
+
+
+def _request_model(route: Route) -> type[BaseModel] | None:
+    if route.body in ("none", "query"):
+        return None
+    return HTTP_BODIES.get(route.queue, RPC[route.queue].request)
+
+
 BEARER_ROUTES = {
-    "warden.auth.logout",
-    "warden.users.me",
-    "warden.users.update_me",
-    "warden.users.change_password",
-    "warden.users.list",
-    "warden.users.get",
-    "warden.users.update",
-    "warden.users.delete",
-    "warden.audit.list",
+    q for q, spec in RPC.items() if spec.caller in ("bearer", "superuser", "superuser or self")
 }
 
 PROBLEM = {
@@ -139,18 +118,19 @@ def _errors(route: Route) -> dict[str, Any]:
 
 
 def _operation(route: Route) -> dict[str, Any]:
+    parameters: list[dict[str, Any]] = [
+        {
+            "name": "X-Request-ID",
+            "in": "header",
+            "required": False,
+            "schema": {"type": "string", "pattern": "^[A-Za-z0-9._-]{1,128}$"},
+        },
+    ]
     op: dict[str, Any] = {
         "operationId": route.queue.removeprefix("warden.").replace(".", "_"),
         "summary": route.summary,
         "description": f"Translated to the RPC queue `{route.queue}`.",
-        "parameters": [
-            {
-                "name": "X-Request-ID",
-                "in": "header",
-                "required": False,
-                "schema": {"type": "string", "pattern": "^[A-Za-z0-9._-]{1,128}$"},
-            },
-        ],
+        "parameters": parameters,
         "responses": _errors(route),
     }
     if route.method == "POST":
@@ -171,15 +151,17 @@ def _operation(route: Route) -> dict[str, Any]:
                 "schema": {"type": "integer", "minimum": 1},
             }
         )
-    if route.queue in QUERIES:
-        schema = QUERIES[route.queue].model_json_schema()
+    if route.body == "query":
+        schema = RPC[route.queue].request.model_json_schema()
         for name, prop in schema["properties"].items():
             op["parameters"].append(
                 {"name": name, "in": "query", "required": False, "schema": prop}
             )
-    model = REQUESTS.get(route.queue)
+    model = _request_model(route)
     if model is not None:
-        content = {"application/json": {"schema": {"$ref": REF.format(model=model.__name__)}}}
+        content: dict[str, Any] = {
+            "application/json": {"schema": {"$ref": REF.format(model=model.__name__)}}
+        }
         if route.body == "login":
             content["application/x-www-form-urlencoded"] = {
                 "schema": {
@@ -195,7 +177,7 @@ def _operation(route: Route) -> dict[str, Any]:
         op["requestBody"] = {"required": route.body != "optional_json", "content": content}
     if route.queue in BEARER_ROUTES:
         op["security"] = [{"bearer": []}]
-    reply = REPLIES.get(route.queue)
+    reply = RPC[route.queue].reply
     if reply is None:
         op["responses"][str(route.success)] = {"description": "Done"}
     else:
@@ -214,8 +196,10 @@ def _path(route: Route) -> str:
 
 
 def openapi_document() -> dict[str, Any]:
-    models = {*REQUESTS.values(), *REPLIES.values()} - {None}
-    pairs = [(m, "validation") for m in sorted(models, key=lambda m: m.__name__) if m]
+    models = {m for r in ROUTES for m in (_request_model(r), RPC[r.queue].reply) if m is not None}
+    pairs: list[tuple[type[BaseModel], Literal["validation"]]] = [
+        (m, "validation") for m in sorted(models, key=lambda m: m.__name__)
+    ]
     _, defs = models_json_schema(pairs, ref_template=REF)
     schemas = defs.get("$defs", {}) | {
         "Problem": PROBLEM,

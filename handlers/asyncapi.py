@@ -1,0 +1,198 @@
+"""The worker's AsyncAPI 3.0 document, generated from the RPC catalogue and the wire models.
+
+AsyncAPI 3.0 rather than 2.6: 3.0 has request/reply (`operation.reply` with a dynamic
+`reply_to` address), which is exactly the contract's RPC; 2.6 cannot say what comes back.
+FastStream would emit the request side only, so the document is built here from the same
+catalogue the subscribers use. `make asyncapi` rewrites asyncapi/asyncapi.json; a test
+fails when the committed file differs.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any, Literal
+
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+from domain.events import EVENT_TYPES
+from handlers import wire
+from handlers.catalog import RPC
+
+REF = "#/components/schemas/{model}"
+
+REQUEST_HEADERS = {
+    "type": "object",
+    "properties": {
+        "authorization": {"type": "string", "description": "Bearer <access token>"},
+        "x-request-id": {"type": "string", "pattern": "^[A-Za-z0-9._-]{1,128}$"},
+        "x-client-ip": {"type": "string", "description": "The end user's address (login limits)"},
+        "idempotency-key": {"type": "string", "minLength": 1, "maxLength": 255},
+        "x-deadline": {
+            "type": "integer",
+            "description": "Epoch ms after which the caller no longer waits (then no work).",
+        },
+    },
+}
+EVENT_HEADERS = {
+    "type": "object",
+    "properties": {"x-request-id": {"type": "string", "description": "As in `requestid`."}},
+}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": REF.format(model=name)}
+
+
+def _reply_schema(reply: type[BaseModel] | None) -> dict[str, Any]:
+    data = {"type": "null"} if reply is None else _ref(reply.__name__)
+    success = {
+        "type": "object",
+        "required": ["ok", "data"],
+        "properties": {"ok": {"const": True}, "data": data},
+    }
+    return {"oneOf": [success, _ref("Failure")]}
+
+
+def _schemas() -> dict[str, Any]:
+    models: set[type[BaseModel]] = {wire.Failure}
+    for spec in RPC.values():
+        models.add(spec.request)
+        if spec.reply is not None:
+            models.add(spec.reply)
+    envelopes = {data: wire.CloudEvent[data] for data in set(wire.EVENT_DATA.values())}
+    pairs: list[tuple[type[BaseModel], Literal["validation", "serialization"]]] = [
+        (m, "serialization")
+        for m in sorted([*models, *envelopes.values()], key=lambda m: m.__name__)
+    ]
+    keys, defs = models_json_schema(pairs, ref_template=REF)
+    schemas: dict[str, Any] = defs["$defs"]
+    for event_type in EVENT_TYPES:
+        envelope = envelopes[wire.EVENT_DATA[event_type]]
+        generic = keys[(envelope, "serialization")]["$ref"].rsplit("/", 1)[-1]
+        schema = json.loads(json.dumps(schemas[generic]))
+        schema["properties"]["type"] = {"const": event_type, "type": "string"}
+        schema["title"] = f"CloudEvent {event_type}"
+        schemas[f"CloudEvent_{event_type.replace('.', '_')}"] = schema
+    for envelope in envelopes.values():
+        schemas.pop(keys[(envelope, "serialization")]["$ref"].rsplit("/", 1)[-1], None)
+    return schemas
+
+
+def document() -> dict[str, Any]:
+    channels: dict[str, Any] = {}
+    operations: dict[str, Any] = {}
+    messages: dict[str, Any] = {}
+    for queue, spec in RPC.items():
+        key = queue.replace(".", "_")
+        messages[f"{key}_request"] = {
+            "name": f"{queue} request",
+            "contentType": "application/json",
+            "headers": REQUEST_HEADERS,
+            "payload": _ref(spec.request.__name__),
+            "correlationId": {"location": "$message.header#/correlation_id"},
+        }
+        messages[f"{key}_reply"] = {
+            "name": f"{queue} reply",
+            "contentType": "application/json",
+            "payload": _reply_schema(spec.reply),
+            "correlationId": {"location": "$message.header#/correlation_id"},
+        }
+        channels[key] = {
+            "address": queue,
+            "description": f"RPC queue; caller: {spec.caller}. Publish to the default exchange.",
+            "messages": {"request": {"$ref": f"#/components/messages/{key}_request"}},
+            "bindings": {
+                "amqp": {
+                    "is": "queue",
+                    "queue": {
+                        "name": queue,
+                        "durable": True,
+                        "exclusive": False,
+                        "autoDelete": False,
+                        "vhost": "/",
+                    },
+                    "bindingVersion": "0.3.0",
+                }
+            },
+        }
+        channels[f"{key}_reply"] = {
+            "address": None,
+            "description": "The caller's reply_to (direct reply-to or a queue of its own).",
+            "messages": {"reply": {"$ref": f"#/components/messages/{key}_reply"}},
+        }
+        operations[key] = {
+            "action": "receive",
+            "channel": {"$ref": f"#/channels/{key}"},
+            "messages": [{"$ref": f"#/channels/{key}/messages/request"}],
+            "reply": {
+                "address": {"location": "$message.header#/reply_to"},
+                "channel": {"$ref": f"#/channels/{key}_reply"},
+                "messages": [{"$ref": f"#/channels/{key}_reply/messages/reply"}],
+            },
+        }
+    event_messages = {}
+    for event_type in EVENT_TYPES:
+        key = event_type.replace(".", "_")
+        messages[key] = {
+            "name": event_type,
+            "contentType": "application/cloudevents+json",
+            "headers": EVENT_HEADERS,
+            "payload": _ref(f"CloudEvent_{key}"),
+            "bindings": {"amqp": {"deliveryMode": 2, "bindingVersion": "0.3.0"}},
+        }
+        event_messages[key] = {"$ref": f"#/components/messages/{key}"}
+    channels["warden_events"] = {
+        "address": "warden.events",
+        "description": "Domain events; the routing key is the event type. At least once.",
+        "messages": event_messages,
+        "bindings": {
+            "amqp": {
+                "is": "routingKey",
+                "exchange": {
+                    "name": "warden.events",
+                    "type": "topic",
+                    "durable": True,
+                    "autoDelete": False,
+                    "vhost": "/",
+                },
+                "bindingVersion": "0.3.0",
+            }
+        },
+    }
+    for event_type in EVENT_TYPES:
+        key = event_type.replace(".", "_")
+        operations[f"publish_{key}"] = {
+            "action": "send",
+            "channel": {"$ref": "#/channels/warden_events"},
+            "messages": [{"$ref": f"#/channels/warden_events/messages/{key}"}],
+            "bindings": {"amqp": {"cc": [event_type], "bindingVersion": "0.3.0"}},
+        }
+    return {
+        "asyncapi": "3.0.0",
+        "info": {
+            "title": "Warden",
+            "version": "1.0.0",
+            "description": "Authentication and user service: RPC queues and domain events.",
+        },
+        "defaultContentType": "application/json",
+        "servers": {
+            "development": {
+                "host": "127.0.0.1:5672",
+                "protocol": "amqp",
+                "protocolVersion": "0.9.1",
+            }
+        },
+        "channels": channels,
+        "operations": operations,
+        "components": {"messages": messages, "schemas": _schemas()},
+    }
+
+
+def render() -> str:
+    return json.dumps(document(), indent=2, sort_keys=True) + "\n"
+
+
+if __name__ == "__main__":
+    sys.stdout.write(render())
