@@ -11,6 +11,7 @@ from faststream.rabbit.schemas import ExchangeType
 from domain.accounts import Accounts
 from domain.auth import Auth
 from domain.listing import CursorCodec
+from handlers.idempotency import Idempotency
 from handlers.rpc import DEAD_LETTER_EXCHANGE
 
 EVENTS_EXCHANGE = RabbitExchange("warden.events", type=ExchangeType.TOPIC, durable=True)
@@ -30,6 +31,7 @@ class WorkerDeps:
     probes: dict[str, Probe]
     prefetch: int
     login_prefetch: int
+    idempotency: Idempotency | None = None
 
 
 def include_routers(broker: RabbitBroker, deps: WorkerDeps) -> None:

@@ -61,7 +61,10 @@ def _schemas() -> dict[str, Any]:
         models.add(spec.request)
         if spec.reply is not None:
             models.add(spec.reply)
-    envelopes = {data: wire.CloudEvent[data] for data in set(wire.EVENT_DATA.values())}
+    envelopes: dict[type[BaseModel], type[BaseModel]] = {
+        data: wire.CloudEvent[data]  # type: ignore[valid-type]
+        for data in set(wire.EVENT_DATA.values())
+    }
     pairs: list[tuple[type[BaseModel], Literal["validation", "serialization"]]] = [
         (m, "serialization")
         for m in sorted([*models, *envelopes.values()], key=lambda m: m.__name__)

@@ -29,19 +29,21 @@ from domain.errors import (
 )
 from handlers import metrics
 from handlers.catalog import RPC
+from handlers.idempotency import Idempotency
 
 log = structlog.get_logger("warden.worker")
 
 M = TypeVar("M", bound=BaseModel)
+B = TypeVar("B")
 DEAD_LETTER_EXCHANGE = "warden.dlx"
 DEADLINE_HEADER = "x-deadline"  # epoch milliseconds after which the caller no longer waits
 
 
 @dataclass(frozen=True)
-class Call(Generic[M]):
+class Call(Generic[B]):
     """One validated request and the headers that travel with it."""
 
-    body: M
+    body: B
     authorization: str | None = None
     client_ip: str | None = None
     request_id: str | None = None
@@ -87,35 +89,62 @@ def _message(msg: str) -> str:
 
 
 async def serve(
-    queue: str, model: type[M], use_case: UseCase, body: bytes, headers: Mapping[str, Any]
+    queue: str,
+    model: type[M],
+    use_case: UseCase,
+    body: bytes,
+    headers: Mapping[str, Any],
+    idempotency: Idempotency | None = None,
 ) -> dict[str, Any]:
     """Run one request to its envelope, logging one line with its outcome."""
     request_id = _text(headers.get("x-request-id"))
     structlog.contextvars.bind_contextvars(request_id=request_id, queue=queue)
     started = time.perf_counter()
+    call = Call(
+        body=body,
+        authorization=_text(headers.get("authorization")),
+        client_ip=_text(headers.get("x-client-ip")),
+        request_id=request_id,
+        idempotency_key=_text(headers.get("idempotency-key")),
+    )
+
+    async def work() -> dict[str, Any]:
+        return await _answer(model, use_case, call)
+
     try:
         if _past_deadline(headers):
             raise UpstreamTimeout("The caller's deadline passed before a worker took the request.")
-        call = Call(
-            body=parse(model, body),
-            authorization=_text(headers.get("authorization")),
-            client_ip=_text(headers.get("x-client-ip")),
-            request_id=request_id,
-            idempotency_key=_text(headers.get("idempotency-key")),
-        )
-        envelope = success(await use_case(call))
+        if idempotency is not None and call.idempotency_key is not None:
+            key = call.idempotency_key
+            envelope = await idempotency.once(queue, call.authorization, key, body, work)
+        else:
+            envelope = await work()
     except WardenError as exc:
         envelope = failure(exc)
-    except Exception:
-        log.exception("handler fault")
-        envelope = failure(InternalError())
     status = 200 if envelope["ok"] else envelope["error"]["status"]
     elapsed = time.perf_counter() - started
     metrics.MESSAGES.labels(queue, str(status)).inc()
     metrics.HANDLING.labels(queue).observe(elapsed)
-    duration_ms = round(elapsed * 1000, 2)
-    log.info("message handled", status=status, duration_ms=duration_ms)
+    log.info("message handled", status=status, duration_ms=round(elapsed * 1000, 2))
     return envelope
+
+
+async def _answer(model: type[M], use_case: UseCase, raw: Call[Any]) -> dict[str, Any]:
+    """Validate and run the use case; every outcome, a fault included, is an envelope."""
+    try:
+        call = Call(
+            parse(model, raw.body),
+            raw.authorization,
+            raw.client_ip,
+            raw.request_id,
+            raw.idempotency_key,
+        )
+        return success(await use_case(call))
+    except WardenError as exc:
+        return failure(exc)
+    except Exception:
+        log.exception("handler fault")
+        return failure(InternalError())
 
 
 def _text(value: Any) -> str | None:
@@ -143,7 +172,9 @@ def rpc_queue(name: str) -> RabbitQueue:
     )
 
 
-def rpc(router: RabbitRouter, queue: str, prefetch: int) -> Callable[[UseCase], UseCase]:
+def rpc(
+    router: RabbitRouter, queue: str, prefetch: int, idempotency: Idempotency | None = None
+) -> Callable[[UseCase], UseCase]:
     """Register `use_case` as the subscriber of `queue`, replying with the envelope.
 
     The request model comes from the catalogue, which the interface documents read too.
@@ -153,7 +184,7 @@ def rpc(router: RabbitRouter, queue: str, prefetch: int) -> Callable[[UseCase], 
     def register(use_case: UseCase) -> UseCase:
         async def handler(body: bytes, message: RabbitMessage) -> RabbitResponse:
             headers = message.headers or {}
-            envelope = await serve(queue, model, use_case, body, headers)
+            envelope = await serve(queue, model, use_case, body, headers, idempotency)
             return RabbitResponse(
                 orjson.dumps(envelope),
                 content_type="application/json",

@@ -41,25 +41,25 @@ def router(deps: WorkerDeps) -> RabbitRouter:
     r = RabbitRouter()
     auth, accounts, cursors = deps.auth, deps.accounts, deps.cursors
 
-    @rpc(r, "warden.users.register", deps.login_prefetch)
+    @rpc(r, "warden.users.register", deps.login_prefetch, deps.idempotency)
     async def register(call: Call[RegisterRequest]) -> dict[str, Any]:
         """Register a new user (anyone)."""
         b = call.body
         cmd = RegisterUser(str(b.email), b.username, b.password, b.full_name)
         return user_body(await accounts.register(cmd))
 
-    @rpc(r, "warden.users.me", deps.prefetch)
+    @rpc(r, "warden.users.me", deps.prefetch, deps.idempotency)
     async def me(call: Call[Empty]) -> dict[str, Any]:
         """The caller's own user (bearer)."""
         return user_body((await auth.authenticate(call.authorization)).user)
 
-    @rpc(r, "warden.users.update_me", deps.prefetch)
+    @rpc(r, "warden.users.update_me", deps.prefetch, deps.idempotency)
     async def update_me(call: Call[UpdateMeRequest]) -> dict[str, Any]:
         """Change the caller's email, username or full name (bearer)."""
         principal = await auth.authenticate(call.authorization)
         return user_body(await accounts.update_me(principal, changes_of(call.body)))
 
-    @rpc(r, "warden.users.change_password", deps.login_prefetch)
+    @rpc(r, "warden.users.change_password", deps.login_prefetch, deps.idempotency)
     async def change_password(call: Call[ChangePasswordRequest]) -> None:
         """Change the caller's password; the caller's other sessions end (bearer)."""
         principal = await auth.authenticate(call.authorization)
@@ -68,7 +68,7 @@ def router(deps: WorkerDeps) -> RabbitRouter:
             principal, ChangePassword(b.current_password, b.new_password)
         )
 
-    @rpc(r, "warden.users.list", deps.prefetch)
+    @rpc(r, "warden.users.list", deps.prefetch, deps.idempotency)
     async def list_users(call: Call[ListUsersQuery]) -> dict[str, Any]:
         """A page of users, keyset-paged, filtered and sorted (superuser)."""
         principal = await auth.authenticate(call.authorization)
@@ -80,26 +80,26 @@ def router(deps: WorkerDeps) -> RabbitRouter:
         page = await accounts.list_users(principal, query)
         return user_page_body(page, cursors, query.fingerprint())
 
-    @rpc(r, "warden.users.get", deps.prefetch)
+    @rpc(r, "warden.users.get", deps.prefetch, deps.idempotency)
     async def get_user(call: Call[UserIdMessage]) -> dict[str, Any]:
         """One user by id (superuser, or the user itself)."""
         principal = await auth.authenticate(call.authorization)
         return user_body(await accounts.get_user(principal, call.body.id))
 
-    @rpc(r, "warden.users.update", deps.prefetch)
+    @rpc(r, "warden.users.update", deps.prefetch, deps.idempotency)
     async def update_user(call: Call[UpdateUserMessage]) -> dict[str, Any]:
         """Change any user, including is_active and is_superuser (superuser)."""
         principal = await auth.authenticate(call.authorization)
         changes = changes_of(call.body, exclude={"id"})
         return user_body(await accounts.update_user(principal, call.body.id, changes))
 
-    @rpc(r, "warden.users.delete", deps.prefetch)
+    @rpc(r, "warden.users.delete", deps.prefetch, deps.idempotency)
     async def delete_user(call: Call[UserIdMessage]) -> None:
         """Delete a user; its sessions end at once (superuser)."""
         principal = await auth.authenticate(call.authorization)
         await accounts.delete_user(principal, call.body.id)
 
-    @rpc(r, "warden.audit.list", deps.prefetch)
+    @rpc(r, "warden.audit.list", deps.prefetch, deps.idempotency)
     async def list_audit(call: Call[AuditListQuery]) -> dict[str, Any]:
         """A page of the audit log, newest first (superuser)."""
         principal = await auth.authenticate(call.authorization)

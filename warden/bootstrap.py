@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -22,11 +22,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from domain.accounts import Accounts
 from domain.auth import Auth, TokenLifetimes
+from domain.errors import WardenError
 from domain.listing import CursorCodec
 from handlers.app import WorkerDeps, declare_topology, include_routers
 from handlers.events import OutboxRelay, audit_router
+from handlers.idempotency import Idempotency
 from storage.audit import SqlAlchemyAuditLog
 from storage.db import make_engine
+from storage.idempotency import RedisIdempotencyStore
 from storage.outbox import PostgresOutboxSource
 from storage.redis_store import RedisLoginThrottle, RedisSessionStore, make_redis
 from storage.uow import SqlAlchemyUnitOfWorkFactory
@@ -53,6 +56,7 @@ class Services:
     auth: Auth
     accounts: Accounts
     cursors: CursorCodec
+    idempotency: Idempotency
 
     async def close(self) -> None:
         await self.engine.dispose()
@@ -90,7 +94,23 @@ def build_services(settings: Settings) -> Services:
         auth=Auth(uow, hasher, tokens, sessions, throttle, clock, lifetimes),
         accounts=Accounts(uow, hasher, sessions, clock),
         cursors=CursorCodec(secret.encode()),
+        idempotency=Idempotency(
+            RedisIdempotencyStore(client, settings.idempotency_ttl), _caller_of(tokens)
+        ),
     )
+
+
+def _caller_of(tokens: JwtTokenIssuer) -> Callable[[str | None], str]:
+    """Idempotency keys are scoped to the token's user, or one scope for anonymous calls."""
+
+    def caller_of(authorization: str | None) -> str:
+        scheme, _, token = (authorization or "").partition(" ")
+        if scheme.lower() == "bearer":
+            with contextlib.suppress(WardenError):
+                return f"user:{tokens.read_access(token.strip()).user_id}"
+        return "anonymous"
+
+    return caller_of
 
 
 def build_broker(settings: Settings, services: Services) -> RabbitBroker:
@@ -115,6 +135,7 @@ def build_broker(settings: Settings, services: Services) -> RabbitBroker:
         probes={"postgres": postgres, "redis": redis},
         prefetch=settings.worker_prefetch,
         login_prefetch=settings.worker_login_prefetch,
+        idempotency=services.idempotency,
     )
     include_routers(broker, deps)
 
