@@ -136,7 +136,9 @@ class AmqpCaller:
     ) -> dict[str, Any]:
         if token:
             headers["authorization"] = f"Bearer {token}"
-        reply = await self.raw(queue, orjson.dumps(body), {k.replace("_", "-"): v for k, v in headers.items()})
+        reply = await self.raw(
+            queue, orjson.dumps(body), {k.replace("_", "-"): v for k, v in headers.items()}
+        )
         return orjson.loads(reply.body)
 
 
