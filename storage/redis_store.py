@@ -106,7 +106,7 @@ class RedisSessionStore:
             pipe = self._redis.pipeline(transaction=True)
             pipe.delete(SESSION + session_id)
             if user_id is not None:
-                pipe.srem(USER_SESSIONS + user_id, session_id)
+                pipe.srem(USER_SESSIONS + str(user_id), session_id)
             await pipe.execute()
 
     async def revoke_all(self, user_id: int, keep: str | None = None) -> None:

@@ -39,7 +39,7 @@ _SORT_COLUMNS: dict[str, ColumnElement[Any]] = {
 }
 # The expression the trigram index covers; the exact per-field test rechecks its matches.
 # Spaces as literal SQL, not bind parameters, so the planner matches the index expression.
-_SPACE = literal_column("' '")
+_SPACE: ColumnElement[str] = literal_column("' '")
 SEARCH_EXPRESSION = func.lower(
     users.c.email
     + _SPACE

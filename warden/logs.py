@@ -11,7 +11,7 @@ from typing import Any
 import structlog
 
 SENSITIVE = re.compile(r"pass(word)?|secret|token|authorization|hash|cookie|api[-_]?key", re.I)
-_DSN_PASSWORD = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://[^:/@\s]+:)[^@\s]+@", re.I)
+_DSN_PASSWORD = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://[^:/@\s]*:)[^@\s]+@", re.I)
 REDACTED = "[redacted]"
 
 

@@ -1,0 +1,90 @@
+"""Settings refuse an unsafe production start; logs never carry secrets."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+import structlog
+from pydantic import ValidationError
+
+from warden import logs
+from warden.settings import DEV_JWT_SECRET, Settings
+
+
+def test_production_refuses_the_dev_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WARDEN_ENV", "production")
+    monkeypatch.delenv("WARDEN_JWT_SECRET", raising=False)
+    with pytest.raises(ValidationError, match="at least 32 bytes"):
+        Settings()
+
+
+def test_production_refuses_a_short_secret() -> None:
+    with pytest.raises(ValidationError, match="at least 32 bytes"):
+        Settings(env="production", jwt_secret="x" * 31)  # type: ignore[arg-type]
+
+
+def test_production_starts_with_a_long_secret() -> None:
+    settings = Settings(env="production", jwt_secret="x" * 32)  # type: ignore[arg-type]
+    assert settings.jwt_secret.get_secret_value() != DEV_JWT_SECRET
+
+
+def test_the_contract_defaults_hold(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("DATABASE_URL", "AMQP_URL", "REDIS_URL", "ENV", "HTTP_PORT", "RPC_TIMEOUT"):
+        monkeypatch.delenv(f"WARDEN_{name}", raising=False)
+    s = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert s.database_url.get_secret_value().endswith("@127.0.0.1:5432/warden")
+    assert s.amqp_url.get_secret_value() == "amqp://guest:guest@127.0.0.1:5672/"
+    assert s.redis_url.get_secret_value() == "redis://127.0.0.1:6379/0"
+    assert (s.env, s.http_host, s.http_port) == ("dev", "127.0.0.1", 8080)
+    assert (s.access_token_ttl, s.refresh_token_ttl, s.bcrypt_rounds) == (1800, 604800, 12)
+    assert (s.rpc_timeout, s.login_max_failures, s.login_window) == (10, 10, 900)
+    assert (s.login_ip_max_failures, s.trusted_proxies, s.jwt_issuer) == (100, (), "warden")
+    assert (s.log_format, s.db_pool_size, s.db_max_overflow) == ("json", 20, 10)
+
+
+def test_trusted_proxies_are_a_comma_separated_list_of_addresses_and_networks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("WARDEN_TRUSTED_PROXIES", "10.0.0.0/8, 192.0.2.1")
+    assert [str(n) for n in Settings().trusted_proxies] == ["10.0.0.0/8", "192.0.2.1/32"]
+
+
+@pytest.mark.parametrize("rounds", [3, 32])
+def test_bcrypt_rounds_outside_4_to_31_are_refused(rounds: int) -> None:
+    with pytest.raises(ValidationError):
+        Settings(bcrypt_rounds=rounds)
+
+
+def test_the_redactor_hides_secrets_at_any_depth_and_masks_dsn_passwords() -> None:
+    event = {
+        "event": "connecting to postgresql://warden:hunter2@db/warden",
+        "password": "hunter2",
+        "body": {"new_password": "x", "items": [{"access_token": "t"}], "email": "a@b.io"},
+        "authorization": "Bearer abc",
+        "hashed_password": "$2b$12$abc",
+        "url": "amqp://guest:guest@rabbit:5672/",
+    }
+    out = logs.redact_processor(None, "info", dict(event))
+    text = json.dumps(out)
+    for secret in ("hunter2", "Bearer abc", "$2b$12$abc", "guest:guest"):
+        assert secret not in text
+    assert out["body"]["email"] == "a@b.io"
+    assert out["url"] == "amqp://guest:***@rabbit:5672/"
+
+
+def test_configured_logging_writes_json_lines_without_secrets(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    logs.configure("json", "info")
+    try:
+        structlog.get_logger("test").info("login", password="hunter2", user="alice")
+        logging.getLogger("plain").warning("dsn redis://:hunter2@cache:6379/0")
+        lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    finally:
+        structlog.reset_defaults()
+        logging.getLogger().handlers.clear()
+    assert lines[0]["event"] == "login"
+    assert lines[0]["password"] == logs.REDACTED
+    assert "hunter2" not in json.dumps(lines)
