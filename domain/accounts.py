@@ -97,10 +97,7 @@ class Accounts:
     async def update_user(self, principal: Principal, user_id: int, changes: UserChanges) -> User:
         """A superuser changes any account; deactivation ends its sessions at once."""
         _require_superuser(principal)
-        user = await self._update(user_id, _normalized(changes))
-        if not user.is_active:
-            await self._sessions.revoke_all(user.id)
-        return user
+        return await self._update(user_id, _normalized(changes))
 
     async def delete_user(self, principal: Principal, user_id: int) -> None:
         """A superuser deletes an account; its sessions end at once."""
@@ -111,8 +108,7 @@ class Accounts:
                 await _keep_a_superuser(uow, user_id)
             await uow.users.delete(user_id)
             self._record(uow, events.USER_DELETED, user)
-            await uow.commit()
-        await self._sessions.revoke_all(user_id)
+            await self._commit_ending_sessions(uow, user_id)
 
     async def list_audit(self, principal: Principal, query: AuditQuery) -> AuditPage:
         _require_superuser(principal)
@@ -129,8 +125,22 @@ class Accounts:
                 return user
             updated = await uow.users.update(user, changes)
             self._record(uow, events.USER_UPDATED, updated)
-            await uow.commit()
+            if updated.is_active:
+                await uow.commit()
+            else:
+                await self._commit_ending_sessions(uow, user_id)
         return updated
+
+    async def _commit_ending_sessions(self, uow: UnitOfWork, user_id: int) -> None:
+        """Commit a deactivation or deletion with every session of the user gone.
+
+        Revoked before the commit, so a Redis failure leaves nothing changed (and no session
+        that would come back to life with a reactivation); again after it, for a login that
+        raced the commit.
+        """
+        await self._sessions.revoke_all(user_id)
+        await uow.commit()
+        await self._sessions.revoke_all(user_id)
 
     def _record(self, uow: UnitOfWork, kind: str, user: User) -> None:
         uow.outbox.add(events.Event(kind, self._clock.now(), user.view()))

@@ -52,15 +52,26 @@ return 1
 _ROTATIONS = {0: Rotation.MISSING, 1: Rotation.ROTATED, 2: Rotation.REUSED}
 
 
+POOL_SIZE = 100
+TIMEOUT = 2  # seconds: well inside the edge's RPC timeout, so a hung Redis is a 503, not a 504
+
+
 def make_redis(url: str) -> aioredis.Redis:
-    """A client that gives up quickly, so a hung Redis fails requests instead of stalling them."""
-    return aioredis.Redis.from_url(
+    """A client that gives up quickly, so a hung Redis fails requests instead of stalling them.
+
+    The pool blocks: a worker runs hundreds of handlers at once, and the default pool raises
+    MaxConnectionsError (a 503) past its size instead of letting a call wait for a connection.
+    """
+    pool = aioredis.BlockingConnectionPool.from_url(
         url,
-        socket_timeout=2,
-        socket_connect_timeout=2,
+        max_connections=POOL_SIZE,
+        timeout=TIMEOUT,
+        socket_timeout=TIMEOUT,
+        socket_connect_timeout=TIMEOUT,
         health_check_interval=15,
         decode_responses=True,
     )
+    return aioredis.Redis.from_pool(pool)  # the client owns the pool: aclose() closes both
 
 
 @asynccontextmanager
