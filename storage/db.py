@@ -37,7 +37,9 @@ async def create_database_if_missing(url: str) -> bool:
         quoted = '"' + name.replace('"', '""') + '"'
         try:
             await conn.execute(f"CREATE DATABASE {quoted}")
-        except asyncpg.DuplicateDatabaseError:  # another `warden migrate` won the race
+        # Another `warden migrate` won the race: Postgres reports it as a duplicate database,
+        # or, when both CREATE DATABASE statements overlap, as a unique violation in its catalog.
+        except (asyncpg.DuplicateDatabaseError, asyncpg.UniqueViolationError):
             return False
         return True
     finally:

@@ -194,3 +194,7 @@ def main(argv: list[str] | None = None) -> None:
     except OSError as exc:
         print(f"warden {args.command}: {exc}", file=sys.stderr)
         raise SystemExit(1) from None
+
+
+if __name__ == "__main__":  # python -m warden.cli
+    main()

@@ -1,0 +1,196 @@
+"""When the only worker dies the edge answers 504 in time and readiness fails; both recover.
+
+The session's worker runs in this process and would answer too, so these tests have a
+RabbitMQ vhost of their own with a worker in a subprocess that can really be killed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sys
+import tempfile
+import time
+from asyncio.subprocess import Process
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestServer
+
+from tests.conftest import PASSWORD, make_settings, unique
+from tests.e2e.test_edge_errors import assert_problem
+from tests.support.infra import Urls, own_vhost
+from warden.bootstrap import build_edge
+from warden.settings import Settings
+
+RPC_TIMEOUT = 2.0
+STARTUP = 60.0  # generous: a worker process imports for many seconds on a busy machine
+RECOVERY = 15.0
+PYCACHE = Path(tempfile.gettempdir()) / "warden-test-pycache"
+CLOSED_PORT_AMQP = "amqp://guest:guest@127.0.0.1:1/"
+# What the `warden` console script runs, after doing its slow imports up front and waiting
+# for a line on stdin: a standby worker can then be started the moment the test needs it.
+LAUNCHER = (
+    "import sys, warden.bootstrap, warden.metrics_server, warden.cli\n"
+    "sys.stdin.readline()\n"
+    "warden.cli.main(['worker'])\n"
+)
+
+
+@pytest.fixture(scope="module")
+def isolated(urls: Urls, database: str) -> Iterator[Settings]:
+    """Settings on the session's database and Redis, but a vhost no other worker serves."""
+    with own_vhost(urls.amqp) as amqp_url:
+        yield make_settings(urls, amqp_url=amqp_url, rpc_timeout=RPC_TIMEOUT)
+
+
+def worker_env(settings: Settings) -> dict[str, str]:
+    # Test sessions run with PYTHONDONTWRITEBYTECODE: a bytecode cache outside the repository
+    # spares each worker process compiling its imports again, seconds of CPU each.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    return env | {
+        "PYTHONPYCACHEPREFIX": str(PYCACHE),
+        "WARDEN_DATABASE_URL": settings.database_url.get_secret_value(),
+        "WARDEN_AMQP_URL": settings.amqp_url.get_secret_value(),
+        "WARDEN_REDIS_URL": settings.redis_url.get_secret_value(),
+        "WARDEN_BCRYPT_ROUNDS": "4",
+        "WARDEN_METRICS_PORT": "0",
+        "WARDEN_ENV": "test",
+        "WARDEN_LOG_FORMAT": "console",
+    }
+
+
+@contextlib.asynccontextmanager
+async def worker_process(settings: Settings, log: Path) -> AsyncIterator[Process]:
+    """A `warden worker` process held back until `release`; killed when the block ends."""
+    with log.open("ab") as out:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            LAUNCHER,
+            env=worker_env(settings),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=out,
+            stderr=out,
+        )
+    try:
+        yield process
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+async def release(process: Process) -> None:
+    assert process.stdin is not None
+    process.stdin.write(b"start\n")
+    await process.stdin.drain()
+
+
+@contextlib.asynccontextmanager
+async def edge(settings: Settings) -> AsyncIterator[aiohttp.ClientSession]:
+    """An edge in this process, and an HTTP client of it."""
+    server = TestServer(build_edge(settings), host="127.0.0.1")
+    await server.start_server()
+    try:
+        async with aiohttp.ClientSession(str(server.make_url(""))) as http:
+            yield http
+    finally:
+        await server.close()
+
+
+async def timed(
+    http: aiohttp.ClientSession, method: str, path: str, **kwargs: Any
+) -> tuple[aiohttp.ClientResponse, float]:
+    """The response, its body read, and how long it took."""
+    started = time.monotonic()
+    async with http.request(method, path, **kwargs) as r:
+        await r.read()
+    return r, time.monotonic() - started
+
+
+async def wait_until_ready(http: aiohttp.ClientSession, log: Path) -> None:
+    deadline = time.monotonic() + STARTUP
+    while time.monotonic() < deadline:
+        async with http.get("/health/ready") as r:
+            if r.status == 200:
+                return
+        await asyncio.sleep(0.2)
+    pytest.fail(f"no worker became ready within {STARTUP} s; its log:\n{tail(log)}")
+
+
+def tail(log: Path) -> str:
+    return log.read_text()[-3000:]
+
+
+def registration() -> dict[str, Any]:
+    name = unique()
+    return {"email": f"{name}@example.com", "username": name, "password": PASSWORD}
+
+
+async def test_a_killed_worker_makes_requests_time_out_until_another_one_starts(
+    isolated: Settings, tmp_path: Path
+) -> None:
+    first_log, second_log = tmp_path / "first.log", tmp_path / "second.log"
+    async with (
+        edge(isolated) as http,
+        worker_process(isolated, first_log) as first,
+        worker_process(isolated, second_log) as second,
+    ):
+        await release(first)
+        await wait_until_ready(http, first_log)
+        async with http.post("/api/v1/users", json=registration()) as r:
+            assert r.status == 201, await r.text()
+
+        first.kill()  # SIGKILL: no graceful shutdown, as when its host dies
+        await first.wait()
+        late = registration()
+        (timed_out, waited), (ready, checked) = await asyncio.gather(
+            timed(http, "POST", "/api/v1/users", json=late), timed(http, "GET", "/health/ready")
+        )
+        await assert_problem(timed_out, 504, "upstream_timeout")
+        assert waited < RPC_TIMEOUT + 2
+        assert ready.status == 503
+        assert checked < 3.5
+        checks = (await ready.json())["checks"]
+        assert checks["workers"]["status"] == "fail"
+        assert checks["broker"]["status"] == "pass"
+
+        await release(second)
+        deadline = time.monotonic() + RECOVERY
+        status = 0
+        while status != 201 and time.monotonic() < deadline:
+            r, _ = await timed(http, "POST", "/api/v1/users", json=registration())
+            status = r.status
+        assert status == 201, tail(second_log)
+        async with http.get("/health/ready") as r:
+            assert r.status == 200
+        # The request that timed out expired in its queue: no worker registered it later.
+        async with http.post("/api/v1/users", json=late) as r:
+            assert r.status == 201, await r.text()
+
+
+async def test_an_edge_without_a_broker_starts_and_refuses_requests_at_once(
+    urls: Urls,
+) -> None:
+    settings = make_settings(urls, amqp_url=CLOSED_PORT_AMQP, rpc_timeout=5)
+    async with edge(settings) as http:
+        async with http.get("/health/live") as r:
+            assert r.status == 200
+            assert await r.json() == {"status": "pass"}
+
+        async with http.get("/health/ready") as r:
+            assert r.status == 503
+            ready = await r.json()
+        assert ready["status"] == "fail"
+        assert ready["checks"]["broker"]["status"] == "fail"
+        assert ready["checks"]["workers"]["status"] == "fail"
+
+        started = time.monotonic()
+        async with http.post("/api/v1/users", json=registration()) as r:
+            await assert_problem(r, 503, "service_unavailable")
+        assert time.monotonic() - started < 1
