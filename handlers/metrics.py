@@ -19,3 +19,7 @@ BCRYPT_QUEUE = Gauge("warden_bcrypt_pool_waiting", "bcrypt calls queued or runni
 OUTBOX_BACKLOG = Gauge("warden_outbox_backlog", "Events committed but not yet published")
 OUTBOX_OLDEST = Gauge("warden_outbox_oldest_age_seconds", "Age of the oldest unpublished event")
 EVENTS_PUBLISHED = Counter("warden_events_published_total", "Events the relay published")
+DEAD_LETTERED = Gauge(
+    "warden_dead_lettered_messages",
+    "Messages waiting in the dead-letter queue warden.dlq (dead-lettered, not yet replayed)",
+)

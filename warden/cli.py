@@ -7,6 +7,7 @@ import asyncio
 import getpass
 import signal
 import sys
+import threading
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
@@ -19,6 +20,7 @@ from warden.settings import Settings
 
 log = structlog.get_logger("warden")
 T = TypeVar("T")
+_ALEMBIC = threading.Lock()
 ALEMBIC_INI = Path(__file__).resolve().parent.parent / "alembic.ini"
 
 
@@ -46,8 +48,12 @@ async def migrate(settings: Settings) -> None:
     config = Config(str(ALEMBIC_INI))
     config.set_main_option("script_location", str(ALEMBIC_INI.parent / "migrations"))
     config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    def upgrade() -> None:
+        with _ALEMBIC:  # Alembic's command API keeps module-level state: one at a time
+            command.upgrade(config, "head")
+
     # Alembic's env runs its own event loop: keep it off ours.
-    await asyncio.to_thread(command.upgrade, config, "head")
+    await asyncio.to_thread(upgrade)
     log.info("migrations at head")
 
 

@@ -6,19 +6,48 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
+import aio_pika
+from aio_pika.abc import AbstractConnection
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
 from handlers import metrics
+from handlers.app import DLQ
 from warden.bootstrap import Services
 from warden.settings import Settings
 
+SAMPLE_TIMEOUT = 1.0  # a scrape never hangs on a dependency; the gauge keeps its last value
 
-async def _sample(services: Services) -> None:
+
+class QueueDepth:
+    """The number of messages in one queue: a passive declare on a connection of its own."""
+
+    def __init__(self, amqp_url: str, queue: str) -> None:
+        self._url = amqp_url
+        self._queue = queue
+        self._connection: AbstractConnection | None = None
+
+    async def read(self) -> int | None:
+        if self._connection is None or self._connection.is_closed:
+            self._connection = await aio_pika.connect(self._url, timeout=SAMPLE_TIMEOUT)
+        # A channel per read: a passive declare of a missing queue closes its channel.
+        async with self._connection.channel() as channel:
+            queue = await channel.declare_queue(self._queue, passive=True)
+            result = queue.declaration_result
+            return None if result is None else result.message_count
+
+    async def close(self) -> None:
+        if self._connection is not None:
+            with contextlib.suppress(Exception):
+                await self._connection.close()
+            self._connection = None
+
+
+async def _sample(services: Services, dead_letters: QueueDepth) -> None:
     metrics.BCRYPT_QUEUE.set(services.hasher.waiting)
     with contextlib.suppress(Exception):
-        async with asyncio.timeout(1), services.engine.connect() as conn:
+        async with asyncio.timeout(SAMPLE_TIMEOUT), services.engine.connect() as conn:
             row = (
                 await conn.execute(
                     text(
@@ -29,6 +58,11 @@ async def _sample(services: Services) -> None:
             ).one()
             metrics.OUTBOX_BACKLOG.set(row[0])
             metrics.OUTBOX_OLDEST.set(float(row[1]))
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(SAMPLE_TIMEOUT):
+            depth = await dead_letters.read()
+            if depth is not None:
+                metrics.DEAD_LETTERED.set(depth)
 
 
 @contextlib.asynccontextmanager
@@ -36,9 +70,10 @@ async def serve_worker_metrics(settings: Settings, services: Services) -> AsyncI
     if not settings.metrics_port:
         yield
         return
+    dead_letters = QueueDepth(settings.amqp_url.get_secret_value(), DLQ.name)
 
     async def scrape(_: web.Request) -> web.Response:
-        await _sample(services)
+        await _sample(services, dead_letters)
         return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     app = web.Application()
@@ -50,3 +85,4 @@ async def serve_worker_metrics(settings: Settings, services: Services) -> AsyncI
         yield
     finally:
         await runner.cleanup()
+        await dead_letters.close()

@@ -114,7 +114,12 @@ def _errors(route: Route) -> dict[str, Any]:
         or route.method == "POST"
     ):
         codes |= {"409": "Conflict"}
-    return {code: _problem(text) for code, text in sorted(codes.items())}
+    responses = {code: _problem(text) for code, text in sorted(codes.items())}
+    # The HTTP server itself refuses a request line or a header over 8 KiB, before any route
+    # or middleware sees the request, and answers it as plain text.
+    responses["400"]["description"] += "; or, as text/plain, a request line or header over 8 KiB"
+    responses["400"]["content"]["text/plain"] = {"schema": {"type": "string"}}
+    return responses
 
 
 def _operation(route: Route) -> dict[str, Any]:
@@ -123,7 +128,10 @@ def _operation(route: Route) -> dict[str, Any]:
             "name": "X-Request-ID",
             "in": "header",
             "required": False,
-            "schema": {"type": "string", "pattern": "^[A-Za-z0-9._-]{1,128}$"},
+            # Not a constraint: a value of another shape is not refused but replaced.
+            "description": "Kept when it is 1-128 characters of [A-Za-z0-9._-]; otherwise "
+            "the edge makes a new one. Either way the response carries it as X-Request-ID.",
+            "schema": {"type": "string"},
         },
     ]
     op: dict[str, Any] = {
@@ -139,7 +147,8 @@ def _operation(route: Route) -> dict[str, Any]:
                 "name": "Idempotency-Key",
                 "in": "header",
                 "required": False,
-                "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+                "description": "1-255 printable ASCII characters; any other is a 422.",
+                "schema": {"type": "string", "pattern": "^[\\x20-\\x7e]{1,255}$"},
             }
         )
     if "{id" in route.path:
@@ -148,7 +157,8 @@ def _operation(route: Route) -> dict[str, Any]:
                 "name": "id",
                 "in": "path",
                 "required": True,
-                "schema": {"type": "integer", "minimum": 1},
+                # The route takes 1-18 digits; any other id is a 404 not_found.
+                "schema": {"type": "integer", "minimum": 1, "maximum": 10**18 - 1},
             }
         )
     if route.body == "query":
