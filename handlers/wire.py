@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field, StringConstraints
+from pydantic.json_schema import SkipJsonSchema
 
 from domain import rules
 from domain.listing import DEFAULT_LIMIT, MAX_LIMIT
@@ -18,6 +19,8 @@ Username = Annotated[
     Field(
         description="3-32 characters of [A-Za-z0-9_.-]; unique, case-insensitively.",
         examples=["alice"],
+        # Documented for the schemas; checked by the rule, whose message is clearer.
+        json_schema_extra={"pattern": rules.USERNAME_PATTERN, "minLength": 3, "maxLength": 32},
     ),
     AfterValidator(rules.check_username),
 ]
@@ -26,6 +29,7 @@ Password = Annotated[
     Field(
         description="At least 8 characters and at most 72 bytes in UTF-8.",
         examples=["correct horse battery"],
+        json_schema_extra={"minLength": rules.PASSWORD_MIN_CHARS, "maxLength": 72},
     ),
     AfterValidator(rules.check_password),
 ]
@@ -79,14 +83,16 @@ class IntrospectRequest(Strict):
 
 
 class UpdateMeRequest(Strict):
-    email: Email | None = None
-    username: Username | None = None
+    """Only the fields sent are changed; null is a value only for full_name (it clears it)."""
+
+    email: Email | SkipJsonSchema[None] = None
+    username: Username | SkipJsonSchema[None] = None
     full_name: FullName = None
 
 
 class UpdateUserRequest(UpdateMeRequest):
-    is_active: bool | None = None
-    is_superuser: bool | None = None
+    is_active: bool | SkipJsonSchema[None] = None
+    is_superuser: bool | SkipJsonSchema[None] = None
 
 
 class UpdateUserMessage(UpdateUserRequest):

@@ -30,7 +30,7 @@ def unique(prefix: str = "u") -> str:
     return f"{prefix}{uuid.uuid4().hex[:12]}"
 
 
-def test_ip() -> str:
+def fresh_ip() -> str:
     """A documentation-range address (RFC 5737), so each test has its own login-failure count."""
     return f"198.51.{random.randint(0, 255)}.{random.randint(1, 254)}"
 
@@ -93,7 +93,7 @@ async def edge_url(settings: Settings, worker: Any) -> AsyncIterator[str]:
 @pytest_asyncio.fixture
 async def http(edge_url: str) -> AsyncIterator[aiohttp.ClientSession]:
     """An HTTP client of the running edge, from an address of this test's own."""
-    headers = {"X-Forwarded-For": test_ip()}
+    headers = {"X-Forwarded-For": fresh_ip()}
     async with aiohttp.ClientSession(edge_url, headers=headers) as session:
         yield session
 

@@ -27,7 +27,7 @@ from schemathesis.specs.openapi.checks import (
 
 from domain.model import NewUser
 from tests.conftest import PASSWORD, unique
-from tests.conftest import test_ip as client_address
+from tests.conftest import fresh_ip as client_address
 from web.routes import ID, ROUTES
 
 Operation = schemathesis.APIOperation[Any, Any, Any, Any]
