@@ -5,7 +5,7 @@ PYTEST_ARGS ?=
 .PHONY: sync services run test check asyncapi bench
 
 sync:
-	@$(UV) sync --frozen --quiet
+	@$(UV) sync --frozen --quiet --compile-bytecode
 
 services:
 	@scripts/services
