@@ -11,7 +11,7 @@ import orjson
 import structlog
 from faststream import AckPolicy
 from faststream.exceptions import RejectMessage
-from faststream.rabbit import QueueType, RabbitBroker, RabbitQueue, RabbitRouter
+from faststream.rabbit import Channel, QueueType, RabbitBroker, RabbitQueue, RabbitRouter
 from faststream.rabbit.annotations import RabbitMessage
 
 from handlers import metrics
@@ -21,12 +21,13 @@ from storage.outbox import PostgresOutboxSource
 
 log = structlog.get_logger("warden.events")
 
+AUDIT_DELIVERY_LIMIT = 5  # redeliveries; then dead-lettered: a poison event never loops
 AUDIT_QUEUE = RabbitQueue(
     "warden.audit",
     durable=True,
     queue_type=QueueType.QUORUM,
     arguments={
-        "x-delivery-limit": 5,  # then dead-lettered: a poison event never loops
+        "x-delivery-limit": AUDIT_DELIVERY_LIMIT,
         "x-dead-letter-exchange": DEAD_LETTER_EXCHANGE,
     },
     routing_key="#",
@@ -34,7 +35,13 @@ AUDIT_QUEUE = RabbitQueue(
 CLOUDEVENTS_JSON = "application/cloudevents+json"
 BATCH = 200
 IDLE_WAIT = 5.0  # a safety net only: commits wake the relay through NOTIFY
-MAX_BACKOFF = 10.0
+# A retry costs one connect and one publish attempt, so it stays frequent: events committed
+# while the broker was away go out within seconds of its return, not after a long sleep.
+MAX_BACKOFF = 2.0
+FINAL_DRAIN = 5.0  # seconds a stopping leader spends publishing what was just committed
+AUDIT_PREFETCH = 16  # bounds the audit consumer's share of the database pool
+AUDIT_RETRY_BASE = 0.1  # seconds before a failed event goes back to the queue, doubling
+AUDIT_RETRY_MAX = 1.0
 
 
 class OutboxRelay:
@@ -65,7 +72,17 @@ class OutboxRelay:
                 self.leading = False
                 await self._sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF)
+        await self._final_drain()
         await self._source.close()
+
+    async def _final_drain(self) -> None:
+        """On shutdown the leader publishes what the last in-flight handlers committed."""
+        if not (self.leading and self._source.connected):
+            return
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(FINAL_DRAIN):
+                while await self._drain_batch():
+                    pass
 
     async def _lead_and_drain(self) -> None:
         if not self._source.connected:
@@ -126,6 +143,7 @@ def audit_router(store: StoreEvent) -> RabbitRouter:
     @r.subscriber(
         AUDIT_QUEUE,
         exchange=EVENTS_EXCHANGE,
+        channel=Channel(prefetch_count=AUDIT_PREFETCH),
         decoder=raw_body,
         ack_policy=AckPolicy.NACK_ON_ERROR,
         no_reply=True,
@@ -139,7 +157,24 @@ def audit_router(store: StoreEvent) -> RabbitRouter:
         except ValueError:
             log.warning("audit rejected a malformed event", message_id=message.message_id)
             raise RejectMessage() from None
-        stored = await store(event)
+        structlog.contextvars.bind_contextvars(
+            request_id=event.get("requestid"), queue=AUDIT_QUEUE.name
+        )
+        try:
+            stored = await store(event)
+        except Exception:
+            # Back to the queue after a pause, so a failing store never loops hot; the
+            # queue's delivery limit then dead-letters an event that keeps failing.
+            await asyncio.sleep(_retry_delay(message.headers or {}))
+            raise
         log.info("event audited", event_id=event["id"], type=event["type"], duplicate=not stored)
 
     return r
+
+
+def _retry_delay(headers: dict[str, Any]) -> float:
+    """Seconds to wait before a failed delivery goes back: none before the dead-lettering one."""
+    attempt = headers.get("x-delivery-count") or 0  # set by quorum queues on redeliveries
+    if not isinstance(attempt, int) or attempt >= AUDIT_DELIVERY_LIMIT:
+        return 0.0
+    return min(AUDIT_RETRY_BASE * 2**attempt, AUDIT_RETRY_MAX)
