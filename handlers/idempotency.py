@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Protocol
 
 import orjson
@@ -17,6 +19,7 @@ from domain.errors import (
 )
 
 KEY_PATTERN = re.compile(r"^[\x20-\x7e]{1,255}$")
+RENEW_EVERY = 3.0  # seconds; well inside the store's pending lease
 Envelope = dict[str, Any]
 
 
@@ -24,6 +27,10 @@ class IdempotencyStore(Protocol):
     """Where claimed keys and their replies live."""
 
     async def claim(self, key: str, fingerprint: str) -> bool: ...
+
+    async def renew(self, key: str, fingerprint: str) -> None:
+        """Extend a pending claim's lease (a claim lapses soon after its worker dies)."""
+        ...
 
     async def get(self, key: str) -> dict[str, Any] | None: ...
 
@@ -64,12 +71,32 @@ class Idempotency:
         print_ = fingerprint(body)
         if not await self._store.claim(slot, print_):
             return _replay(await self._store.get(slot), print_)
-        reply = await work()
+        async with _renewing(self._store, slot, print_):
+            reply = await work()
         if reply["ok"] or reply["error"]["status"] < 500:
             await self._store.complete(slot, print_, reply)
         else:  # a 5xx is never kept: a retry must do the work again
             await self._store.release(slot)
         return reply
+
+
+@contextlib.asynccontextmanager
+async def _renewing(store: IdempotencyStore, slot: str, print_: str) -> AsyncIterator[None]:
+    """Keep the claim's lease alive while the work runs; a killed worker stops renewing it."""
+
+    async def renew() -> None:
+        while True:
+            await asyncio.sleep(RENEW_EVERY)
+            with contextlib.suppress(Exception):
+                await store.renew(slot, print_)
+
+    task = asyncio.create_task(renew())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 def _replay(stored: dict[str, Any] | None, print_: str) -> Envelope:

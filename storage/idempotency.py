@@ -1,7 +1,8 @@
 """Replies kept for Idempotency-Key repeats, in Redis.
 
 warden:idempotency:{scope}:{queue}:{sha256 of the key}
-    JSON {"fp": body fingerprint} while the first request is worked on (TTL 60 s),
+    JSON {"fp": body fingerprint} while the first request is worked on: a lease of
+    PENDING_TTL seconds that its worker renews, so a dead worker's claim lapses quickly;
     then {"fp", "reply": envelope} for WARDEN_IDEMPOTENCY_TTL (24 h by default)
 """
 
@@ -15,7 +16,14 @@ import redis.asyncio as aioredis
 from storage.redis_store import unavailable_on_error
 
 PREFIX = "warden:idempotency:"
-PENDING_TTL = 60  # longer than any request may take (the edge gives up after WARDEN_RPC_TIMEOUT)
+PENDING_TTL = 10  # seconds a claim outlives its worker; a live worker renews it
+# Renews only a claim that is still pending with this fingerprint: never a stored reply.
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+    return redis.call('EXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
 
 
 class RedisIdempotencyStore:
@@ -29,6 +37,11 @@ class RedisIdempotencyStore:
         async with unavailable_on_error():
             value = orjson.dumps({"fp": fingerprint})
             return bool(await self._redis.set(PREFIX + key, value, nx=True, ex=PENDING_TTL))
+
+    async def renew(self, key: str, fingerprint: str) -> None:
+        async with unavailable_on_error():
+            value = orjson.dumps({"fp": fingerprint})
+            await self._redis.eval(_RENEW, 1, PREFIX + key, value, PENDING_TTL)  # type: ignore[misc]
 
     async def get(self, key: str) -> dict[str, Any] | None:
         async with unavailable_on_error():
