@@ -177,4 +177,4 @@ def _retry_delay(headers: dict[str, Any]) -> float:
     attempt = headers.get("x-delivery-count") or 0  # set by quorum queues on redeliveries
     if not isinstance(attempt, int) or attempt >= AUDIT_DELIVERY_LIMIT:
         return 0.0
-    return min(AUDIT_RETRY_BASE * 2**attempt, AUDIT_RETRY_MAX)
+    return min(AUDIT_RETRY_BASE * 2.0**attempt, AUDIT_RETRY_MAX)

@@ -35,10 +35,10 @@ async def create_database_if_missing(url: str) -> bool:
         if exists:
             return False
         quoted = '"' + name.replace('"', '""') + '"'
+        # Another `warden migrate` may win the race: Postgres says so with a duplicate database
+        # or, when both CREATE DATABASE statements overlap, a unique violation in its catalog.
         try:
             await conn.execute(f"CREATE DATABASE {quoted}")
-        # Another `warden migrate` won the race: Postgres reports it as a duplicate database,
-        # or, when both CREATE DATABASE statements overlap, as a unique violation in its catalog.
         except (asyncpg.DuplicateDatabaseError, asyncpg.UniqueViolationError):
             return False
         return True

@@ -41,7 +41,7 @@ class RedisIdempotencyStore:
     async def renew(self, key: str, fingerprint: str) -> None:
         async with unavailable_on_error():
             value = orjson.dumps({"fp": fingerprint})
-            await self._redis.eval(_RENEW, 1, PREFIX + key, value, PENDING_TTL)  # type: ignore[misc]
+            await self._redis.eval(_RENEW, 1, PREFIX + key, value, PENDING_TTL)
 
     async def get(self, key: str) -> dict[str, Any] | None:
         async with unavailable_on_error():

@@ -1,40 +1,52 @@
-"""The unit of work: one Postgres transaction over users, the outbox and the audit log."""
+"""The unit of work: one Postgres transaction over users, the outbox and the audit log.
+
+The transaction opens at the first statement that needs it, not on entry. A read of one
+user that comes before anything else (the whole of a bearer check, the start of a login)
+goes to the reader as a lone autocommit statement: under READ COMMITTED it sees what a
+transaction's first statement would, without the pool checkout, pre-ping, BEGIN and
+ROLLBACK round trips. Whatever follows it (a lock, a write, another read after those)
+runs in the transaction.
+"""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Sequence
 from types import TracebackType
 
+import asyncpg
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from domain.errors import ServiceUnavailable
+from domain.listing import AuditPage, AuditQuery, UserPage, UserQuery
+from domain.model import NewUser, User, UserChanges
 from storage.audit import SqlAlchemyAuditLog
 from storage.outbox import SqlAlchemyEventOutbox
-from storage.users import SqlAlchemyUserRepository
+from storage.users import PostgresUserReader, SqlAlchemyUserRepository
 
 # Errors that mean "the database is unreachable", answered as 503 rather than 500.
 _UNREACHABLE = (OSError, TimeoutError, ConnectionError)
+_DRIVER_UNREACHABLE = (  # the link died, or Postgres is shutting down or starting up
+    asyncpg.exceptions.PostgresConnectionError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CrashShutdownError,
+    asyncpg.exceptions.CannotConnectNowError,
+)
 
 
 class SqlAlchemyUnitOfWork:
-    """UnitOfWork on a pooled connection; leaving without commit rolls back."""
+    """UnitOfWork on a pooled connection, taken at first need; leaving without commit rolls back."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, reader: PostgresUserReader | None = None) -> None:
         self._engine = engine
+        self._reader = reader
         self._conn: AsyncConnection | None = None
+        self._repository: SqlAlchemyUserRepository | None = None
 
     async def __aenter__(self) -> SqlAlchemyUnitOfWork:
-        try:
-            self._conn = await self._engine.connect()
-        except _UNREACHABLE as exc:
-            raise ServiceUnavailable("The database cannot be reached.") from exc
-        except Exception as exc:
-            if _is_connection_error(exc):
-                raise ServiceUnavailable("The database cannot be reached.") from exc
-            raise
-        await self._conn.begin()
-        self.users = SqlAlchemyUserRepository(self._conn)
+        self.users = _Users(self)
         self.outbox = SqlAlchemyEventOutbox()
-        self.audit = SqlAlchemyAuditLog(self._conn)
+        self.audit = _Audit(self)
         return self
 
     async def __aexit__(
@@ -43,32 +55,143 @@ class SqlAlchemyUnitOfWork:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        assert self._conn is not None
+        if self._conn is None:
+            return
         try:
-            await self._conn.rollback()
+            await self._conn.rollback()  # a no-op after commit()
+        except Exception as failed:
+            if exc is None:
+                _raise_unavailable_if_unreachable(failed)
+                raise
+            # Already failing: a dead connection must not hide the first error behind its own.
         finally:
-            await self._conn.close()
+            with contextlib.suppress(Exception):
+                await self._conn.close()
             self._conn = None
+            self._repository = None
+        if isinstance(exc, Exception):
+            _raise_unavailable_if_unreachable(exc)
 
     async def commit(self) -> None:
-        assert self._conn is not None
-        await self.outbox.flush(self._conn)
-        await self._conn.commit()
+        if self._conn is None and not self.outbox.pending:
+            return  # nothing was written
+        conn = await self.connection()
+        await self.outbox.flush(conn)
+        await conn.commit()
+
+    @property
+    def idle(self) -> bool:
+        """No transaction yet: a read now may go to the reader."""
+        return self._conn is None and self._reader is not None
+
+    @property
+    def reader(self) -> PostgresUserReader:
+        assert self._reader is not None
+        return self._reader
+
+    async def connection(self) -> AsyncConnection:
+        """The unit's connection, in a transaction; taken from the pool at the first call."""
+        if self._conn is not None:
+            return self._conn
+        try:
+            conn = await self._engine.connect()
+        except _UNREACHABLE as exc:
+            raise ServiceUnavailable("The database cannot be reached.") from exc
+        except Exception as exc:
+            if _is_connection_error(exc):
+                raise ServiceUnavailable("The database cannot be reached.") from exc
+            raise
+        try:
+            await conn.begin()
+        except BaseException:
+            await conn.close()
+            raise
+        self._conn = conn
+        return conn
+
+    async def repository(self) -> SqlAlchemyUserRepository:
+        if self._repository is None:
+            self._repository = SqlAlchemyUserRepository(await self.connection())
+        return self._repository
+
+
+class _Users:
+    """The unit's UserRepository: each call takes the unit's transaction, but a first read."""
+
+    def __init__(self, uow: SqlAlchemyUnitOfWork) -> None:
+        self._uow = uow
+
+    async def get(self, user_id: int) -> User | None:
+        if self._uow.idle:
+            return await self._uow.reader.get(user_id)
+        return await (await self._uow.repository()).get(user_id)
+
+    async def add(self, new: NewUser) -> User:
+        return await (await self._uow.repository()).add(new)
+
+    async def get_by_login(self, login: str) -> User | None:
+        if self._uow.idle:
+            return await self._uow.reader.get_by_login(login)
+        return await (await self._uow.repository()).get_by_login(login)
+
+    async def clash(self, email: str | None, username: str | None, exclude: int | None) -> None:
+        await (await self._uow.repository()).clash(email, username, exclude)
+
+    async def update(self, user: User, changes: UserChanges) -> User:
+        return await (await self._uow.repository()).update(user, changes)
+
+    async def delete(self, user_id: int) -> None:
+        await (await self._uow.repository()).delete(user_id)
+
+    async def lock_superusers(self) -> Sequence[int]:
+        return await (await self._uow.repository()).lock_superusers()
+
+    async def list(self, query: UserQuery) -> UserPage:
+        return await (await self._uow.repository()).list(query)
+
+
+class _Audit:
+    """The unit's AuditLog, on the unit's transaction."""
+
+    def __init__(self, uow: SqlAlchemyUnitOfWork) -> None:
+        self._uow = uow
+
+    async def list(self, query: AuditQuery) -> AuditPage:
+        return await SqlAlchemyAuditLog(await self._uow.connection()).list(query)
+
+
+def _raise_unavailable_if_unreachable(exc: Exception) -> None:
+    """A connection that died mid-transaction is an outage (503), not a fault of ours (500)."""
+    if _is_connection_error(exc):
+        raise ServiceUnavailable("The database connection was lost.") from exc
 
 
 def _is_connection_error(exc: BaseException) -> bool:
+    """Whether `exc`, or an error that caused it, says the database went away.
+
+    SQLAlchemy flags only some of these (`connection_invalidated`): a link cut during
+    COMMIT arrives as a plain DBAPIError caused by asyncpg's ConnectionDoesNotExistError.
+    """
     from sqlalchemy.exc import DBAPIError, InterfaceError
 
-    if isinstance(exc, InterfaceError):
-        return True
-    return isinstance(exc, DBAPIError) and exc.connection_invalidated
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, (*_UNREACHABLE, *_DRIVER_UNREACHABLE, InterfaceError)):
+            return True
+        if isinstance(current, DBAPIError) and current.connection_invalidated:
+            return True
+        current = current.__cause__ or current.__context__
+    return False
 
 
 class SqlAlchemyUnitOfWorkFactory:
-    """Opens units of work on one engine."""
+    """Opens units of work on one engine; a first lone read of a user goes to `reader`."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, reader: PostgresUserReader | None = None) -> None:
         self.engine = engine
+        self.reader = reader
 
     def __call__(self) -> SqlAlchemyUnitOfWork:
-        return SqlAlchemyUnitOfWork(self.engine)
+        return SqlAlchemyUnitOfWork(self.engine, self.reader)

@@ -1,0 +1,1 @@
+"""Benchmarks: scripts that measure a running Warden, never timed tests."""
