@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import getpass
 import signal
 import sys
@@ -48,6 +49,7 @@ async def migrate(settings: Settings) -> None:
     config = Config(str(ALEMBIC_INI))
     config.set_main_option("script_location", str(ALEMBIC_INI.parent / "migrations"))
     config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+
     def upgrade() -> None:
         with _ALEMBIC:  # Alembic's command API keeps module-level state: one at a time
             command.upgrade(config, "head")
@@ -66,6 +68,17 @@ async def until_signalled(*parts: Callable[[asyncio.Event], Awaitable[None]]) ->
     await asyncio.gather(*(part(stop) for part in parts))
 
 
+def freeze_startup_objects() -> None:
+    """Keep what start-up built (modules, models, routes) out of the collector's full passes.
+
+    A full collection walks every tracked object: about 100 ms in a worker after its
+    imports, a pause every request in flight then waits out (the p99). Frozen objects are
+    never scanned; everything made after this is collected as usual.
+    """
+    gc.collect()
+    gc.freeze()
+
+
 def worker_part(settings: Settings) -> Callable[[asyncio.Event], Awaitable[None]]:
     from warden.bootstrap import running_worker
     from warden.metrics_server import serve_worker_metrics
@@ -73,6 +86,7 @@ def worker_part(settings: Settings) -> Callable[[asyncio.Event], Awaitable[None]
     async def part(stop: asyncio.Event) -> None:
         async with running_worker(settings) as services, serve_worker_metrics(settings, services):
             log.info("worker started")
+            freeze_startup_objects()
             await stop.wait()
             log.info("worker stopping")
         log.info("worker stopped")
@@ -91,6 +105,7 @@ def edge_part(settings: Settings) -> Callable[[asyncio.Event], Awaitable[None]]:
         site = web.TCPSite(runner, settings.http_host, settings.http_port, backlog=1024)
         await site.start()
         log.info("edge listening", host=settings.http_host, port=settings.http_port)
+        freeze_startup_objects()
         try:
             await stop.wait()
         finally:
