@@ -6,18 +6,25 @@ import asyncio
 import contextlib
 import os
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Any
 
 import bcrypt
 import jwt
+from prometheus_client import Histogram
 
 from domain.auth import new_id
 from domain.errors import InvalidToken, TokenExpired
 from domain.model import AccessClaims, RefreshClaims
 
 _REQUIRED_CLAIMS = ["iss", "sub", "sid", "jti", "type", "iat", "exp"]
+BCRYPT_WAIT = Histogram(
+    "warden_bcrypt_pool_wait_seconds",
+    "Time a bcrypt call waited for a thread of the pool",
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
 
 
 def _lower_priority() -> None:
@@ -55,9 +62,15 @@ class BcryptPasswordHasher:
         await self._run(bcrypt.checkpw, password.encode(), self._dummy)
 
     async def _run(self, fn: Any, *args: Any) -> Any:
+        queued = time.perf_counter()
+
+        def timed() -> Any:
+            BCRYPT_WAIT.observe(time.perf_counter() - queued)  # time spent waiting for a thread
+            return fn(*args)
+
         self.waiting += 1
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+            return await asyncio.get_running_loop().run_in_executor(self._pool, timed)
         finally:
             self.waiting -= 1
 

@@ -180,6 +180,18 @@ async def test_the_worker_reports_its_bcrypt_pool_and_outbox_backlog(
         assert metrics.value(gauge) >= 0, gauge
 
 
+async def test_the_worker_reports_how_long_bcrypt_calls_waited_for_a_thread(
+    http: aiohttp.ClientSession, worker_metrics: str, amqp: AmqpCaller
+) -> None:
+    before = await scrape(http, worker_metrics)
+    name = unique()
+    body = {"email": f"{name}@example.com", "username": name, "password": "correct horse"}
+    assert (await amqp.call("warden.users.register", body))["ok"] is True
+    after = await scrape(http, worker_metrics)
+    assert after.types["warden_bcrypt_pool_wait_seconds"] == "histogram"
+    assert grew(before, after, "warden_bcrypt_pool_wait_seconds_count") >= 1
+
+
 async def test_the_worker_reports_what_was_dead_lettered(
     http: aiohttp.ClientSession, worker_metrics: str, amqp: AmqpCaller
 ) -> None:
