@@ -11,7 +11,8 @@ from domain.errors import InvalidToken, TokenExpired
 from warden.security import BcryptPasswordHasher, JwtTokenIssuer
 
 SECRET = "s" * 32
-NOW = datetime.now(UTC)
+# Parametrised tokens are made at collection, minutes before they are read: a day of life.
+COLLECTED = datetime.now(UTC)
 
 
 @pytest.fixture
@@ -46,7 +47,7 @@ async def test_burning_for_an_unknown_user_spends_a_real_check(
 
 
 def test_an_access_token_carries_the_contract_claims(tokens: JwtTokenIssuer) -> None:
-    token = tokens.issue_access(7, "sid-1", NOW)
+    token = tokens.issue_access(7, "sid-1", datetime.now(UTC))
     claims = jwt.decode(token, SECRET, algorithms=["HS256"], issuer="warden")
     assert {k: claims[k] for k in ("iss", "sub", "sid", "type")} == {
         "iss": "warden",
@@ -61,15 +62,18 @@ def test_an_access_token_carries_the_contract_claims(tokens: JwtTokenIssuer) -> 
 
 def test_tokens_of_one_type_are_refused_as_the_other(tokens: JwtTokenIssuer) -> None:
     with pytest.raises(InvalidToken):
-        tokens.read_access(tokens.issue_refresh(7, "sid", "rid", NOW))
+        tokens.read_access(tokens.issue_refresh(7, "sid", "rid", datetime.now(UTC)))
     with pytest.raises(InvalidToken):
-        tokens.read_refresh(tokens.issue_access(7, "sid", NOW))
-    assert tokens.read_refresh(tokens.issue_refresh(7, "sid", "rid", NOW)).token_id == "rid"
+        tokens.read_refresh(tokens.issue_access(7, "sid", datetime.now(UTC)))
+    assert (
+        tokens.read_refresh(tokens.issue_refresh(7, "sid", "rid", datetime.now(UTC))).token_id
+        == "rid"
+    )
 
 
 def test_an_expired_token_is_expired(tokens: JwtTokenIssuer) -> None:
     with pytest.raises(TokenExpired):
-        tokens.read_access(tokens.issue_access(7, "sid", NOW - timedelta(minutes=5)))
+        tokens.read_access(tokens.issue_access(7, "sid", datetime.now(UTC) - timedelta(minutes=5)))
 
 
 def forged(**changes: object) -> str:
@@ -79,8 +83,8 @@ def forged(**changes: object) -> str:
         "sid": "s",
         "jti": "j",
         "type": "access",
-        "iat": int(NOW.timestamp()),
-        "exp": int(NOW.timestamp()) + 60,
+        "iat": int(COLLECTED.timestamp()),
+        "exp": int(COLLECTED.timestamp()) + 86400,
     } | changes
     return jwt.encode(claims, SECRET, algorithm="HS256")
 
