@@ -7,6 +7,7 @@ from typing import Any
 from faststream.rabbit import RabbitRouter
 
 from domain.accounts import ChangePassword, RegisterUser
+from domain.errors import FieldError, ValidationFailed
 from domain.listing import AuditQuery, Sort, UserKey, UserQuery
 from domain.model import UserChanges
 from handlers.app import WorkerDeps
@@ -29,8 +30,6 @@ def changes_of(body: UpdateMeRequest, *, exclude: set[str] | None = None) -> Use
     given = body.model_dump(exclude_unset=True, exclude=exclude)
     refused_nulls = [k for k, v in given.items() if v is None and k != "full_name"]
     if refused_nulls:
-        from domain.errors import FieldError, ValidationFailed
-
         raise ValidationFailed(
             [FieldError(("body", k), "may not be null", "none_forbidden") for k in refused_nulls]
         )

@@ -93,8 +93,8 @@ def _errors(route: Route) -> dict[str, Any]:
         "503": "A dependency is unavailable",
         "504": "No reply in time",
     }
-    if route.method == "GET" and route.body != "query":
-        codes.pop("422") if "{id" not in route.path else None
+    if route.method == "GET" and route.body != "query" and "{id" not in route.path:
+        del codes["422"]  # nothing to validate
     if route.queue in BEARER_ROUTES:
         codes |= {"401": "Missing, invalid, expired or revoked token", "403": "Forbidden"}
     if route.queue == "warden.auth.login":
