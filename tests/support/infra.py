@@ -124,7 +124,8 @@ def own_redis_db(redis_url: str) -> Iterator[str]:
         client = redis.Redis.from_url(url)
         try:
             claim = f"warden-test-claim:{uuid.uuid4().hex}"
-            if client.dbsize() == 0 and client.set("warden-test-session", claim, nx=True):
+            # The claim expires: a killed run must not hold its db for good.
+            if client.dbsize() == 0 and client.set("warden-test-session", claim, nx=True, ex=3600):
                 try:
                     yield url
                 finally:
