@@ -6,17 +6,20 @@ would only time out. Every outcome, a fault included, is the contract's envelope
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
+import aiormq
 import orjson
 import structlog
+from aio_pika import IncomingMessage
 from faststream import AckPolicy
 from faststream.message import StreamMessage
-from faststream.rabbit import Channel, RabbitQueue, RabbitResponse, RabbitRouter
-from faststream.rabbit.annotations import RabbitMessage
+from faststream.rabbit import Channel, RabbitQueue, RabbitRouter
+from pamqp.commands import Basic
 from pydantic import BaseModel, ValidationError
 
 from domain.errors import (
@@ -166,6 +169,15 @@ async def raw_body(message: StreamMessage[Any]) -> bytes:
     return message.body
 
 
+async def whole_message(message: StreamMessage[Any]) -> StreamMessage[Any]:
+    """Decoder that hands the subscriber the message itself: body, headers, correlation id.
+
+    A `RabbitMessage` (context) parameter would cost a thread hop per message: FastDepends
+    resolves that synchronous context lookup on anyio's worker threads.
+    """
+    return message
+
+
 def rpc_queue(name: str) -> RabbitQueue:
     return RabbitQueue(
         name, durable=True, arguments={"x-dead-letter-exchange": DEAD_LETTER_EXCHANGE}
@@ -182,25 +194,58 @@ def rpc(
     model = RPC[queue].request
 
     def register(use_case: UseCase) -> UseCase:
-        async def handler(body: bytes, message: RabbitMessage) -> RabbitResponse:
+        async def handler(message: Any) -> None:
             headers = message.headers or {}
-            envelope = await serve(queue, model, use_case, body, headers, idempotency)
-            return RabbitResponse(
-                orjson.dumps(envelope),
-                content_type="application/json",
-                correlation_id=message.correlation_id,
-                headers={"x-request-id": headers.get("x-request-id") or ""},
-            )
+            envelope = await serve(queue, model, use_case, message.body, headers, idempotency)
+            try:
+                await reply_and_ack(message.raw_message, envelope, headers)
+            except Exception:
+                # Not acknowledged: reject it rather than hold a prefetch slot until the
+                # channel closes (it would then be redelivered).
+                with contextlib.suppress(Exception):
+                    await message.reject()
+                raise
 
         handler.__name__ = queue.replace(".", "_")
         handler.__doc__ = use_case.__doc__
         router.subscriber(
             rpc_queue(queue),
-            channel=Channel(prefetch_count=prefetch),
-            decoder=raw_body,
-            ack_policy=AckPolicy.REJECT_ON_ERROR,
+            # No publisher confirms on the consuming channel: the reply is its own
+            # confirmation, and the caller times out if it is lost.
+            channel=Channel(prefetch_count=prefetch, publisher_confirms=False),
+            decoder=whole_message,
+            # The handler acknowledges together with its reply (see reply_and_ack).
+            ack_policy=AckPolicy.MANUAL,
+            no_reply=True,
             description=use_case.__doc__,
         )(handler)
         return use_case
 
     return register
+
+
+async def reply_and_ack(
+    raw: IncomingMessage, envelope: dict[str, Any], headers: Mapping[str, Any]
+) -> None:
+    """Publish the envelope to the caller's `reply_to`, then acknowledge the request.
+
+    Straight to aiormq (aio-pika's protocol layer, its public channel API), on the channel
+    the request came by, without waiting for either frame to be written: FastStream's reply
+    path (a response object, its publish middlewares, an aio-pika message and a publisher
+    confirm per reply) cost the worker more than the use case itself. The reply needs no
+    confirm: it is its own confirmation, and a caller whose reply is lost times out.
+    """
+    channel = cast(aiormq.Channel, raw.channel)  # raises if the channel is closed
+    assert raw.delivery_tag is not None  # a consumed message always has one
+    if raw.reply_to:
+        properties = Basic.Properties(
+            content_type="application/json",
+            correlation_id=raw.correlation_id,
+            message_id=raw.correlation_id or raw.message_id,
+            headers={"x-request-id": headers.get("x-request-id") or ""},
+            delivery_mode=1,
+        )
+        await channel.basic_publish(
+            orjson.dumps(envelope), routing_key=raw.reply_to, properties=properties, wait=False
+        )
+    await channel.basic_ack(raw.delivery_tag, wait=False)

@@ -75,7 +75,9 @@ def build_services(settings: Settings) -> Services:
     )
     client = make_redis(settings.redis_url.get_secret_value())
     secret = settings.jwt_secret.get_secret_value()
-    hasher = BcryptPasswordHasher(settings.bcrypt_rounds, settings.bcrypt_threads)
+    hasher = BcryptPasswordHasher(
+        settings.bcrypt_rounds, settings.bcrypt_threads, settings.bcrypt_nice
+    )
     tokens = JwtTokenIssuer(
         secret,
         settings.jwt_issuer,

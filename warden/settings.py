@@ -33,6 +33,7 @@ class Settings(BaseSettings):
     refresh_token_ttl: int = Field(default=604800, ge=1)
     bcrypt_rounds: int = Field(default=12, ge=4, le=31)
     bcrypt_threads: int = Field(default=2, ge=1, le=64)
+    bcrypt_nice: int = Field(default=5, ge=0, le=19)
     rpc_timeout: float = Field(default=10, gt=0)
     login_max_failures: int = Field(default=10, ge=1)
     login_window: int = Field(default=900, ge=1)

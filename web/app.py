@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -27,9 +26,6 @@ from web.rpc_client import RpcClient
 from web.translate import Networks, http_response, message_body, request_id, rpc_headers
 
 log = structlog.get_logger("warden.edge")
-# The per-request line is built only when it will be written: structlog would run its
-# processors (redaction, timestamps) before the standard library drops the line.
-_lines = logging.getLogger("warden.edge")
 
 RPC_CLIENT = web.AppKey("rpc_client", RpcClient)
 REQUEST_ID = web.RequestKey("request_id", str)
@@ -54,14 +50,13 @@ async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamR
     response.headers["X-Request-ID"] = rid
     elapsed = time.perf_counter() - started
     metrics.observe(request.method, route, response.status, elapsed)
-    if _lines.isEnabledFor(logging.INFO):
-        log.info(
-            "request",
-            method=request.method,
-            route=route,
-            status=response.status,
-            duration_ms=round(elapsed * 1000, 2),
-        )
+    log.info(
+        "request",
+        method=request.method,
+        route=route,
+        status=response.status,
+        duration_ms=round(elapsed * 1000, 2),
+    )
     structlog.contextvars.unbind_contextvars("request_id")
     return response
 

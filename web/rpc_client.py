@@ -3,21 +3,27 @@
 FastStream's `broker.request` holds one lock per broker for the whole round trip, so one slow
 login would hold up every other request (see shared/FASTSTREAM.md). This client publishes
 with RabbitMQ's direct reply-to and matches replies to callers by correlation id.
+
+It speaks aiormq, the AMQP layer under aio-pika, directly: every HTTP request passes through
+here twice, and aio-pika's message objects, the wait for each frame to be written and a task
+per reply cost the edge more than aiohttp does.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
+import os
 import time
-import uuid
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
-import aio_pika
+import aiormq
 import orjson
 import structlog
-from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
+from aiormq.abc import AbstractConnection, DeliveredMessage
+from pamqp.commands import Basic
 
 from domain.errors import InternalError, ServiceUnavailable, UpstreamTimeout
 
@@ -26,6 +32,12 @@ log = structlog.get_logger("warden.edge")
 REPLY_TO = "amq.rabbitmq.reply-to"
 DEADLINE_HEADER = "x-deadline"
 RECONNECT_DELAY = 1.0
+CONNECT_TIMEOUT = 5.0
+_LINK_ERRORS = (
+    aiormq.exceptions.AMQPError,
+    aiormq.exceptions.ChannelInvalidStateError,
+    ConnectionError,
+)
 
 
 class RpcClient:
@@ -35,9 +47,11 @@ class RpcClient:
         self._url = url
         self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._connection: AbstractConnection | None = None
-        self._channel: AbstractChannel | None = None
+        self._channel: aiormq.Channel | None = None
         self._ready = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        # Correlation ids only have to be unique among this client's calls in flight.
+        self._ids = map(f"{os.urandom(4).hex()}-{{}}".format, itertools.count())
         self.timeouts = 0
 
     @property
@@ -67,28 +81,32 @@ class RpcClient:
         channel = self._channel
         if not self.connected or channel is None:
             raise ServiceUnavailable("The message broker cannot be reached.")
-        correlation_id = uuid.uuid4().hex
+        correlation_id = next(self._ids)
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._pending[correlation_id] = future
         deadline_ms = int((time.time() + budget) * 1000)
-        message = aio_pika.Message(
-            body,
+        properties = Basic.Properties(
             content_type="application/json",
             correlation_id=correlation_id,
             reply_to=REPLY_TO,
             # RabbitMQ drops a request nobody took before the caller gives up.
-            expiration=max(budget, 0.001),
+            expiration=str(max(int(budget * 1000), 1)),
             headers={**headers, DEADLINE_HEADER: deadline_ms},
-            delivery_mode=aio_pika.DeliveryMode.NOT_PERSISTENT,
+            delivery_mode=1,
+            message_id=correlation_id,
         )
         try:
             async with asyncio.timeout(budget):
-                await channel.default_exchange.publish(message, routing_key=queue, mandatory=True)
+                # No `mandatory`: without publisher confirms aiormq cannot hand a returned
+                # message back, so a request for a queue nobody declared simply times out.
+                await channel.basic_publish(
+                    body, routing_key=queue, properties=properties, wait=False
+                )
                 return await future
         except TimeoutError:
             self.timeouts += 1
             raise UpstreamTimeout from None
-        except (aio_pika.exceptions.AMQPError, ConnectionError) as exc:
+        except _LINK_ERRORS as exc:
             raise ServiceUnavailable("The message broker cannot be reached.") from exc
         finally:
             self._pending.pop(correlation_id, None)
@@ -98,7 +116,7 @@ class RpcClient:
             try:
                 closed = await self._connect()
                 log.info("broker connected")
-                await closed.wait()
+                await closed
                 log.warning("broker connection lost")
             except asyncio.CancelledError:
                 raise
@@ -107,18 +125,24 @@ class RpcClient:
             await self._disconnect(ServiceUnavailable("The message broker connection was lost."))
             await asyncio.sleep(RECONNECT_DELAY)
 
-    async def _connect(self) -> asyncio.Event:
-        closed = asyncio.Event()
-        connection = await aio_pika.connect(self._url, timeout=5)
-        self._connection = connection
-        connection.close_callbacks.add(lambda *_: closed.set())
-        # No publisher confirms: the reply is the confirmation, and `mandatory` returns
-        # a request for a queue no worker declared yet, which fails its caller at once.
-        channel = await connection.channel(publisher_confirms=False)
-        channel.close_callbacks.add(lambda *_: closed.set())
-        channel.return_callbacks.add(self._on_return)
-        reply_queue = await channel.get_queue(REPLY_TO, ensure=False)
-        await reply_queue.consume(self._on_reply, no_ack=True)
+    async def _connect(self) -> asyncio.Future[None]:
+        """Connect, consume replies; the returned future ends when the link is gone."""
+        async with asyncio.timeout(CONNECT_TIMEOUT):
+            connection = await aiormq.connect(self._url)
+            self._connection = connection
+            # No publisher confirms: the reply is the confirmation.
+            channel = cast(aiormq.Channel, await connection.channel(publisher_confirms=False))
+            await channel.basic_consume(REPLY_TO, self._on_reply, no_ack=True)
+        closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def link_lost(done: asyncio.Future[Any]) -> None:
+            if not done.cancelled():
+                done.exception()  # retrieved, so asyncio does not log it as forgotten
+            if not closed.done():
+                closed.set_result(None)
+
+        connection.closing.add_done_callback(link_lost)
+        channel.closing.add_done_callback(link_lost)
         self._channel = channel
         self._ready.set()
         return closed
@@ -130,12 +154,12 @@ class RpcClient:
             if not future.done():
                 future.set_exception(reason)
         if self._connection is not None:
+            connection, self._connection = self._connection, None
             with contextlib.suppress(Exception):
-                await self._connection.close()
-            self._connection = None
+                await connection.close()
 
-    async def _on_reply(self, message: AbstractIncomingMessage) -> None:
-        future = self._pending.get(message.correlation_id or "")
+    async def _on_reply(self, message: DeliveredMessage) -> None:
+        future = self._pending.get(message.header.properties.correlation_id or "")
         if future is None or future.done():
             return  # its caller gave up
         try:
@@ -144,8 +168,3 @@ class RpcClient:
             future.set_exception(InternalError("A worker sent a reply that is not JSON."))
             return
         future.set_result(envelope)
-
-    def _on_return(self, _channel: Any, message: AbstractIncomingMessage) -> None:
-        future = self._pending.get(message.correlation_id or "")
-        if future is not None and not future.done():
-            future.set_exception(ServiceUnavailable("No worker queue exists for this request."))

@@ -93,7 +93,7 @@ def request_id(request: web.Request) -> str:
 def client_ip(request: web.Request, trusted: Networks) -> str | None:
     """The TCP peer, or the first untrusted hop of X-Forwarded-For when the peer is trusted."""
     peer = request.remote
-    if not peer or not _trusted(peer, trusted):
+    if not peer or not trusted or not _trusted(peer, trusted):
         return peer
     hops = [h.strip() for h in request.headers.get("X-Forwarded-For", "").split(",") if h.strip()]
     for hop in reversed(hops):

@@ -76,6 +76,17 @@ def test_an_expired_token_is_expired(tokens: JwtTokenIssuer) -> None:
         tokens.read_access(tokens.issue_access(7, "sid", datetime.now(UTC) - timedelta(minutes=5)))
 
 
+def test_a_remembered_token_still_expires(
+    tokens: JwtTokenIssuer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    issued = datetime.now(UTC)
+    token = tokens.issue_access(7, "sid", issued)
+    assert tokens.read_access(token).user_id == 7  # verified, and remembered
+    monkeypatch.setattr("warden.security.time.time", lambda: issued.timestamp() + 61)
+    with pytest.raises(TokenExpired):
+        tokens.read_access(token)
+
+
 def forged(**changes: object) -> str:
     claims = {
         "iss": "warden",
@@ -98,6 +109,8 @@ def forged(**changes: object) -> str:
         forged(jti=None),
         forged(iss="someone-else"),
         forged(type="id"),
+        forged(exp="tomorrow"),
+        forged(exp=float(COLLECTED.timestamp()) + 86400.5),
         jwt.encode({"sub": "7"}, SECRET, algorithm="HS256"),
         jwt.encode({"iss": "warden", "sub": "7"}, "another secret" * 3, algorithm="HS256"),
         jwt.encode({"iss": "warden", "sub": "7"}, None, algorithm="none"),
