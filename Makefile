@@ -26,3 +26,10 @@ check: sync
 
 asyncapi: sync
 	$(UV) run --frozen python -m handlers.asyncapi > asyncapi/asyncapi.json
+
+# Warden against the fastapi-users peer, one sitting (not part of CI). Needs wrk: installed
+# from the distribution's packages when missing and we may (root on Debian/Ubuntu).
+bench: sync services
+	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+		&& apt-get install -y -qq wrk >/dev/null; } || { echo "bench needs wrk"; exit 1; }
+	$(UV) run --frozen python -m bench.perf $(BENCH_ARGS)

@@ -1,0 +1,250 @@
+"""Warden against the fastapi-users peer, in one sitting: `uv run python -m bench.perf`.
+
+Makes its own database (warden_bench_perf, by the migrations), RabbitMQ vhost and Redis db;
+starts the edge and the workers, the /users/me use case in-process behind a bare aiohttp
+route, and the peer (../shared/peer-fastapi-users, `serve.sh PORT 2`) on its own database;
+seeds the same users in both; drives them with wrk and prints one table:
+
+  a. GET /users/me at 32 connections: throughput, p50, p99 (Warden and the peer)
+  b. the same use case in-process, no broker: the broker hop's price
+  c. logins at bcrypt cost 12 against the raw bcrypt ceiling (2 threads of checkpw)
+  d. /users/me while 8 connections flood logins, against solo
+  e. peak RSS (VmHWM) of edge + workers, and of the peer's processes
+
+Extra WARDEN_* variables in the environment (say WARDEN_WORKER_PREFETCH) reach the edge and
+workers, so a setting can be tried without editing anything. Every process started here is
+stopped, and the databases, vhost and Redis db are removed, at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import resource
+import signal
+import sys
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from bench.perf_infra import (
+    Proc,
+    Stack,
+    cpu_seconds,
+    descendants,
+    free_port,
+    log_in_all,
+    one_hash,
+    peak_rss_mib,
+    pids_of,
+    require_tools,
+    seed_peer,
+    seed_warden,
+    wait_http,
+)
+from bench.perf_load import Load, Target, Wrk, bcrypt_ceiling, bearer, form_logins
+from bench.perf_table import Results, Side, cpu_lines, machine, table
+
+DEFAULT_URLS = {
+    "WARDEN_DATABASE_URL": "postgresql+asyncpg://postgres:postgres@127.0.0.1:5432/warden",
+    "WARDEN_AMQP_URL": "amqp://guest:guest@127.0.0.1:5672/",
+    "WARDEN_REDIS_URL": "redis://127.0.0.1:6379/0",
+}
+ME = "/api/v1/users/me"
+WARMUP = 2  # seconds of load before each /users/me measurement, not counted
+
+
+def _args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench.perf", description=__doc__.split("\n")[0])
+    p.add_argument("--workers", type=int, default=1, help="Warden worker processes (1)")
+    p.add_argument("--seconds", type=int, default=10, help="duration of each measurement (10)")
+    p.add_argument("--connections", type=int, default=32, help="/users/me connections (32)")
+    p.add_argument("--flood", type=int, default=8, help="login connections (8)")
+    p.add_argument("--users", type=int, default=32, help="users seeded in each service (32)")
+    p.add_argument("--no-peer", action="store_true", help="measure Warden only")
+    p.add_argument("--only-me", action="store_true", help="only a. and b. (a quick look)")
+    p.add_argument("--hold", action="store_true", help="keep everything running (to profile)")
+    p.add_argument("--json", type=Path, help="also write the raw figures here")
+    return p.parse_args()
+
+
+class Sitting:
+    """The measurements, in a fixed order, against services already running and seeded."""
+
+    def __init__(self, args: argparse.Namespace, wrk: Wrk) -> None:
+        self.args = args
+        self.wrk = wrk
+
+    async def solo(self, me: Target, cpu_of: dict[str, list[int]]) -> tuple[Load, dict[str, float]]:
+        """/users/me at N connections after a warm-up, with the CPU each process spent on it."""
+        await self.wrk.run(me, self.args.connections, WARMUP, threads=2)
+        before = {k: cpu_seconds(v) for k, v in cpu_of.items()}
+        wrk_before = _children_cpu()
+        load = await self.wrk.run(me, self.args.connections, self.args.seconds, threads=2)
+        per = 1e6 / max(load.requests, 1)
+        cpu = {k: (cpu_seconds(v) - before[k]) * per for k, v in cpu_of.items()}
+        cpu["wrk"] = (_children_cpu() - wrk_before) * per
+        return load, cpu
+
+    async def side(self, me: Target, login: Target, cpu_of: dict[str, list[int]]) -> Side:
+        solo, cpu = await self.solo(me, cpu_of)
+        one = await self.wrk.run(me, 1, max(self.args.seconds // 2, 3))
+        side = Side(solo, one, cpu_us=cpu)
+        if self.args.only_me:
+            return side
+        side.login = await self.wrk.run(login, self.args.flood, self.args.seconds)
+        side.flood_me, side.flood_login = await asyncio.gather(
+            self.wrk.run(me, self.args.connections, self.args.seconds, threads=2),
+            self.wrk.run(login, self.args.flood, self.args.seconds),
+        )
+        return side
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+async def run(args: argparse.Namespace) -> Results | None:
+    require_tools()
+    urls = {k: os.environ.get(k, v) for k, v in DEFAULT_URLS.items()}
+    workdir = Path(tempfile.mkdtemp(prefix="warden-bench-"))
+    stack = Stack(urls["WARDEN_DATABASE_URL"], urls["WARDEN_AMQP_URL"], urls["WARDEN_REDIS_URL"],
+                  workdir)  # fmt: skip
+    task = asyncio.current_task()
+    assert task is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+    try:
+        return await _run(stack, args, workdir)
+    finally:
+        await asyncio.shield(stack.close())
+
+
+async def _run(stack: Stack, args: argparse.Namespace, workdir: Path) -> Results | None:
+    _say("preparing the database, vhost and Redis db")
+    await stack.prepare()
+    stack.migrate()
+    hashed = one_hash()
+    names = await seed_warden(stack.database_url, hashed, args.users)
+    edge_port, inproc_port, peer_port = free_port(), free_port(), free_port()
+    _say(f"starting the edge, {args.workers} worker(s), the in-process route and the peer")
+    warden = stack.start_warden(edge_port, args.workers, _passthrough())
+    inproc = stack.start_inprocess(inproc_port, _passthrough())
+    peer = None if args.no_peer else stack.start_peer(peer_port, 2)
+    edge, peer_url = f"http://127.0.0.1:{edge_port}", f"http://127.0.0.1:{peer_port}"
+    inproc_url = f"http://127.0.0.1:{inproc_port}"
+    await wait_http(f"{edge}/health/ready", warden[-1])
+    await wait_http(f"{inproc_url}/health", inproc)
+    tokens = await log_in_all(f"{edge}/api/v1/auth/login", names)
+    if peer is not None:
+        await wait_http(f"{peer_url}/health", peer)
+        emails = await seed_peer(stack.peer_database_url, hashed, args.users)
+        peer_tokens = await log_in_all(f"{peer_url}/auth/jwt/login", emails)
+    if args.hold:
+        await _hold(edge, inproc_url, peer_url, tokens, workdir)
+        return None
+    sitting = Sitting(args, Wrk(workdir))
+    shared = {"rabbitmq": pids_of("beam.smp"), "postgres (all)": pids_of("postgres")}
+    shared["redis"] = pids_of("redis-server")
+    ours = [pid for p in [*warden, inproc, *([peer] if peer else [])] for pid in descendants(p.pid)]
+    await settle(ours)
+    _say("bcrypt ceiling")
+    ceiling_before = await asyncio.to_thread(bcrypt_ceiling)
+    _say("Warden")
+    # The workers' own children (the bcrypt helper) count as the workers'.
+    edge_pid = warden[-1].pid
+    worker_pids = [pid for p in warden[:-1] for pid in descendants(p.pid)]
+    warden_side = await sitting.side(
+        bearer(edge + ME, tokens),
+        form_logins(f"{edge}/api/v1/auth/login", names),
+        {"edge": [edge_pid], "workers": worker_pids} | shared,
+    )
+    await settle(ours)  # the flood's logins still in flight finish first
+    _say("in-process route")
+    inproc_me = bearer(inproc_url + ME, tokens)
+    inprocess, _ = await sitting.solo(inproc_me, {})
+    inprocess_1 = await sitting.wrk.run(inproc_me, 1, max(args.seconds // 2, 3))
+    peer_side = None
+    if peer is not None:
+        await settle(ours)
+        _say("peer")
+        peer_side = await sitting.side(
+            bearer(peer_url + "/users/me", peer_tokens),
+            form_logins(f"{peer_url}/auth/jwt/login", emails),
+            {"peer": descendants(peer.pid), "postgres (all)": shared["postgres (all)"]},
+        )
+    await settle(ours)  # the peer goes on hashing the logins wrk abandoned
+    _say("bcrypt ceiling again")
+    ceiling_after = await asyncio.to_thread(bcrypt_ceiling)
+    _check_alive([*warden, inproc, *([peer] if peer else [])])
+    _record_rss(warden_side, [pid for p in warden for pid in descendants(p.pid)])
+    if peer is not None and peer_side is not None:
+        _record_rss(peer_side, descendants(peer.pid))
+    return Results(warden_side, peer_side, inprocess, inprocess_1, ceiling_before, ceiling_after)
+
+
+async def settle(pids: list[int], within: float = 60.0) -> None:
+    """Until `pids` are idle (under 5 % of a core over half a second), or `within` seconds.
+
+    A flood leaves work behind (requests wrk abandoned at its deadline are still served),
+    which must not run into the next measurement.
+    """
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        before = cpu_seconds(pids)
+        await asyncio.sleep(0.5)
+        if cpu_seconds(pids) - before < 0.025:
+            return
+
+
+def _record_rss(side: Side, pids: list[int]) -> None:
+    side.rss_mib, side.processes = peak_rss_mib(pids), len(pids)
+
+
+def _passthrough() -> dict[str, str]:
+    """WARDEN_* tuning variables of our environment (not the URLs: those are the bench's)."""
+    return {
+        k: v for k, v in os.environ.items() if k.startswith("WARDEN_") and k not in DEFAULT_URLS
+    }
+
+
+def _check_alive(procs: list[Proc]) -> None:
+    dead = [p for p in procs if p.popen.poll() is not None]
+    if dead:
+        raise RuntimeError(f"{dead[0].name} died during the run:\n{dead[0].tail()}")
+
+
+async def _hold(edge: str, inproc: str, peer: str, tokens: list[str], workdir: Path) -> None:
+    (workdir / "tokens.txt").write_text("\n".join(tokens) + "\n")
+    _say(f"holding: edge {edge}, in-process {inproc}, peer {peer}")
+    _say(f"tokens in {workdir / 'tokens.txt'}; logs in {workdir}; Ctrl-C or SIGTERM to stop")
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.Event().wait()
+
+
+def _say(text: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
+
+
+def main() -> None:
+    args = _args()
+    about = machine()
+    try:
+        results = asyncio.run(run(args))
+    except KeyboardInterrupt:
+        return
+    if results is None:
+        return
+    print(f"\n{about}\n")
+    print(table(results))
+    print(f"\n{cpu_lines(results)}")
+    if args.json:
+        args.json.write_text(json.dumps(asdict(results), indent=2))
+
+
+if __name__ == "__main__":
+    main()
