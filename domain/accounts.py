@@ -61,7 +61,7 @@ class Accounts:
         async with self._uow() as uow:
             user = await uow.users.add(new)
             self._record(uow, events.USER_REGISTERED, user)
-            await uow.commit()
+            await uow.commit(user)
         return user
 
     async def update_me(self, principal: Principal, changes: UserChanges) -> User:
@@ -126,12 +126,14 @@ class Accounts:
             updated = await uow.users.update(user, changes)
             self._record(uow, events.USER_UPDATED, updated)
             if updated.is_active:
-                await uow.commit()
+                await uow.commit(updated)
             else:
-                await self._commit_ending_sessions(uow, user_id)
+                await self._commit_ending_sessions(uow, user_id, updated)
         return updated
 
-    async def _commit_ending_sessions(self, uow: UnitOfWork, user_id: int) -> None:
+    async def _commit_ending_sessions(
+        self, uow: UnitOfWork, user_id: int, outcome: object = None
+    ) -> None:
         """Commit a deactivation or deletion with every session of the user gone.
 
         Revoked before the commit, so a Redis failure leaves nothing changed (and no session
@@ -139,7 +141,7 @@ class Accounts:
         raced the commit.
         """
         await self._sessions.revoke_all(user_id)
-        await uow.commit()
+        await uow.commit(outcome)
         await self._sessions.revoke_all(user_id)
 
     def _record(self, uow: UnitOfWork, kind: str, user: User) -> None:

@@ -19,6 +19,7 @@ from pydantic.json_schema import models_json_schema
 from domain.events import EVENT_TYPES
 from handlers import wire
 from handlers.catalog import RPC
+from handlers.rpc import RPC_DELIVERY_LIMIT
 
 REF = "#/components/schemas/{model}"
 
@@ -104,7 +105,12 @@ def document() -> dict[str, Any]:
         }
         channels[key] = {
             "address": queue,
-            "description": f"RPC queue; caller: {spec.caller}. Publish to the default exchange.",
+            "description": (
+                f"RPC queue; caller: {spec.caller}. Publish to the default exchange. A quorum"
+                " queue: a request whose worker dies holding it is delivered at most"
+                f" {RPC_DELIVERY_LIMIT + 1} times (x-delivery-limit {RPC_DELIVERY_LIMIT}),"
+                " then dead-lettered to warden.dlq, as is one that expired waiting."
+            ),
             "messages": {"request": {"$ref": f"#/components/messages/{key}_request"}},
             "bindings": {
                 "amqp": {

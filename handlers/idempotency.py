@@ -39,6 +39,20 @@ class IdempotencyStore(Protocol):
     async def release(self, key: str) -> None: ...
 
 
+class ReplyLedger(Protocol):
+    """Replies of changes, kept in the transaction of the change they answer."""
+
+    async def get(self, key: str) -> dict[str, Any] | None:
+        """`{"fp", "reply"}` for a change committed under this key, else None."""
+        ...
+
+    def recording(
+        self, key: str, fingerprint: str, keep: Callable[[Any], Envelope]
+    ) -> contextlib.AbstractContextManager[None]:
+        """While open, a unit of work that commits writes `keep(outcome)` under the key."""
+        ...
+
+
 def fingerprint(body: bytes) -> str:
     """Equal JSON bodies have equal fingerprints, whatever their key order or spacing."""
     try:
@@ -51,9 +65,15 @@ def fingerprint(body: bytes) -> str:
 class Idempotency:
     """Runs a request once per (caller, queue, key); repeats get the first reply."""
 
-    def __init__(self, store: IdempotencyStore, caller_of: Callable[[str | None], str]) -> None:
+    def __init__(
+        self,
+        store: IdempotencyStore,
+        caller_of: Callable[[str | None], str],
+        ledger: ReplyLedger | None = None,
+    ) -> None:
         self._store = store
         self._caller_of = caller_of
+        self._ledger = ledger
 
     async def once(
         self,
@@ -62,7 +82,15 @@ class Idempotency:
         key: str,
         body: bytes,
         work: Callable[[], Awaitable[Envelope]],
+        keep: Callable[[Any], Envelope] | None = None,
     ) -> Envelope:
+        """Do `work` once per key; `keep` (for a change in Postgres) renders its outcome.
+
+        Redis holds the claim and the replies of every queue. A change's reply is also
+        written in the change's own transaction (the ledger), so a worker killed after the
+        commit but before Redis heard of it leaves the reply behind: the retry, which finds
+        the claim lapsed and no reply in Redis, replays it instead of doing the work again.
+        """
         if not KEY_PATTERN.fullmatch(key):
             msg = "Idempotency-Key must be 1-255 printable ASCII characters"
             raise ValidationFailed([FieldError(("header", "idempotency-key"), msg, "value_error")])
@@ -71,8 +99,16 @@ class Idempotency:
         print_ = fingerprint(body)
         if not await self._store.claim(slot, print_):
             return _replay(await self._store.get(slot), print_)
+        recording: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
+        if self._ledger is not None and keep is not None:
+            if (kept := await self._ledger.get(slot)) is not None:
+                # The change committed, but its reply never reached Redis.
+                await self._store.complete(slot, kept["fp"], kept["reply"])
+                return _replay(kept, print_)
+            recording = self._ledger.recording(slot, print_, keep)
         async with _renewing(self._store, slot, print_):
-            reply = await work()
+            with recording:
+                reply = await work()
         if reply["ok"] or reply["error"]["status"] < 500:
             await self._store.complete(slot, print_, reply)
         else:  # a 5xx is never kept: a retry must do the work again

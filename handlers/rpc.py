@@ -18,7 +18,8 @@ import structlog
 from aio_pika import IncomingMessage
 from faststream import AckPolicy
 from faststream.message import StreamMessage
-from faststream.rabbit import Channel, RabbitQueue, RabbitRouter
+from faststream.rabbit import Channel, QueueType, RabbitQueue, RabbitRouter
+from faststream.rabbit.schemas.queue import QuorumQueueArgs
 from pamqp.commands import Basic
 from pydantic import BaseModel, ValidationError
 
@@ -39,6 +40,13 @@ log = structlog.get_logger("warden.worker")
 M = TypeVar("M", bound=BaseModel)
 B = TypeVar("B")
 DEAD_LETTER_EXCHANGE = "warden.dlx"
+# A handler never raises, so a request goes back to its queue only when its worker died
+# (or lost its channel) while working on it: two more tries, then warden.dlq.
+RPC_DELIVERY_LIMIT = 2
+RPC_QUEUE_ARGS: QuorumQueueArgs = {
+    "x-delivery-limit": RPC_DELIVERY_LIMIT,
+    "x-dead-letter-exchange": DEAD_LETTER_EXCHANGE,
+}
 DEADLINE_HEADER = "x-deadline"  # epoch milliseconds after which the caller no longer waits
 
 
@@ -54,6 +62,7 @@ class Call(Generic[B]):
 
 
 UseCase = Callable[[Call[Any]], Awaitable[Any]]
+Keep = Callable[[Any], dict[str, Any]]  # a change's outcome -> the envelope kept for repeats
 
 
 def success(data: Any) -> dict[str, Any]:
@@ -98,8 +107,13 @@ async def serve(
     body: bytes,
     headers: Mapping[str, Any],
     idempotency: Idempotency | None = None,
+    keep: Keep | None = None,
 ) -> dict[str, Any]:
-    """Run one request to its envelope, logging one line with its outcome."""
+    """Run one request to its envelope, logging one line with its outcome.
+
+    `keep` renders a change's outcome as its envelope, for an idempotent request's reply to
+    be written in the change's own transaction (see Idempotency.once).
+    """
     request_id = _text(headers.get("x-request-id"))
     structlog.contextvars.bind_contextvars(request_id=request_id, queue=queue)
     started = time.perf_counter()
@@ -119,7 +133,7 @@ async def serve(
             raise UpstreamTimeout("The caller's deadline passed before a worker took the request.")
         if idempotency is not None and call.idempotency_key is not None:
             key = call.idempotency_key
-            envelope = await idempotency.once(queue, call.authorization, key, body, work)
+            envelope = await idempotency.once(queue, call.authorization, key, body, work, keep)
         else:
             envelope = await work()
     except WardenError as exc:
@@ -179,24 +193,34 @@ async def whole_message(message: StreamMessage[Any]) -> StreamMessage[Any]:
 
 
 def rpc_queue(name: str) -> RabbitQueue:
-    return RabbitQueue(
-        name, durable=True, arguments={"x-dead-letter-exchange": DEAD_LETTER_EXCHANGE}
-    )
+    """A quorum queue: RabbitMQ counts each request's deliveries and dead-letters it after
+    RPC_DELIVERY_LIMIT redeliveries, so a request that kills its worker cannot loop."""
+    return RabbitQueue(name, durable=True, queue_type=QueueType.QUORUM, arguments=RPC_QUEUE_ARGS)
 
 
 def rpc(
-    router: RabbitRouter, queue: str, prefetch: int, idempotency: Idempotency | None = None
+    router: RabbitRouter,
+    queue: str,
+    prefetch: int,
+    idempotency: Idempotency | None = None,
+    reply: Callable[[Any], Any] | None = None,
 ) -> Callable[[UseCase], UseCase]:
     """Register `use_case` as the subscriber of `queue`, replying with the envelope.
 
     The request model comes from the catalogue, which the interface documents read too.
+    `reply`, for a use case that changes Postgres, renders its outcome as the reply's data:
+    the reply to an idempotent request is then kept in the change's own transaction.
     """
     model = RPC[queue].request
 
     def register(use_case: UseCase) -> UseCase:
+        answer, keep = use_case, None
+        if reply is not None:
+            answer, keep = _rendered(use_case, reply), _keeper(reply)
+
         async def handler(message: Any) -> None:
             headers = message.headers or {}
-            envelope = await serve(queue, model, use_case, message.body, headers, idempotency)
+            envelope = await serve(queue, model, answer, message.body, headers, idempotency, keep)
             try:
                 await reply_and_ack(message.raw_message, envelope, headers)
             except Exception:
@@ -222,6 +246,22 @@ def rpc(
         return use_case
 
     return register
+
+
+def _rendered(use_case: UseCase, reply: Callable[[Any], Any]) -> UseCase:
+    async def answer(call: Call[Any]) -> Any:
+        return reply(await use_case(call))
+
+    return answer
+
+
+def _keeper(reply: Callable[[Any], Any]) -> Keep:
+    return lambda outcome: success(reply(outcome))
+
+
+def no_content(_: object) -> None:
+    """The reply data of a change that answers nothing but success."""
+    return None
 
 
 async def reply_and_ack(

@@ -9,9 +9,9 @@ from faststream.rabbit import RabbitRouter
 from domain.accounts import ChangePassword, RegisterUser
 from domain.errors import FieldError, ValidationFailed
 from domain.listing import AuditQuery, Sort, UserKey, UserQuery
-from domain.model import UserChanges
+from domain.model import User, UserChanges
 from handlers.app import WorkerDeps
-from handlers.rpc import Call, rpc
+from handlers.rpc import Call, no_content, rpc
 from handlers.views import audit_page_body, user_body, user_page_body
 from handlers.wire import (
     AuditListQuery,
@@ -40,25 +40,26 @@ def router(deps: WorkerDeps) -> RabbitRouter:
     r = RabbitRouter()
     auth, accounts, cursors = deps.auth, deps.accounts, deps.cursors
 
-    @rpc(r, "warden.users.register", deps.login_prefetch, deps.idempotency)
-    async def register(call: Call[RegisterRequest]) -> dict[str, Any]:
+    @rpc(r, "warden.users.register", deps.login_prefetch, deps.idempotency, reply=user_body)
+    async def register(call: Call[RegisterRequest]) -> User:
         """Register a new user (anyone)."""
         b = call.body
-        cmd = RegisterUser(str(b.email), b.username, b.password, b.full_name)
-        return user_body(await accounts.register(cmd))
+        return await accounts.register(
+            RegisterUser(str(b.email), b.username, b.password, b.full_name)
+        )
 
     @rpc(r, "warden.users.me", deps.prefetch, deps.idempotency)
     async def me(call: Call[Empty]) -> dict[str, Any]:
         """The caller's own user (bearer)."""
         return user_body((await auth.authenticate(call.authorization)).user)
 
-    @rpc(r, "warden.users.update_me", deps.prefetch, deps.idempotency)
-    async def update_me(call: Call[UpdateMeRequest]) -> dict[str, Any]:
+    @rpc(r, "warden.users.update_me", deps.prefetch, deps.idempotency, reply=user_body)
+    async def update_me(call: Call[UpdateMeRequest]) -> User:
         """Change the caller's email, username or full name (bearer)."""
         principal = await auth.authenticate(call.authorization)
-        return user_body(await accounts.update_me(principal, changes_of(call.body)))
+        return await accounts.update_me(principal, changes_of(call.body))
 
-    @rpc(r, "warden.users.change_password", deps.login_prefetch, deps.idempotency)
+    @rpc(r, "warden.users.change_password", deps.login_prefetch, deps.idempotency, no_content)
     async def change_password(call: Call[ChangePasswordRequest]) -> None:
         """Change the caller's password; the caller's other sessions end (bearer)."""
         principal = await auth.authenticate(call.authorization)
@@ -85,14 +86,14 @@ def router(deps: WorkerDeps) -> RabbitRouter:
         principal = await auth.authenticate(call.authorization)
         return user_body(await accounts.get_user(principal, call.body.id))
 
-    @rpc(r, "warden.users.update", deps.prefetch, deps.idempotency)
-    async def update_user(call: Call[UpdateUserMessage]) -> dict[str, Any]:
+    @rpc(r, "warden.users.update", deps.prefetch, deps.idempotency, reply=user_body)
+    async def update_user(call: Call[UpdateUserMessage]) -> User:
         """Change any user, including is_active and is_superuser (superuser)."""
         principal = await auth.authenticate(call.authorization)
         changes = changes_of(call.body, exclude={"id"})
-        return user_body(await accounts.update_user(principal, call.body.id, changes))
+        return await accounts.update_user(principal, call.body.id, changes)
 
-    @rpc(r, "warden.users.delete", deps.prefetch, deps.idempotency)
+    @rpc(r, "warden.users.delete", deps.prefetch, deps.idempotency, no_content)
     async def delete_user(call: Call[UserIdMessage]) -> None:
         """Delete a user; its sessions end at once (superuser)."""
         principal = await auth.authenticate(call.authorization)

@@ -52,3 +52,13 @@ audit_log = Table(
     Column("time", DateTime(timezone=True), nullable=False),
     Column("data", JSONB, nullable=False),
 )
+
+# The reply to an idempotent change, written in the change's own transaction (0005).
+idempotent_replies = Table(
+    "idempotent_replies",
+    metadata,
+    Column("slot", Text, primary_key=True),
+    Column("fingerprint", Text, nullable=False),
+    Column("reply", JSONB, nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+)

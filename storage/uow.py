@@ -21,6 +21,7 @@ from domain.errors import ServiceUnavailable
 from domain.listing import AuditPage, AuditQuery, UserPage, UserQuery
 from domain.model import NewUser, User, UserChanges
 from storage.audit import SqlAlchemyAuditLog
+from storage.idempotency import keep_reply
 from storage.outbox import SqlAlchemyEventOutbox
 from storage.users import PostgresUserReader, SqlAlchemyUserRepository
 
@@ -72,11 +73,12 @@ class SqlAlchemyUnitOfWork:
         if isinstance(exc, Exception):
             _raise_unavailable_if_unreachable(exc)
 
-    async def commit(self) -> None:
+    async def commit(self, outcome: object = None) -> None:
         if self._conn is None and not self.outbox.pending:
             return  # nothing was written
         conn = await self.connection()
         await self.outbox.flush(conn)
+        await keep_reply(conn, outcome)
         await conn.commit()
 
     @property

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+import structlog
+
 from domain.accounts import Accounts
 from domain.auth import Auth, TokenLifetimes
 from domain.errors import WardenError
@@ -32,6 +34,8 @@ if TYPE_CHECKING:
 
     from handlers.idempotency import Idempotency
     from storage.users import PostgresUserReader
+
+log = structlog.get_logger("warden")
 
 
 class UtcClock:
@@ -65,7 +69,7 @@ class Services:
 def build_services(settings: Settings) -> Services:
     from handlers.idempotency import Idempotency
     from storage.db import make_engine
-    from storage.idempotency import RedisIdempotencyStore
+    from storage.idempotency import PostgresReplyLedger, RedisIdempotencyStore
     from storage.redis_store import RedisLoginThrottle, RedisSessionStore, make_redis
     from storage.uow import SqlAlchemyUnitOfWorkFactory
     from storage.users import PostgresUserReader
@@ -105,7 +109,9 @@ def build_services(settings: Settings) -> Services:
         accounts=Accounts(uow, hasher, sessions, clock),
         cursors=CursorCodec(secret.encode()),
         idempotency=Idempotency(
-            RedisIdempotencyStore(client, settings.idempotency_ttl), _caller_of(tokens)
+            RedisIdempotencyStore(client, settings.idempotency_ttl),
+            _caller_of(tokens),
+            PostgresReplyLedger(uow, settings.idempotency_ttl),
         ),
     )
 
@@ -177,7 +183,7 @@ def asyncpg_dsn(settings: Settings) -> str:
 @contextlib.asynccontextmanager
 async def running_worker(settings: Settings) -> AsyncIterator[Services]:
     """One worker: subscribers consuming and the outbox relay publishing, until the block ends."""
-    from handlers.app import declare_topology
+    from handlers.app import adopt_rpc_queues, declare_topology
     from handlers.events import OutboxRelay
     from storage.outbox import PostgresOutboxSource
 
@@ -186,7 +192,8 @@ async def running_worker(settings: Settings) -> AsyncIterator[Services]:
     relay = OutboxRelay(PostgresOutboxSource(asyncpg_dsn(settings)), broker)
     relay_task: asyncio.Task[None] | None = None
     try:
-        await broker.connect()
+        await connect_when_reachable(broker)
+        await adopt_rpc_queues(settings.amqp_url.get_secret_value())
         await declare_topology(broker)
         await broker.start()
         relay_task = asyncio.create_task(relay.run(), name="outbox-relay")
@@ -202,6 +209,26 @@ async def running_worker(settings: Settings) -> AsyncIterator[Services]:
                     await relay_task
         await broker.stop()
         await services.close()
+
+
+async def connect_when_reachable(broker: RabbitBroker) -> None:
+    """Connect, waiting for a broker that is not up yet (cancel to give up).
+
+    Refused credentials fail at once: waiting would not mend them.
+    """
+    import aiormq
+
+    delay = 0.5
+    while True:
+        try:
+            await broker.connect()
+            return
+        except aiormq.exceptions.ProbableAuthenticationError:
+            raise
+        except (ConnectionError, OSError) as exc:  # refused, reset, unreachable, timed out
+            log.warning("broker unreachable, waiting for it", error=type(exc).__name__)
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 5.0)
 
 
 async def _stop_consuming(broker: RabbitBroker) -> None:

@@ -16,7 +16,6 @@ import signal
 import sys
 import time
 import uuid
-import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -473,9 +472,8 @@ async def test_a_worker_killed_with_requests_in_flight_loses_and_duplicates_noth
     claim lapses (storage/idempotency.py PENDING_TTL), so those callers get 409
     idempotency_key_in_use (or a 504) and retry until then; the retry after the lapse
     does the work and gets the 201. When the kill falls between a request's commit and
-    the storing of its reply, that retry finds the user already there: a false 409
-    email_taken for a user that exists once. That defect is reported and, until fixed,
-    tolerated here with a warning for the dead worker's in-flight requests only."""
+    the storing of its reply in Redis, the retry finds the reply the transaction kept in
+    Postgres and replays it: never a false 409 email_taken."""
     settings = make_settings(isolated, rpc_timeout=10)
     logs = [tmp_path / "worker-a.log", tmp_path / "worker-b.log"]
     async with workers(settings, logs) as (victim, survivor), edge_client(settings) as http:
@@ -499,14 +497,5 @@ async def test_a_worker_killed_with_requests_in_flight_loses_and_duplicates_noth
     counts = await users_by_email(isolated.database, emails)
     assert set(counts.values()) == {1}, counts  # 0 lost writes, 0 duplicate users
     false_conflicts = [o for o in outcomes if o.user is None and o.statuses[-1] == EMAIL_TAKEN]
-    for o in false_conflicts:  # only a request the dead worker held: its key was stuck
-        assert {"409 idempotency_key_in_use", "504 upstream_timeout"} & set(o.statuses), o
-    assert len(false_conflicts) <= KILLED_PREFETCH
-    if false_conflicts:
-        warnings.warn(
-            f"{len(false_conflicts)} false 409 email_taken after kill -9 (known defect: "
-            "a reply lost between commit and storing it)",
-            stacklevel=1,
-        )
-    others = [o for o in outcomes if o not in false_conflicts]
-    assert all(o.user is not None for o in others), [o.statuses for o in others if not o.user]
+    assert false_conflicts == []  # a reply lost after its commit is replayed from Postgres
+    assert all(o.user is not None for o in outcomes), [o.statuses for o in outcomes if not o.user]

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from typing import Any
 
 import aiohttp
+import pytest
 from sqlalchemy import text
 
+from domain.errors import ServiceUnavailable
+from storage.idempotency import PREFIX, RedisIdempotencyStore
 from tests.conftest import PASSWORD, AmqpCaller, unique
 
 
@@ -39,6 +43,32 @@ async def test_a_repeated_registration_gets_the_first_reply_and_creates_one_user
     assert first[0] == again[0] == 201
     assert first[1] == again[1]
     assert await users_with_email(worker, body["email"]) == 1
+
+
+async def test_a_reply_lost_between_the_commit_and_redis_is_replayed_not_done_again(
+    http: aiohttp.ClientSession, worker: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worst moment for a worker to die: the registration committed, its reply not yet
+    in Redis. Stood in for by a Redis store that loses the reply, then the claim lapsing."""
+    body, key = registration(), unique("key-")
+
+    async def lost(*_: Any) -> None:
+        raise ServiceUnavailable("The worker died here.")
+
+    monkeypatch.setattr(RedisIdempotencyStore, "complete", lost)
+    status, _ = await post(http, "/api/v1/users", body, key)
+    assert status == 503  # the caller never learnt that the user was made
+    monkeypatch.undo()
+    slot = f"anonymous:warden.users.register:{hashlib.sha256(key.encode()).hexdigest()}"
+    assert await worker.redis.delete(PREFIX + slot) == 1  # the dead worker's claim lapses
+
+    status, user = await post(http, "/api/v1/users", body, key)
+    assert status == 201  # not a false 409 email_taken
+    assert user["email"] == body["email"]
+    assert await users_with_email(worker, body["email"]) == 1
+    assert await post(http, "/api/v1/users", body, key) == (201, user)  # from Redis again
+    status, problem = await post(http, "/api/v1/users", registration(), key)
+    assert (status, problem["code"]) == (422, "idempotency_key_reused")
 
 
 async def test_the_same_key_with_another_body_is_refused(http: aiohttp.ClientSession) -> None:

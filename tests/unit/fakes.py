@@ -218,6 +218,7 @@ class FakeUnitOfWork:
         self.outbox: EventOutbox = outbox
         self.audit: AuditLog = audit
         self.committed = False
+        self.outcome: object = None
         self._users = users
         self._outbox = outbox
         self._audit = audit
@@ -236,11 +237,12 @@ class FakeUnitOfWork:
         # Like a session closed without commit: whatever was not committed is gone.
         self.rollback()
 
-    async def commit(self) -> None:
+    async def commit(self, outcome: object = None) -> None:
         for event in self._outbox.commit():
             self._audit.record(event)
         self._snapshot = self._users.snapshot()
         self.committed = True
+        self.outcome = outcome
 
     def rollback(self) -> None:
         self._users.restore(self._snapshot)
@@ -260,6 +262,10 @@ class FakeUnitOfWorkFactory:
         uow = FakeUnitOfWork(self.users, self.outbox, self.audit)
         self.opened.append(uow)
         return uow
+
+    def outcomes(self) -> list[object]:
+        """What each committed unit of work said it produced, oldest first."""
+        return [u.outcome for u in self.opened if u.committed]
 
     def events(self, kind: str | None = None) -> list[Event]:
         """Committed events, optionally of one type, oldest first."""

@@ -37,6 +37,15 @@ async def test_a_registered_user_is_active_and_no_superuser(
     assert user.created_at == user.updated_at == clock.now()
 
 
+async def test_registration_commits_the_new_user_as_its_outcome(
+    accounts: Accounts, uow: FakeUnitOfWorkFactory
+) -> None:
+    # The unit of work keeps an idempotent request's reply with the change it answers.
+    user = await accounts.register(ALICE)
+
+    assert uow.outcomes() == [user]
+
+
 async def test_registration_stores_the_hash_never_the_password(
     accounts: Accounts, hasher: FakePasswordHasher
 ) -> None:

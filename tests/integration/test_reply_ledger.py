@@ -1,0 +1,90 @@
+"""The reply ledger on real Postgres: a change's reply stands or falls with the change."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from domain.model import NewUser
+from storage.db import make_engine
+from storage.idempotency import PostgresReplyLedger
+from storage.uow import SqlAlchemyUnitOfWorkFactory
+from tests.conftest import unique
+
+
+def keep(outcome: Any) -> dict[str, Any]:
+    return {"ok": True, "data": {"id": outcome.id}}
+
+
+@pytest_asyncio.fixture
+async def engine(database: str) -> AsyncIterator[AsyncEngine]:
+    engine = make_engine(database, 2, 0)
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture
+def ledger(engine: AsyncEngine) -> PostgresReplyLedger:
+    return PostgresReplyLedger(SqlAlchemyUnitOfWorkFactory(engine), ttl=60)
+
+
+def new_user() -> NewUser:
+    name = unique()
+    return NewUser(f"{name}@example.com", name, "$2b$04$" + "x" * 53)
+
+
+async def test_a_committed_change_keeps_its_reply_and_a_rolled_back_one_does_not(
+    engine: AsyncEngine, ledger: PostgresReplyLedger
+) -> None:
+    units = SqlAlchemyUnitOfWorkFactory(engine)
+    kept, dropped = unique("slot-"), unique("slot-")
+    with ledger.recording(kept, "fp-1", keep):
+        async with units() as uow:
+            user = await uow.users.add(new_user())
+            await uow.commit(user)
+    with ledger.recording(dropped, "fp-2", keep):
+        async with units() as uow:
+            await uow.users.add(new_user())  # and the unit ends without a commit
+
+    assert await ledger.get(kept) == {"fp": "fp-1", "reply": {"ok": True, "data": {"id": user.id}}}
+    assert await ledger.get(dropped) is None
+
+
+async def test_outside_a_recording_a_commit_keeps_nothing(
+    engine: AsyncEngine, ledger: PostgresReplyLedger
+) -> None:
+    async with SqlAlchemyUnitOfWorkFactory(engine)() as uow:
+        user = await uow.users.add(new_user())
+        await uow.commit(user)
+    async with engine.connect() as conn:
+        query = text("SELECT count(*) FROM idempotent_replies WHERE reply -> 'data' ->> 'id' = :id")
+        assert (await conn.execute(query, {"id": str(user.id)})).scalar_one() == 0
+
+
+async def test_expired_replies_are_not_replayed_and_each_write_prunes_a_few(
+    engine: AsyncEngine, ledger: PostgresReplyLedger
+) -> None:
+    old = [unique("old-") for _ in range(12)]
+    async with engine.begin() as conn:
+        await conn.execute(
+            text(
+                "INSERT INTO idempotent_replies (slot, fingerprint, reply, expires_at) "
+                "SELECT s, 'fp', '{}'::jsonb, now() - interval '1 second' "
+                "FROM unnest(CAST(:s AS text[])) s"
+            ),
+            {"s": old},
+        )
+    assert await ledger.get(old[0]) is None  # expired: as if never kept
+
+    with ledger.recording(unique("slot-"), "fp", keep):
+        async with SqlAlchemyUnitOfWorkFactory(engine)() as uow:
+            await uow.commit(await uow.users.add(new_user()))
+
+    async with engine.connect() as conn:
+        query = text("SELECT count(*) FROM idempotent_replies WHERE slot = ANY(:s)")
+        assert (await conn.execute(query, {"s": old})).scalar_one() == 2  # ten gone at once
