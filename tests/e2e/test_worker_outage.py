@@ -16,14 +16,17 @@ from asyncio.subprocess import Process
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
+from pydantic import SecretStr
 
 from tests.conftest import PASSWORD, make_settings, unique
 from tests.e2e.test_edge_errors import assert_problem
 from tests.support.infra import Urls, own_vhost
+from tests.support.proxy import TcpProxy
 from warden.bootstrap import build_edge
 from warden.settings import Settings
 
@@ -194,3 +197,30 @@ async def test_an_edge_without_a_broker_starts_and_refuses_requests_at_once(
         async with http.post("/api/v1/users", json=registration()) as r:
             await assert_problem(r, 503, "service_unavailable")
         assert time.monotonic() - started < 1
+
+
+async def test_a_worker_started_before_its_broker_waits_for_it_then_serves(
+    isolated: Settings, tmp_path: Path
+) -> None:
+    log = tmp_path / "early.log"
+    amqp = urlsplit(isolated.amqp_url.get_secret_value())
+    async with TcpProxy(amqp.hostname or "127.0.0.1", amqp.port or 5672) as proxy:
+        proxy.cut("refuse")  # the broker is not up yet
+        netloc = f"{amqp.netloc.rpartition('@')[0]}@127.0.0.1:{proxy.port}"
+        early = isolated.model_copy(
+            update={"amqp_url": SecretStr(urlunsplit(amqp._replace(netloc=netloc)))}
+        )
+        async with edge(isolated) as http, worker_process(early, log) as worker:
+            await release(worker)
+            deadline = time.monotonic() + STARTUP
+            while "broker unreachable" not in log.read_text() and time.monotonic() < deadline:
+                assert worker.returncode is None, tail(log)
+                await asyncio.sleep(0.2)
+            assert "broker unreachable" in log.read_text(), tail(log)
+            await asyncio.sleep(2)
+            assert worker.returncode is None, tail(log)  # still waiting, not gone
+
+            proxy.restore()  # the broker comes up
+            await wait_until_ready(http, log)
+            async with http.post("/api/v1/users", json=registration()) as r:
+                assert r.status == 201, await r.text()
