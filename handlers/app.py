@@ -4,24 +4,21 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
-import aio_pika
-import structlog
-from faststream.rabbit import RabbitBroker, RabbitExchange, RabbitQueue
+from faststream.rabbit import RabbitBroker, RabbitExchange, RabbitQueue, RabbitRouter
 from faststream.rabbit.schemas import ExchangeType
 
 from domain.accounts import Accounts
 from domain.auth import Auth
 from domain.listing import CursorCodec
-from handlers.catalog import RPC
 from handlers.idempotency import Idempotency
-from handlers.rpc import DEAD_LETTER_EXCHANGE, rpc_queue
+from handlers.rpc import DEAD_LETTER_EXCHANGE, RedeliveryCounter, UseCase, rpc
 
 EVENTS_EXCHANGE = RabbitExchange("warden.events", type=ExchangeType.TOPIC, durable=True)
 DLX = RabbitExchange(DEAD_LETTER_EXCHANGE, type=ExchangeType.FANOUT, durable=True)
 DLQ = RabbitQueue("warden.dlq", durable=True)
 
-log = structlog.get_logger("warden.worker")
 Probe = Callable[[], Awaitable[object]]
 
 
@@ -36,6 +33,24 @@ class WorkerDeps:
     prefetch: int
     login_prefetch: int
     idempotency: Idempotency | None = None
+    redeliveries: RedeliveryCounter | None = None
+
+    def rpc(
+        self,
+        router: RabbitRouter,
+        queue: str,
+        *,
+        bcrypt: bool = False,
+        reply: Callable[[Any], Any] | None = None,
+        idempotent: bool = True,
+    ) -> Callable[[UseCase], UseCase]:
+        """`handlers.rpc.rpc` with this worker's prefetch, idempotency and redelivery count.
+
+        `bcrypt` queues get the smaller prefetch: their messages wait for the hash pool.
+        """
+        prefetch = self.login_prefetch if bcrypt else self.prefetch
+        idempotency = self.idempotency if idempotent else None
+        return rpc(router, queue, prefetch, idempotency, reply, self.redeliveries)
 
 
 def include_routers(broker: RabbitBroker, deps: WorkerDeps) -> None:
@@ -53,35 +68,3 @@ async def declare_topology(broker: RabbitBroker) -> None:
     dlx = await broker.declare_exchange(DLX)
     dlq = await broker.declare_queue(DLQ)
     await dlq.bind(dlx, routing_key="")
-
-
-async def adopt_rpc_queues(amqp_url: str) -> None:
-    """Replace RPC queues an earlier Warden declared as classic queues by quorum queues.
-
-    A queue cannot change its type, and declaring it with other arguments fails (and closes
-    the channel), so each one is tried on a channel of its own connection. A replaced
-    queue's waiting requests are dropped: their callers time out, as when no worker runs.
-    Upgrade every worker: an old one cannot declare the new queues.
-    """
-    connection = await aio_pika.connect(amqp_url, timeout=10)
-    try:
-        for name in RPC:
-            arguments = rpc_queue(name).arguments
-            channel = await connection.channel()
-            try:
-                await channel.declare_queue(name, durable=True, arguments=arguments)
-                await channel.close()
-                continue
-            except aio_pika.exceptions.ChannelPreconditionFailed:
-                pass  # declared with other arguments: an earlier version's queue
-            channel = await connection.channel()
-            deleted = await channel.queue_delete(name)
-            await channel.declare_queue(name, durable=True, arguments=arguments)
-            await channel.close()
-            log.warning(
-                "rpc queue replaced by a quorum queue",
-                queue=name,
-                dropped_requests=deleted.message_count,
-            )
-    finally:
-        await connection.close()

@@ -19,7 +19,7 @@ from pydantic.json_schema import models_json_schema
 from domain.events import EVENT_TYPES
 from handlers import wire
 from handlers.catalog import RPC
-from handlers.rpc import RPC_DELIVERY_LIMIT
+from handlers.rpc import RPC_REDELIVERY_LIMIT
 
 REF = "#/components/schemas/{model}"
 
@@ -106,10 +106,11 @@ def document() -> dict[str, Any]:
         channels[key] = {
             "address": queue,
             "description": (
-                f"RPC queue; caller: {spec.caller}. Publish to the default exchange. A quorum"
-                " queue: a request whose worker dies holding it is delivered at most"
-                f" {RPC_DELIVERY_LIMIT + 1} times (x-delivery-limit {RPC_DELIVERY_LIMIT}),"
-                " then dead-lettered to warden.dlq, as is one that expired waiting."
+                f"RPC queue; caller: {spec.caller}. Publish to the default exchange. A"
+                " request whose worker dies holding it is worked on at most"
+                f" {RPC_REDELIVERY_LIMIT + 1} times, then dead-lettered to warden.dlq, as is"
+                " one that expired waiting. Set message_id (or correlation_id): redeliveries"
+                " are counted by it."
             ),
             "messages": {"request": {"$ref": f"#/components/messages/{key}_request"}},
             "bindings": {

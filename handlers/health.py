@@ -9,7 +9,7 @@ from typing import Any
 from faststream.rabbit import RabbitRouter
 
 from handlers.app import Probe, WorkerDeps
-from handlers.rpc import Call, rpc
+from handlers.rpc import Call
 from handlers.wire import Empty
 
 PING_QUEUE = "warden.ping"
@@ -34,7 +34,7 @@ async def check(probe: Probe) -> dict[str, Any]:
 def router(deps: WorkerDeps) -> RabbitRouter:
     r = RabbitRouter()
 
-    @rpc(r, PING_QUEUE, deps.prefetch)
+    @deps.rpc(r, PING_QUEUE, idempotent=False)
     async def ping(call: Call[Empty]) -> dict[str, Any]:
         """Readiness ping: the worker's view of Postgres and Redis."""
         names = list(deps.probes)

@@ -9,6 +9,11 @@ MESSAGES = Counter(
     "RPC messages handled, by queue and outcome (status)",
     ["queue", "status"],
 )
+REDELIVERED_TOO_OFTEN = Counter(
+    "warden_worker_requests_dead_lettered_total",
+    "RPC requests rejected unworked to warden.dlq after too many redeliveries, by queue",
+    ["queue"],
+)
 HANDLING = Histogram(
     "warden_worker_handling_seconds",
     "Time to handle one RPC message, by queue",

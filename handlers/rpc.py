@@ -7,10 +7,11 @@ would only time out. Every outcome, a fault included, is the contract's envelope
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar, cast
+from typing import Any, Generic, Protocol, TypeVar, cast
 
 import aiormq
 import orjson
@@ -18,8 +19,7 @@ import structlog
 from aio_pika import IncomingMessage
 from faststream import AckPolicy
 from faststream.message import StreamMessage
-from faststream.rabbit import Channel, QueueType, RabbitQueue, RabbitRouter
-from faststream.rabbit.schemas.queue import QuorumQueueArgs
+from faststream.rabbit import Channel, RabbitQueue, RabbitRouter
 from pamqp.commands import Basic
 from pydantic import BaseModel, ValidationError
 
@@ -40,13 +40,9 @@ log = structlog.get_logger("warden.worker")
 M = TypeVar("M", bound=BaseModel)
 B = TypeVar("B")
 DEAD_LETTER_EXCHANGE = "warden.dlx"
-# A handler never raises, so a request goes back to its queue only when its worker died
-# (or lost its channel) while working on it: two more tries, then warden.dlq.
-RPC_DELIVERY_LIMIT = 2
-RPC_QUEUE_ARGS: QuorumQueueArgs = {
-    "x-delivery-limit": RPC_DELIVERY_LIMIT,
-    "x-dead-letter-exchange": DEAD_LETTER_EXCHANGE,
-}
+# A handler never raises, so a request goes back to its queue only when its worker died (or
+# lost its channel) while holding it: two more deliveries, then warden.dlq.
+RPC_REDELIVERY_LIMIT = 2
 DEADLINE_HEADER = "x-deadline"  # epoch milliseconds after which the caller no longer waits
 
 
@@ -193,9 +189,19 @@ async def whole_message(message: StreamMessage[Any]) -> StreamMessage[Any]:
 
 
 def rpc_queue(name: str) -> RabbitQueue:
-    """A quorum queue: RabbitMQ counts each request's deliveries and dead-letters it after
-    RPC_DELIVERY_LIMIT redeliveries, so a request that kills its worker cannot loop."""
-    return RabbitQueue(name, durable=True, queue_type=QueueType.QUORUM, arguments=RPC_QUEUE_ARGS)
+    """A classic queue: requests are transient (they expire with their caller's patience), so
+    nothing is written to disk for them. Redeliveries are bounded by the worker (see rpc)."""
+    return RabbitQueue(
+        name, durable=True, arguments={"x-dead-letter-exchange": DEAD_LETTER_EXCHANGE}
+    )
+
+
+class RedeliveryCounter(Protocol):
+    """Counts the redeliveries of one request, across workers."""
+
+    async def count(self, queue: str, message_id: str) -> int:
+        """This redelivery's number: 1 for the first time the request came back."""
+        ...
 
 
 def rpc(
@@ -204,12 +210,15 @@ def rpc(
     prefetch: int,
     idempotency: Idempotency | None = None,
     reply: Callable[[Any], Any] | None = None,
+    redeliveries: RedeliveryCounter | None = None,
 ) -> Callable[[UseCase], UseCase]:
     """Register `use_case` as the subscriber of `queue`, replying with the envelope.
 
     The request model comes from the catalogue, which the interface documents read too.
     `reply`, for a use case that changes Postgres, renders its outcome as the reply's data:
     the reply to an idempotent request is then kept in the change's own transaction.
+    A request redelivered more than RPC_REDELIVERY_LIMIT times (counted by `redeliveries`)
+    is rejected unworked and dead-lettered: a request that kills workers cannot loop.
     """
     model = RPC[queue].request
 
@@ -219,6 +228,10 @@ def rpc(
             answer, keep = _rendered(use_case, reply), _keeper(reply)
 
         async def handler(message: Any) -> None:
+            raw = message.raw_message
+            if raw.redelivered and redeliveries is not None and await _too_often(raw):
+                await message.reject()  # to warden.dlq, with x-death saying where from
+                return
             headers = message.headers or {}
             envelope = await serve(queue, model, answer, message.body, headers, idempotency, keep)
             try:
@@ -229,6 +242,19 @@ def rpc(
                 with contextlib.suppress(Exception):
                     await message.reject()
                 raise
+
+        async def _too_often(raw: IncomingMessage) -> bool:
+            assert redeliveries is not None
+            key = raw.message_id or raw.correlation_id or hashlib.sha256(raw.body).hexdigest()
+            try:
+                count = await redeliveries.count(queue, key)
+            except Exception:  # no count without Redis: the request is worked on as usual
+                return False
+            if count <= RPC_REDELIVERY_LIMIT:
+                return False
+            metrics.REDELIVERED_TOO_OFTEN.labels(queue).inc()
+            log.warning("request dead-lettered", queue=queue, deliveries=count + 1)
+            return True
 
         handler.__name__ = queue.replace(".", "_")
         handler.__doc__ = use_case.__doc__

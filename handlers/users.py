@@ -11,7 +11,7 @@ from domain.errors import FieldError, ValidationFailed
 from domain.listing import AuditQuery, Sort, UserKey, UserQuery
 from domain.model import User, UserChanges
 from handlers.app import WorkerDeps
-from handlers.rpc import Call, no_content, rpc
+from handlers.rpc import Call, no_content
 from handlers.views import audit_page_body, user_body, user_page_body
 from handlers.wire import (
     AuditListQuery,
@@ -40,7 +40,7 @@ def router(deps: WorkerDeps) -> RabbitRouter:
     r = RabbitRouter()
     auth, accounts, cursors = deps.auth, deps.accounts, deps.cursors
 
-    @rpc(r, "warden.users.register", deps.login_prefetch, deps.idempotency, reply=user_body)
+    @deps.rpc(r, "warden.users.register", bcrypt=True, reply=user_body)
     async def register(call: Call[RegisterRequest]) -> User:
         """Register a new user (anyone)."""
         b = call.body
@@ -48,18 +48,18 @@ def router(deps: WorkerDeps) -> RabbitRouter:
             RegisterUser(str(b.email), b.username, b.password, b.full_name)
         )
 
-    @rpc(r, "warden.users.me", deps.prefetch, deps.idempotency)
+    @deps.rpc(r, "warden.users.me")
     async def me(call: Call[Empty]) -> dict[str, Any]:
         """The caller's own user (bearer)."""
         return user_body((await auth.authenticate(call.authorization)).user)
 
-    @rpc(r, "warden.users.update_me", deps.prefetch, deps.idempotency, reply=user_body)
+    @deps.rpc(r, "warden.users.update_me", reply=user_body)
     async def update_me(call: Call[UpdateMeRequest]) -> User:
         """Change the caller's email, username or full name (bearer)."""
         principal = await auth.authenticate(call.authorization)
         return await accounts.update_me(principal, changes_of(call.body))
 
-    @rpc(r, "warden.users.change_password", deps.login_prefetch, deps.idempotency, no_content)
+    @deps.rpc(r, "warden.users.change_password", bcrypt=True, reply=no_content)
     async def change_password(call: Call[ChangePasswordRequest]) -> None:
         """Change the caller's password; the caller's other sessions end (bearer)."""
         principal = await auth.authenticate(call.authorization)
@@ -68,7 +68,7 @@ def router(deps: WorkerDeps) -> RabbitRouter:
             principal, ChangePassword(b.current_password, b.new_password)
         )
 
-    @rpc(r, "warden.users.list", deps.prefetch, deps.idempotency)
+    @deps.rpc(r, "warden.users.list")
     async def list_users(call: Call[ListUsersQuery]) -> dict[str, Any]:
         """A page of users, keyset-paged, filtered and sorted (superuser)."""
         principal = await auth.authenticate(call.authorization)
@@ -80,26 +80,26 @@ def router(deps: WorkerDeps) -> RabbitRouter:
         page = await accounts.list_users(principal, query)
         return user_page_body(page, cursors, query.fingerprint())
 
-    @rpc(r, "warden.users.get", deps.prefetch, deps.idempotency)
+    @deps.rpc(r, "warden.users.get")
     async def get_user(call: Call[UserIdMessage]) -> dict[str, Any]:
         """One user by id (superuser, or the user itself)."""
         principal = await auth.authenticate(call.authorization)
         return user_body(await accounts.get_user(principal, call.body.id))
 
-    @rpc(r, "warden.users.update", deps.prefetch, deps.idempotency, reply=user_body)
+    @deps.rpc(r, "warden.users.update", reply=user_body)
     async def update_user(call: Call[UpdateUserMessage]) -> User:
         """Change any user, including is_active and is_superuser (superuser)."""
         principal = await auth.authenticate(call.authorization)
         changes = changes_of(call.body, exclude={"id"})
         return await accounts.update_user(principal, call.body.id, changes)
 
-    @rpc(r, "warden.users.delete", deps.prefetch, deps.idempotency, no_content)
+    @deps.rpc(r, "warden.users.delete", reply=no_content)
     async def delete_user(call: Call[UserIdMessage]) -> None:
         """Delete a user; its sessions end at once (superuser)."""
         principal = await auth.authenticate(call.authorization)
         await accounts.delete_user(principal, call.body.id)
 
-    @rpc(r, "warden.audit.list", deps.prefetch, deps.idempotency)
+    @deps.rpc(r, "warden.audit.list")
     async def list_audit(call: Call[AuditListQuery]) -> dict[str, Any]:
         """A page of the audit log, newest first (superuser)."""
         principal = await auth.authenticate(call.authorization)

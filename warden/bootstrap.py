@@ -137,6 +137,7 @@ def build_broker(settings: Settings, services: Services) -> RabbitBroker:
     from handlers.app import WorkerDeps, include_routers
     from handlers.events import audit_router
     from storage.audit import SqlAlchemyAuditLog
+    from storage.redis_store import RedisRedeliveryCounter
 
     broker = RabbitBroker(
         settings.amqp_url.get_secret_value(),
@@ -160,6 +161,7 @@ def build_broker(settings: Settings, services: Services) -> RabbitBroker:
         prefetch=settings.worker_prefetch,
         login_prefetch=settings.worker_login_prefetch,
         idempotency=services.idempotency,
+        redeliveries=RedisRedeliveryCounter(services.redis),
     )
     include_routers(broker, deps)
 
@@ -183,7 +185,7 @@ def asyncpg_dsn(settings: Settings) -> str:
 @contextlib.asynccontextmanager
 async def running_worker(settings: Settings) -> AsyncIterator[Services]:
     """One worker: subscribers consuming and the outbox relay publishing, until the block ends."""
-    from handlers.app import adopt_rpc_queues, declare_topology
+    from handlers.app import declare_topology
     from handlers.events import OutboxRelay
     from storage.outbox import PostgresOutboxSource
 
@@ -193,7 +195,6 @@ async def running_worker(settings: Settings) -> AsyncIterator[Services]:
     relay_task: asyncio.Task[None] | None = None
     try:
         await connect_when_reachable(broker)
-        await adopt_rpc_queues(settings.amqp_url.get_secret_value())
         await declare_topology(broker)
         await broker.start()
         relay_task = asyncio.create_task(relay.run(), name="outbox-relay")

@@ -1,8 +1,10 @@
-"""The RPC queues on the real broker: quorum queues that dead-letter a request after a bounded
-number of deliveries, and the start-up step that replaces an earlier version's classic queues.
+"""Requests that come back to their queue: the worker works on a request at most
+RPC_REDELIVERY_LIMIT + 1 times, then rejects it unworked to warden.dlq.
 
-No worker consumes here: the test stands in for a worker that dies while it holds a request
-(its unacknowledged delivery goes back to the queue), on a vhost of this module's own.
+A request comes back only when the worker holding it died. Here the test takes each request
+first and returns it unacknowledged (what a dead worker's channel does), so the worker of this
+module's own vhost receives it marked redelivered; the earlier deaths of a request that has
+already killed workers are stood in for by its count in Redis.
 """
 
 from __future__ import annotations
@@ -13,43 +15,60 @@ import uuid
 from collections.abc import AsyncIterator
 
 import aio_pika
-import pytest
+import orjson
 import pytest_asyncio
-from faststream.rabbit import RabbitBroker
+import redis.asyncio as aioredis
 
-from handlers.app import adopt_rpc_queues, declare_topology
-from handlers.rpc import RPC_DELIVERY_LIMIT, rpc_queue
+from handlers.rpc import RPC_REDELIVERY_LIMIT
+from storage.redis_store import REDELIVERIES
+from tests.conftest import make_settings
 from tests.support.infra import Urls, own_vhost
+from warden.bootstrap import running_worker
+from warden.settings import Settings
 
 QUEUE = "warden.users.me"
 WITHIN = 20.0
 
 
 @pytest_asyncio.fixture
-async def vhost(urls: Urls) -> AsyncIterator[str]:
+async def isolated(urls: Urls, database: str) -> AsyncIterator[Settings]:
     with own_vhost(urls.amqp) as amqp_url:
-        yield amqp_url
+        settings = make_settings(urls, amqp_url=amqp_url)
+        async with running_worker(settings):
+            pass  # declares the queues, then goes away: the requests wait for the next one
+        yield settings
 
 
 @pytest_asyncio.fixture
-async def channel(vhost: str) -> AsyncIterator[aio_pika.abc.AbstractChannel]:
-    connection = await aio_pika.connect(vhost, timeout=10)
+async def channel(isolated: Settings) -> AsyncIterator[aio_pika.abc.AbstractChannel]:
+    connection = await aio_pika.connect(isolated.amqp_url.get_secret_value(), timeout=10)
     try:
         yield await connection.channel()
     finally:
         await connection.close()
 
 
-async def request(channel: aio_pika.abc.AbstractChannel, message_id: str) -> None:
-    message = aio_pika.Message(b"{}", message_id=message_id, correlation_id=message_id)
-    await channel.default_exchange.publish(message, routing_key=QUEUE)
+async def returned_once(
+    channel: aio_pika.abc.AbstractChannel, reply_to: str, message_ids: list[str]
+) -> None:
+    """Publish requests, then take each and give it back unacknowledged: now redelivered."""
+    for message_id in message_ids:
+        message = aio_pika.Message(
+            b"{}", message_id=message_id, correlation_id=message_id, reply_to=reply_to
+        )
+        await channel.default_exchange.publish(message, routing_key=QUEUE)
+    taken = [await next_message(channel, QUEUE) for _ in message_ids]
+    assert [m.message_id for m in taken if m is not None] == message_ids
+    for m in taken:
+        assert m is not None
+        await m.nack(requeue=True)
 
 
-async def next_delivery(
+async def next_message(
     channel: aio_pika.abc.AbstractChannel, name: str
 ) -> aio_pika.abc.AbstractIncomingMessage | None:
     queue = await channel.get_queue(name, ensure=False)
-    deadline = time.monotonic() + 2
+    deadline = time.monotonic() + WITHIN
     while time.monotonic() < deadline:
         message = await queue.get(fail=False, no_ack=False)
         if message is not None:
@@ -58,58 +77,35 @@ async def next_delivery(
     return None
 
 
-async def test_a_request_that_keeps_killing_its_worker_is_dead_lettered(
-    vhost: str, channel: aio_pika.abc.AbstractChannel
+async def test_a_request_that_keeps_coming_back_is_dead_lettered_unworked(
+    isolated: Settings, channel: aio_pika.abc.AbstractChannel
 ) -> None:
-    await adopt_rpc_queues(vhost)
-    broker = RabbitBroker(vhost)
-    await broker.connect()
+    replies = await channel.declare_queue(exclusive=True)
+    survivor, poison = uuid.uuid4().hex, uuid.uuid4().hex
+    client = aioredis.from_url(isolated.redis_url.get_secret_value())
     try:
-        await declare_topology(broker)
+        # The poison request already killed its worker on its first delivery and on every
+        # redelivery the limit allows.
+        await client.set(f"{REDELIVERIES}{QUEUE}:{poison}", RPC_REDELIVERY_LIMIT)
+        await returned_once(channel, replies.name, [survivor, poison])
+
+        async with running_worker(isolated):
+            reply = await next_message(channel, replies.name)
+            dead = await next_message(channel, "warden.dlq")
+            await asyncio.sleep(0.5)  # time for a (wrong) second reply to arrive
+            assert await replies.get(fail=False) is None  # the poison got no reply
+
+        assert reply is not None  # a request back once is worked on as usual
+        assert reply.correlation_id == survivor
+        assert orjson.loads(reply.body)["error"]["status"] == 401
+        assert await client.get(f"{REDELIVERIES}{QUEUE}:{survivor}") == b"1"
+        assert 0 < await client.ttl(f"{REDELIVERIES}{QUEUE}:{survivor}") <= 3600
+
+        assert dead is not None
+        assert dead.message_id == poison
+        headers = dead.headers or {}
+        assert headers["x-first-death-queue"] == QUEUE
+        assert headers["x-first-death-reason"] == "rejected"
+        await dead.ack()
     finally:
-        await broker.stop()
-    poison = uuid.uuid4().hex
-    await request(channel, poison)
-
-    deliveries = 0
-    while (message := await next_delivery(channel, QUEUE)) is not None:
-        assert message.message_id == poison
-        deliveries += 1
-        await message.nack(requeue=True)  # what a worker's death does to its delivery
-        assert deliveries <= RPC_DELIVERY_LIMIT + 1, "the request keeps coming back"
-    assert deliveries == RPC_DELIVERY_LIMIT + 1  # the first delivery and its redeliveries
-
-    dead = await next_delivery(channel, "warden.dlq")
-    assert dead is not None
-    assert dead.message_id == poison
-    headers = dead.headers or {}
-    assert (headers["x-first-death-queue"], headers["x-first-death-reason"]) == (
-        QUEUE,
-        "delivery_limit",
-    )
-    await dead.ack()
-
-
-async def test_an_earlier_versions_classic_queue_is_replaced_and_adoption_is_idempotent(
-    vhost: str, channel: aio_pika.abc.AbstractChannel
-) -> None:
-    await channel.declare_queue(QUEUE, durable=True)  # as Warden 0.1 declared it
-    await request(channel, "stale")
-    quorum = dict(rpc_queue(QUEUE).arguments or {})
-    probe = await aio_pika.connect(vhost, timeout=10)
-    try:
-        with pytest.raises(aio_pika.exceptions.ChannelPreconditionFailed):
-            await (await probe.channel()).declare_queue(QUEUE, durable=True, arguments=quorum)
-    finally:
-        await probe.close()
-
-    await adopt_rpc_queues(vhost)
-    queue = await channel.declare_queue(QUEUE, durable=True, arguments=quorum)  # no 406 now
-    assert queue.declaration_result.message_count == 0  # the stale request went with it
-
-    await request(channel, "kept")
-    await adopt_rpc_queues(vhost)  # a second worker starting: nothing to replace
-    kept = await next_delivery(channel, QUEUE)
-    assert kept is not None
-    assert kept.message_id == "kept"
-    await kept.ack()
+        await client.aclose()
