@@ -5,36 +5,47 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+import orjson
 from sqlalchemy import select
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from domain.listing import AuditEntry, AuditPage, AuditQuery
+from storage.lone import LoneStatements
 from storage.tables import audit_log
 
 
-class SqlAlchemyAuditLog:
-    """AuditLog over one connection; `store` is idempotent on the event id."""
+class PostgresAuditWriter:
+    """Where the audit consumer stores events: one lone statement each, idempotent on the id."""
 
-    def __init__(self, conn: AsyncConnection) -> None:
-        self._conn = conn
+    def __init__(self, lone: LoneStatements) -> None:
+        self._lone = lone
 
     async def store(self, cloudevent: dict[str, Any]) -> bool:
         """Store one CloudEvent; False when it was stored before (a redelivery)."""
         subject = cloudevent.get("subject")
-        stmt = (
-            insert(audit_log)
-            .values(
-                event_id=cloudevent["id"],
-                type=cloudevent["type"],
-                user_id=int(subject) if subject is not None else None,
-                time=datetime.fromisoformat(cloudevent["time"]),
-                data=cloudevent.get("data") or {},
-            )
-            .on_conflict_do_nothing(index_elements=["event_id"])
+        status = await self._lone.execute(
+            _STORE,
+            cloudevent["id"],
+            cloudevent["type"],
+            int(subject) if subject is not None else None,
+            datetime.fromisoformat(cloudevent["time"]),
+            orjson.dumps(cloudevent.get("data") or {}).decode(),
         )
-        result = await self._conn.execute(stmt)
-        return bool(result.rowcount)
+        return status == "INSERT 0 1"
+
+
+_STORE = """
+INSERT INTO audit_log (event_id, type, user_id, time, data)
+VALUES ($1::uuid, $2, $3, $4, $5::jsonb)
+ON CONFLICT (event_id) DO NOTHING
+"""
+
+
+class SqlAlchemyAuditLog:
+    """AuditLog over one connection: the pages GET /audit reads."""
+
+    def __init__(self, conn: AsyncConnection) -> None:
+        self._conn = conn
 
     async def list(self, query: AuditQuery) -> AuditPage:
         stmt = select(audit_log).order_by(audit_log.c.id.desc()).limit(query.limit + 1)

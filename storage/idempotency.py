@@ -132,6 +132,11 @@ _KEEP = text(
 )
 
 
+def recording_reply() -> bool:
+    """Whether a change committed now must keep its request's reply with it."""
+    return _RECORDING.get() is not None
+
+
 async def keep_reply(conn: AsyncConnection, outcome: object) -> None:
     """Inside a committing transaction: write the reply of the request being recorded, if any."""
     recording = _RECORDING.get()

@@ -7,11 +7,13 @@ import contextlib
 from typing import Any
 
 import asyncpg
+import orjson
 import structlog
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from domain.events import Event
+from storage.lone import LoneStatements
 from storage.tables import outbox
 
 OUTBOX_CHANNEL = "warden_outbox"
@@ -27,10 +29,36 @@ class SqlAlchemyEventOutbox:
         self.pending.append(event)
 
     async def flush(self, conn: AsyncConnection) -> None:
+        """Insert the pending events in the unit's transaction."""
         if not self.pending:
             return
+        await conn.execute(outbox.insert(), self._rows())
+        # Wakes the relay at commit (NOTIFY is delivered only if the transaction commits).
+        await conn.execute(text(f"NOTIFY {OUTBOX_CHANNEL}"))
+        self.pending.clear()
+
+    async def flush_alone(self, lone: LoneStatements) -> None:
+        """Insert the pending events as one statement of their own, the NOTIFY with them.
+
+        For a unit of work that changed nothing else (a login, a logout): the statement is
+        its own transaction, so the events and the wake-up commit together, in one round trip.
+        """
+        if not self.pending:
+            return
+        rows = self._rows()
+        await lone.execute(
+            _APPEND,
+            [r["event_id"] for r in rows],
+            [r["type"] for r in rows],
+            [r["user_id"] for r in rows],
+            [orjson.dumps(r["payload"]).decode() for r in rows],
+            OUTBOX_CHANNEL,
+        )
+        self.pending.clear()
+
+    def _rows(self) -> list[dict[str, Any]]:
         request_id = structlog.contextvars.get_contextvars().get("request_id")
-        rows = [
+        return [
             {
                 "event_id": e.id,
                 "type": e.type,
@@ -39,10 +67,19 @@ class SqlAlchemyEventOutbox:
             }
             for e in self.pending
         ]
-        await conn.execute(outbox.insert(), rows)
-        # Wakes the relay at commit (NOTIFY is delivered only if the transaction commits).
-        await conn.execute(text(f"NOTIFY {OUTBOX_CHANNEL}"))
-        self.pending.clear()
+
+
+_APPEND = """
+WITH added AS (
+    INSERT INTO outbox (event_id, type, user_id, payload)
+    SELECT e, t, u, p::jsonb
+    FROM unnest($1::uuid[], $2::text[], $3::bigint[], $4::text[]) WITH ORDINALITY
+        AS rows (e, t, u, p, n)
+    ORDER BY n
+    RETURNING 1
+)
+SELECT pg_notify($5, '') FROM (SELECT 1 FROM added LIMIT 1) AS any_added
+"""
 
 
 RELAY_LOCK_ID = 0x5741_5245  # one relay publishes at a time: commit order is kept

@@ -2,10 +2,11 @@
 
 The transaction opens at the first statement that needs it, not on entry. A read of one
 user that comes before anything else (the whole of a bearer check, the start of a login)
-goes to the reader as a lone autocommit statement: under READ COMMITTED it sees what a
+goes out as a lone statement (storage.lone): under READ COMMITTED it sees what a
 transaction's first statement would, without the pool checkout, pre-ping, BEGIN and
 ROLLBACK round trips. Whatever follows it (a lock, a write, another read after those)
-runs in the transaction.
+runs in the transaction. A unit that wrote nothing but events (a login, a logout) commits
+them as one lone statement too.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from domain.errors import ServiceUnavailable
 from domain.listing import AuditPage, AuditQuery, UserPage, UserQuery
 from domain.model import NewUser, User, UserChanges
 from storage.audit import SqlAlchemyAuditLog
-from storage.idempotency import keep_reply
+from storage.idempotency import keep_reply, recording_reply
+from storage.lone import LoneStatements
 from storage.outbox import SqlAlchemyEventOutbox
 from storage.users import PostgresUserReader, SqlAlchemyUserRepository
 
@@ -38,9 +40,10 @@ _DRIVER_UNREACHABLE = (  # the link died, or Postgres is shutting down or starti
 class SqlAlchemyUnitOfWork:
     """UnitOfWork on a pooled connection, taken at first need; leaving without commit rolls back."""
 
-    def __init__(self, engine: AsyncEngine, reader: PostgresUserReader | None = None) -> None:
+    def __init__(self, engine: AsyncEngine, lone: LoneStatements | None = None) -> None:
         self._engine = engine
-        self._reader = reader
+        self._lone = lone
+        self._reader = None if lone is None else PostgresUserReader(lone)
         self._conn: AsyncConnection | None = None
         self._repository: SqlAlchemyUserRepository | None = None
 
@@ -76,6 +79,9 @@ class SqlAlchemyUnitOfWork:
     async def commit(self, outcome: object = None) -> None:
         if self._conn is None and not self.outbox.pending:
             return  # nothing was written
+        if self._conn is None and self._lone is not None and not recording_reply():
+            await self.outbox.flush_alone(self._lone)  # events only: one lone statement
+            return
         conn = await self.connection()
         await self.outbox.flush(conn)
         await keep_reply(conn, outcome)
@@ -189,11 +195,11 @@ def _is_connection_error(exc: BaseException) -> bool:
 
 
 class SqlAlchemyUnitOfWorkFactory:
-    """Opens units of work on one engine; a first lone read of a user goes to `reader`."""
+    """Opens units of work on one engine, with `lone` for the statements that stand alone."""
 
-    def __init__(self, engine: AsyncEngine, reader: PostgresUserReader | None = None) -> None:
+    def __init__(self, engine: AsyncEngine, lone: LoneStatements | None = None) -> None:
         self.engine = engine
-        self.reader = reader
+        self.lone = lone
 
     def __call__(self) -> SqlAlchemyUnitOfWork:
-        return SqlAlchemyUnitOfWork(self.engine, self.reader)
+        return SqlAlchemyUnitOfWork(self.engine, self.lone)

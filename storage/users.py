@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-import asyncpg
 from sqlalchemy import (
     ColumnElement,
     delete,
@@ -25,9 +23,10 @@ from sqlalchemy.engine import RowMapping
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from domain.errors import EmailTaken, ServiceUnavailable, UsernameTaken
+from domain.errors import EmailTaken, UsernameTaken
 from domain.listing import UserKey, UserPage, UserQuery, sort_value
 from domain.model import NewUser, User, UserChanges
+from storage.lone import LoneStatements
 from storage.tables import users
 
 # One constant lock id serialises every change that could remove the last active superuser.
@@ -208,71 +207,18 @@ _GET_BY_LOGIN = (
     " created_at, updated_at FROM users WHERE lower(username) = $1 OR lower(email) = $1"
     " ORDER BY (lower(username) = $1) DESC LIMIT 1"
 )
-# The connection broke or never came: answered as 503 (after one retry, for a stale one).
-_LOST = (
-    OSError,
-    TimeoutError,
-    asyncpg.InterfaceError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.exceptions.OperatorInterventionError,
-)
 
 
 class PostgresUserReader:
-    """Reads one user (by id, or by login) as a lone autocommit statement on an asyncpg pool.
+    """Reads one user (by id, or by login) as a lone statement: one round trip (storage.lone)."""
 
-    No BEGIN/ROLLBACK, no pre-ping and no SQLAlchemy layer: the read every bearer
-    request makes costs one round trip. Under READ COMMITTED a lone SELECT sees exactly
-    what the first statement of a transaction would. The pool opens at its first use, on
-    the running loop, and keeps at most `max_size` connections.
-    """
-
-    def __init__(self, dsn: str, max_size: int) -> None:
-        self._dsn = dsn
-        self._max_size = max_size
-        self._pool: asyncpg.Pool | None = None
-        self._opening = asyncio.Lock()
+    def __init__(self, lone: LoneStatements) -> None:
+        self._lone = lone
 
     async def get(self, user_id: int) -> User | None:
-        return await self._one(_GET_BY_ID, user_id)
-
-    async def get_by_login(self, login: str) -> User | None:
-        return await self._one(_GET_BY_LOGIN, login)
-
-    async def _one(self, query: str, arg: object) -> User | None:
-        try:
-            return await self._fetch(query, arg)
-        except _LOST:  # a pooled connection the server dropped: a read can simply retry
-            pass
-        try:
-            return await self._fetch(query, arg)
-        except _LOST as exc:
-            raise ServiceUnavailable("The database cannot be reached.") from exc
-
-    async def _fetch(self, query: str, arg: object) -> User | None:
-        pool = self._pool or await self._open()
-        row = await pool.fetchrow(query, arg)
+        row = await self._lone.fetchrow(_GET_BY_ID, user_id)
         return None if row is None else _to_user(row)
 
-    async def _open(self) -> asyncpg.Pool:
-        async with self._opening:
-            if self._pool is None:
-                self._pool = await asyncpg.create_pool(
-                    self._dsn,
-                    min_size=1,
-                    max_size=self._max_size,
-                    timeout=5,
-                    command_timeout=30,
-                    max_inactive_connection_lifetime=300,
-                    reset=_keep,
-                )
-            return self._pool
-
-    async def close(self) -> None:
-        if self._pool is not None:
-            pool, self._pool = self._pool, None
-            await pool.close()
-
-
-async def _keep(_: asyncpg.Connection) -> None:
-    """No reset on release: the reader leaves no session state behind (saves a round trip)."""
+    async def get_by_login(self, login: str) -> User | None:
+        row = await self._lone.fetchrow(_GET_BY_LOGIN, login)
+        return None if row is None else _to_user(row)

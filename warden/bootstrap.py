@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
 
     from handlers.idempotency import Idempotency
-    from storage.users import PostgresUserReader
+    from storage.lone import LoneStatements
 
 log = structlog.get_logger("warden")
 
@@ -51,7 +51,7 @@ class Services:
 
     settings: Settings
     engine: AsyncEngine
-    reader: PostgresUserReader
+    lone: LoneStatements
     redis: aioredis.Redis
     hasher: BcryptPasswordHasher
     auth: Auth
@@ -61,7 +61,7 @@ class Services:
 
     async def close(self) -> None:
         await self.engine.dispose()
-        await self.reader.close()
+        await self.lone.close()
         await self.redis.aclose()
         self.hasher.close()
 
@@ -70,9 +70,9 @@ def build_services(settings: Settings) -> Services:
     from handlers.idempotency import Idempotency
     from storage.db import make_engine
     from storage.idempotency import PostgresReplyLedger, RedisIdempotencyStore
+    from storage.lone import LoneStatements
     from storage.redis_store import RedisLoginThrottle, RedisSessionStore, make_redis
     from storage.uow import SqlAlchemyUnitOfWorkFactory
-    from storage.users import PostgresUserReader
 
     engine = make_engine(
         settings.database_url.get_secret_value(), settings.db_pool_size, settings.db_max_overflow
@@ -95,14 +95,15 @@ def build_services(settings: Settings) -> Services:
         client, settings.login_max_failures, settings.login_ip_max_failures, settings.login_window
     )
     # The bearer check's read of the user skips SQLAlchemy: see storage/uow.py.
-    reader = PostgresUserReader(asyncpg_dsn(settings), settings.db_pool_size)
-    uow = SqlAlchemyUnitOfWorkFactory(engine, reader)
+    # Hot single statements skip SQLAlchemy's transaction: see storage/lone.py.
+    lone = LoneStatements(asyncpg_dsn(settings), settings.db_pool_size)
+    uow = SqlAlchemyUnitOfWorkFactory(engine, lone)
     clock = UtcClock()
     lifetimes = TokenLifetimes(settings.access_token_ttl, settings.refresh_token_ttl)
     return Services(
         settings=settings,
         engine=engine,
-        reader=reader,
+        lone=lone,
         redis=client,
         hasher=hasher,
         auth=Auth(uow, hasher, tokens, sessions, throttle, clock, lifetimes),
@@ -136,7 +137,7 @@ def build_broker(settings: Settings, services: Services) -> RabbitBroker:
 
     from handlers.app import WorkerDeps, include_routers
     from handlers.events import audit_router
-    from storage.audit import SqlAlchemyAuditLog
+    from storage.audit import PostgresAuditWriter
     from storage.redis_store import RedisRedeliveryCounter
 
     broker = RabbitBroker(
@@ -165,11 +166,10 @@ def build_broker(settings: Settings, services: Services) -> RabbitBroker:
     )
     include_routers(broker, deps)
 
+    audit = PostgresAuditWriter(services.lone)
+
     async def store_event(event: dict[str, object]) -> bool:
-        # One INSERT .. ON CONFLICT is atomic by itself: no BEGIN and COMMIT round trips.
-        async with services.engine.connect() as conn:
-            conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
-            return await SqlAlchemyAuditLog(conn).store(event)
+        return await audit.store(event)
 
     broker.include_router(audit_router(store_event))
     return broker

@@ -22,7 +22,7 @@ import pytest_asyncio
 from sqlalchemy.engine import make_url
 
 from handlers.events import AUDIT_DELIVERY_LIMIT, AUDIT_QUEUE
-from storage.audit import SqlAlchemyAuditLog
+from storage.audit import PostgresAuditWriter
 from tests.conftest import make_settings
 from tests.support.infra import Urls, own_vhost
 from warden.bootstrap import running_worker
@@ -125,16 +125,16 @@ async def test_an_event_whose_storage_always_fails_is_retried_a_bounded_number_o
 ) -> None:
     poison = cloudevent()
     attempts = 0
-    store = SqlAlchemyAuditLog.store
+    store = PostgresAuditWriter.store
 
-    async def failing_store(self: SqlAlchemyAuditLog, event: dict[str, Any]) -> bool:
+    async def failing_store(self: PostgresAuditWriter, event: dict[str, Any]) -> bool:
         nonlocal attempts
         if event.get("id") != poison["id"]:
             return await store(self, event)
         attempts += 1
         raise RuntimeError("the audit log refuses this event")
 
-    monkeypatch.setattr(SqlAlchemyAuditLog, "store", failing_store)
+    monkeypatch.setattr(PostgresAuditWriter, "store", failing_store)
     await publish(channel, orjson.dumps(poison), poison["id"])
 
     message = await dead_lettered(channel, poison["id"])

@@ -9,6 +9,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import aio_pika
@@ -17,10 +18,16 @@ import pytest_asyncio
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from storage.audit import SqlAlchemyAuditLog
+from domain.events import Event
+from domain.model import UserView
+from storage.audit import PostgresAuditWriter
 from storage.db import make_engine
+from storage.lone import LoneStatements
+from storage.outbox import SqlAlchemyEventOutbox
 from storage.tables import audit_log, outbox
 from tests.conftest import PASSWORD, AmqpCaller, unique
+from warden.bootstrap import asyncpg_dsn
+from warden.settings import Settings
 
 WITHIN = 10.0  # generous: only to keep a broken test from hanging
 USER_FIELDS = {
@@ -152,17 +159,20 @@ async def test_a_published_event_leaves_the_outbox_and_is_audited_exactly_once(
 
 
 async def test_storing_one_cloudevent_twice_keeps_it_once(
-    amqp: AmqpCaller, tap: EventTap, engine: AsyncEngine
+    amqp: AmqpCaller, tap: EventTap, engine: AsyncEngine, settings: Settings
 ) -> None:
     user = await register(amqp)
     delivered = (await tap.wait_for("user.registered", str(user["id"]))).event
     await eventually(engine, audit_rows(delivered["id"]), 1)
     redelivery = delivered | {"id": str(uuid.uuid4())}
-    async with engine.begin() as conn:
-        audit = SqlAlchemyAuditLog(conn)
+    lone = LoneStatements(asyncpg_dsn(settings), 1)
+    try:
+        audit = PostgresAuditWriter(lone)
         assert await audit.store(delivered) is False  # the audit consumer stored it already
         assert await audit.store(redelivery) is True
         assert await audit.store(redelivery) is False
+    finally:
+        await lone.close()
     async with engine.connect() as conn:
         assert await conn.scalar(audit_rows(delivered["id"])) == 1
         assert await conn.scalar(audit_rows(redelivery["id"])) == 1
@@ -184,3 +194,27 @@ async def test_every_one_of_many_registrations_is_delivered_and_its_latency_prin
         f"p50 {statistics.median(ordered):.2f} ms, p90 {ordered[int(len(ordered) * 0.9)]:.2f} ms, "
         f"min {ordered[0]:.2f} ms, max {ordered[-1]:.2f} ms (negative: the event came first)"
     )
+
+
+async def test_events_committed_alone_go_out_in_order_in_one_statement(
+    amqp: AmqpCaller, tap: EventTap, settings: Settings
+) -> None:
+    """A unit of work that wrote only events (a login, a logout) commits them as one lone
+    statement with its NOTIFY: the relay wakes for them and keeps their order."""
+    user = await register(amqp)
+    now = datetime.now(UTC)
+    fields = {k: v for k, v in user.items() if k not in ("created_at", "updated_at")}
+    view = UserView(**fields, created_at=now, updated_at=now)
+    kinds = ["user.logged_in", "user.logged_out", "user.login_failed"]
+    outbox = SqlAlchemyEventOutbox()
+    for kind in kinds:
+        outbox.add(Event(kind, now, view, {"session_id": "s"}))
+    lone = LoneStatements(asyncpg_dsn(settings), 1)
+    try:
+        await outbox.flush_alone(lone)
+        await outbox.flush_alone(lone)  # nothing pending: nothing sent
+    finally:
+        await lone.close()
+    arrived = [await tap.wait_for(kind, str(user["id"])) for kind in kinds]
+    assert [a.at for a in arrived] == sorted(a.at for a in arrived)
+    assert outbox.pending == []
