@@ -17,17 +17,15 @@ import contextlib
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from storage.lone import LoneStatements
 from storage.redis_store import unavailable_on_error
-
-if TYPE_CHECKING:
-    from storage.uow import SqlAlchemyUnitOfWorkFactory
 
 PREFIX = "warden:idempotency:"
 PENDING_TTL = 10  # seconds a claim outlives its worker; a live worker renews it
@@ -79,14 +77,15 @@ class PostgresReplyLedger:
     its own task); a unit of work that commits meanwhile calls `keep_reply` before COMMIT.
     """
 
-    def __init__(self, units: SqlAlchemyUnitOfWorkFactory, ttl: int) -> None:
-        self._units = units
+    def __init__(self, lone: LoneStatements, ttl: int) -> None:
+        self._lone = lone
         self._ttl = ttl
 
     async def get(self, key: str) -> dict[str, Any] | None:
-        async with self._units() as uow:  # which answers 503 when Postgres is away
-            row = (await (await uow.connection()).execute(_GET, {"slot": key})).first()
-        return None if row is None else {"fp": row.fingerprint, "reply": row.reply}
+        row = await self._lone.fetchrow(_GET, key)
+        return (
+            None if row is None else {"fp": row["fingerprint"], "reply": orjson.loads(row["reply"])}
+        )
 
     @contextlib.contextmanager
     def recording(
@@ -108,9 +107,7 @@ class _Recording:
 
 
 _RECORDING: ContextVar[_Recording | None] = ContextVar("warden_reply_recording", default=None)
-_GET = text(
-    "SELECT fingerprint, reply FROM idempotent_replies WHERE slot = :slot AND expires_at > now()"
-)
+_GET = "SELECT fingerprint, reply FROM idempotent_replies WHERE slot = $1 AND expires_at > now()"
 # Each write also removes a few expired replies (never its own slot), so the table stays
 # bounded by the writes of one key lifetime without a sweeper.
 _KEEP = text(

@@ -112,7 +112,7 @@ def build_services(settings: Settings) -> Services:
         idempotency=Idempotency(
             RedisIdempotencyStore(client, settings.idempotency_ttl),
             _caller_of(tokens),
-            PostgresReplyLedger(uow, settings.idempotency_ttl),
+            PostgresReplyLedger(lone, settings.idempotency_ttl),
         ),
     )
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-import pytest
 import pytest_asyncio
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -13,8 +12,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from domain.model import NewUser
 from storage.db import make_engine
 from storage.idempotency import PostgresReplyLedger
+from storage.lone import LoneStatements
 from storage.uow import SqlAlchemyUnitOfWorkFactory
 from tests.conftest import unique
+from warden.bootstrap import asyncpg_dsn
+from warden.settings import Settings
 
 
 def keep(outcome: Any) -> dict[str, Any]:
@@ -28,9 +30,11 @@ async def engine(database: str) -> AsyncIterator[AsyncEngine]:
     await engine.dispose()
 
 
-@pytest.fixture
-def ledger(engine: AsyncEngine) -> PostgresReplyLedger:
-    return PostgresReplyLedger(SqlAlchemyUnitOfWorkFactory(engine), ttl=60)
+@pytest_asyncio.fixture
+async def ledger(settings: Settings) -> AsyncIterator[PostgresReplyLedger]:
+    lone = LoneStatements(asyncpg_dsn(settings), 2)
+    yield PostgresReplyLedger(lone, ttl=60)
+    await lone.close()
 
 
 def new_user() -> NewUser:
