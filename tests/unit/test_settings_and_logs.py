@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 
 import pytest
 import structlog
@@ -88,3 +89,14 @@ def test_configured_logging_writes_json_lines_without_secrets(
     assert lines[0]["event"] == "login"
     assert lines[0]["password"] == logs.REDACTED
     assert "hunter2" not in json.dumps(lines)
+
+
+def test_every_setting_is_in_the_readme_table() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    rows = {line for line in readme.splitlines() if line.startswith("| `WARDEN_")}
+    missing = [
+        name
+        for name in Settings.model_fields
+        if not any(f"`WARDEN_{name.upper()}`" in row for row in rows)
+    ]
+    assert missing == []
