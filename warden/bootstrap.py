@@ -215,7 +215,10 @@ async def running_worker(settings: Settings) -> AsyncIterator[Services]:
 async def connect_when_reachable(broker: RabbitBroker) -> None:
     """Connect, waiting for a broker that is not up yet (cancel to give up).
 
-    Refused credentials fail at once: waiting would not mend them.
+    Refused credentials fail at once: waiting would not mend them. Anything else is waited
+    out: besides a refused or reset connection, a port that accepts and closes before the
+    AMQP handshake (a broker starting up, a proxy before it) ends aiormq's frame reader with
+    a RuntimeError.
     """
     import aiormq
 
@@ -226,7 +229,7 @@ async def connect_when_reachable(broker: RabbitBroker) -> None:
             return
         except aiormq.exceptions.ProbableAuthenticationError:
             raise
-        except (ConnectionError, OSError) as exc:  # refused, reset, unreachable, timed out
+        except Exception as exc:
             log.warning("broker unreachable, waiting for it", error=type(exc).__name__)
         await asyncio.sleep(delay)
         delay = min(delay * 2, 5.0)
