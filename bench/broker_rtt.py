@@ -18,6 +18,8 @@ import uuid
 import aiormq
 from pamqp.commands import Basic
 
+from warden.settings import DEFAULT_URLS
+
 BODY = b"x" * 200
 WARMUP = 200
 
@@ -75,7 +77,7 @@ async def measure(
 async def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.broker_rtt", description=__doc__)
     parser.add_argument(
-        "--url", default=os.environ.get("WARDEN_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+        "--url", default=os.environ.get("WARDEN_AMQP_URL", DEFAULT_URLS["WARDEN_AMQP_URL"])
     )
     parser.add_argument("--sequential", type=int, default=2000)
     parser.add_argument("--parallel", type=int, default=4000)

@@ -48,12 +48,8 @@ from bench.perf_infra import (
 )
 from bench.perf_load import Load, Target, Wrk, bcrypt_ceiling, bearer, form_logins
 from bench.perf_table import Results, Side, cpu_lines, machine, table
+from warden.settings import DEFAULT_URLS
 
-DEFAULT_URLS = {
-    "WARDEN_DATABASE_URL": "postgresql+asyncpg://postgres:postgres@127.0.0.1:5432/warden",
-    "WARDEN_AMQP_URL": "amqp://guest:guest@127.0.0.1:5672/",
-    "WARDEN_REDIS_URL": "redis://127.0.0.1:6379/0",
-}
 ME = "/api/v1/users/me"
 WARMUP = 2  # seconds of load before each /users/me measurement, not counted
 

@@ -17,8 +17,9 @@ import asyncpg
 
 from domain.errors import ServiceUnavailable
 
-# The connection broke or never came: answered as 503 (after one retry, for a stale one).
-LOST = (
+# The database went away: the link broke or never came, or Postgres is shutting down or
+# starting up. Answered as 503, never as a fault of ours (a lone statement retries once).
+UNREACHABLE = (
     OSError,
     TimeoutError,
     asyncpg.InterfaceError,
@@ -52,11 +53,11 @@ class LoneStatements:
     async def _run(self, method: str, query: str, args: tuple[Any, ...]) -> Any:
         try:
             return await getattr(self._pool or await self._open(), method)(query, *args)
-        except LOST:  # a pooled connection the server dropped: once more, on another
+        except UNREACHABLE:  # a pooled connection the server dropped: once more, on another
             pass
         try:
             return await getattr(self._pool or await self._open(), method)(query, *args)
-        except LOST as exc:
+        except UNREACHABLE as exc:
             raise ServiceUnavailable("The database cannot be reached.") from exc
 
     async def close(self) -> None:

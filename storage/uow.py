@@ -15,7 +15,6 @@ import contextlib
 from collections.abc import Sequence
 from types import TracebackType
 
-import asyncpg
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from domain.errors import ServiceUnavailable
@@ -23,18 +22,9 @@ from domain.listing import AuditPage, AuditQuery, UserPage, UserQuery
 from domain.model import NewUser, User, UserChanges
 from storage.audit import SqlAlchemyAuditLog
 from storage.idempotency import keep_reply, recording_reply
-from storage.lone import LoneStatements
+from storage.lone import UNREACHABLE, LoneStatements
 from storage.outbox import SqlAlchemyEventOutbox
 from storage.users import PostgresUserReader, SqlAlchemyUserRepository
-
-# Errors that mean "the database is unreachable", answered as 503 rather than 500.
-_UNREACHABLE = (OSError, TimeoutError, ConnectionError)
-_DRIVER_UNREACHABLE = (  # the link died, or Postgres is shutting down or starting up
-    asyncpg.exceptions.PostgresConnectionError,
-    asyncpg.exceptions.AdminShutdownError,
-    asyncpg.exceptions.CrashShutdownError,
-    asyncpg.exceptions.CannotConnectNowError,
-)
 
 
 class SqlAlchemyUnitOfWork:
@@ -103,8 +93,6 @@ class SqlAlchemyUnitOfWork:
             return self._conn
         try:
             conn = await self._engine.connect()
-        except _UNREACHABLE as exc:
-            raise ServiceUnavailable("The database cannot be reached.") from exc
         except Exception as exc:
             if _is_connection_error(exc):
                 raise ServiceUnavailable("The database cannot be reached.") from exc
@@ -186,7 +174,7 @@ def _is_connection_error(exc: BaseException) -> bool:
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
-        if isinstance(current, (*_UNREACHABLE, *_DRIVER_UNREACHABLE, InterfaceError)):
+        if isinstance(current, (*UNREACHABLE, InterfaceError)):
             return True
         if isinstance(current, DBAPIError) and current.connection_invalidated:
             return True

@@ -23,6 +23,17 @@ from warden.settings import Settings
 from web.app import RPC_CLIENT
 
 PASSWORD = "correct horse battery"
+# What a user is on the wire (the contract's user object): never a hash.
+USER_FIELDS = {
+    "id",
+    "email",
+    "username",
+    "full_name",
+    "is_active",
+    "is_superuser",
+    "created_at",
+    "updated_at",
+}
 
 
 def unique(prefix: str = "u") -> str:

@@ -10,6 +10,12 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEV_JWT_SECRET = "warden-dev-secret-do-not-use-in-production"
 MIN_PRODUCTION_SECRET_BYTES = 32
+# The local services, by the variable that points elsewhere (tests and benchmarks read these).
+DEFAULT_URLS = {
+    "WARDEN_DATABASE_URL": "postgresql+asyncpg://postgres:postgres@127.0.0.1:5432/warden",
+    "WARDEN_AMQP_URL": "amqp://guest:guest@127.0.0.1:5672/",
+    "WARDEN_REDIS_URL": "redis://127.0.0.1:6379/0",
+}
 
 
 class Settings(BaseSettings):
@@ -17,11 +23,9 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="WARDEN_", env_file=".env", extra="ignore")
 
-    database_url: SecretStr = SecretStr(
-        "postgresql+asyncpg://postgres:postgres@127.0.0.1:5432/warden"
-    )
-    amqp_url: SecretStr = SecretStr("amqp://guest:guest@127.0.0.1:5672/")
-    redis_url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
+    database_url: SecretStr = SecretStr(DEFAULT_URLS["WARDEN_DATABASE_URL"])
+    amqp_url: SecretStr = SecretStr(DEFAULT_URLS["WARDEN_AMQP_URL"])
+    redis_url: SecretStr = SecretStr(DEFAULT_URLS["WARDEN_REDIS_URL"])
     env: Literal["dev", "test", "production"] = "dev"
     jwt_secret: SecretStr = SecretStr(DEV_JWT_SECRET)
     jwt_issuer: str = "warden"

@@ -330,6 +330,19 @@ async def workers(settings: Settings, logs: list[Path]) -> AsyncIterator[list[Wa
         await asyncio.gather(*(w.stop() for w in fleet))
 
 
+async def assert_recovered(http: aiohttp.ClientSession, refused: dict[str, str]) -> None:
+    """After the dependency's return: the refused registration goes through, readiness passes."""
+    outcome = await register_until_created(http, refused, RECOVERY)
+    assert outcome.user is not None, outcome.statuses
+    assert (await readiness(http))[0] == 200
+
+
+async def assert_one_user_each(database_url: str, *bodies: dict[str, str]) -> None:
+    """0 lost writes, 0 duplicate users."""
+    emails = [b["email"] for b in bodies]
+    assert await users_by_email(database_url, emails) == dict.fromkeys(emails, 1)
+
+
 # --- the tests -------------------------------------------------------------------------------
 
 
@@ -404,11 +417,8 @@ async def test_with_postgres_cut_requests_get_503_readiness_names_it_and_both_re
 
             proxy.restore()
             # The refused registration was never acknowledged; the caller sends it again.
-            outcome = await register_until_created(http, during, RECOVERY)
-            assert outcome.user is not None, outcome.statuses
-            assert (await readiness(http))[0] == 200
-    counts = await users_by_email(isolated.database, [before["email"], during["email"]])
-    assert counts == {before["email"]: 1, during["email"]: 1}
+            await assert_recovered(http, during)
+    await assert_one_user_each(isolated.database, before, during)
 
 
 async def test_a_database_connection_lost_mid_transaction_is_a_503_and_commits_nothing(
@@ -457,11 +467,8 @@ async def test_with_the_edge_cut_from_the_broker_requests_get_503_at_once_and_re
                     await assert_problem(r, 503, "service_unavailable")
 
             proxy.restore()
-            outcome = await register_until_created(http, during, RECOVERY)
-            assert outcome.user is not None, outcome.statuses
-            assert (await readiness(http))[0] == 200
-    counts = await users_by_email(isolated.database, [before["email"], during["email"]])
-    assert counts == {before["email"]: 1, during["email"]: 1}
+            await assert_recovered(http, during)
+    await assert_one_user_each(isolated.database, before, during)
 
 
 async def test_a_worker_killed_with_requests_in_flight_loses_and_duplicates_nothing(

@@ -8,19 +8,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.conftest import PASSWORD, unique
+from tests.conftest import PASSWORD, USER_FIELDS, unique
 from tests.e2e.test_edge_errors import assert_problem
 
-USER_FIELDS = {
-    "id",
-    "email",
-    "username",
-    "full_name",
-    "is_active",
-    "is_superuser",
-    "created_at",
-    "updated_at",
-}
 RFC3339_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
 SECRET_PASSWORD = "s3cret-never-echoed"
 

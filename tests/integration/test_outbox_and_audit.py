@@ -25,21 +25,11 @@ from storage.db import make_engine
 from storage.lone import LoneStatements
 from storage.outbox import SqlAlchemyEventOutbox
 from storage.tables import audit_log, outbox
-from tests.conftest import PASSWORD, AmqpCaller, unique
+from tests.conftest import PASSWORD, USER_FIELDS, AmqpCaller, unique
 from warden.bootstrap import asyncpg_dsn
 from warden.settings import Settings
 
 WITHIN = 10.0  # generous: only to keep a broken test from hanging
-USER_FIELDS = {
-    "id",
-    "email",
-    "username",
-    "full_name",
-    "is_active",
-    "is_superuser",
-    "created_at",
-    "updated_at",
-}
 
 
 @dataclass(frozen=True)

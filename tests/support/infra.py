@@ -20,11 +20,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import redis
 
-DEFAULTS = {
-    "WARDEN_DATABASE_URL": "postgresql+asyncpg://postgres:postgres@127.0.0.1:5432/warden",
-    "WARDEN_AMQP_URL": "amqp://guest:guest@127.0.0.1:5672/",
-    "WARDEN_REDIS_URL": "redis://127.0.0.1:6379/0",
-}
+from warden.settings import DEFAULT_URLS
 
 
 @dataclass(frozen=True)
@@ -55,7 +51,7 @@ def docker_available() -> bool:
 @contextlib.contextmanager
 def base_urls() -> Iterator[Urls]:
     """The configured services, with a testcontainer in place of any unreachable one."""
-    urls = {k: os.environ.get(k, v) for k, v in DEFAULTS.items()}
+    urls = {k: os.environ.get(k, v) for k, v in DEFAULT_URLS.items()}
     with contextlib.ExitStack() as stack:
         missing = [k for k, url in urls.items() if not reachable(url)]
         if missing and not docker_available():
