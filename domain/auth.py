@@ -100,7 +100,9 @@ class Auth:
         """Spend a refresh token for a new pair of the same session; a reused one revokes it."""
         claims = self._tokens.read_refresh(refresh_token)
         new_refresh_id = new_id()
-        outcome = await self._sessions.rotate(claims.session_id, claims.token_id, new_refresh_id)
+        outcome = await self._sessions.rotate(
+            claims.session_id, claims.user_id, claims.token_id, new_refresh_id
+        )
         if outcome is Rotation.MISSING:
             raise TokenRevoked
         async with self._uow() as uow:
@@ -140,7 +142,9 @@ class Auth:
 
     async def _verify(self, token: str) -> Principal:
         claims = self._tokens.read_access(token)
-        if not await self._sessions.is_active(claims.session_id):
+        # The session must be the token's user's: a token signed for another user with a
+        # session of one's own is refused as any dead session is.
+        if not await self._sessions.is_active(claims.session_id, claims.user_id):
             raise TokenRevoked
         async with self._uow() as uow:
             user = await uow.users.get(claims.user_id)

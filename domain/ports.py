@@ -57,10 +57,16 @@ class SessionStore(Protocol):
 
     async def create(self, user_id: int, session_id: str, refresh_id: str) -> None: ...
 
-    async def rotate(self, session_id: str, presented_id: str, new_id: str) -> Rotation:
-        """Atomically swap the session's refresh token; a spent one revokes the session."""
+    async def rotate(
+        self, session_id: str, user_id: int, presented_id: str, new_id: str
+    ) -> Rotation:
+        """Atomically swap the session's refresh token; a spent one revokes the session.
 
-    async def is_active(self, session_id: str) -> bool: ...
+        A session that is not `user_id`'s is MISSING and left as it is.
+        """
+
+    async def is_active(self, session_id: str, user_id: int) -> bool:
+        """True while the session is live and belongs to `user_id`."""
 
     async def revoke(self, session_id: str) -> None: ...
 

@@ -24,14 +24,17 @@ SESSION = "warden:session:"
 USER_SESSIONS = "warden:user-sessions:"
 FAILURES = "warden:login-failures:"
 
-# KEYS[1] session; ARGV: presented refresh id, new refresh id, ttl, user-sessions prefix.
+# KEYS[1] session; ARGV: the token's user id, presented refresh id, new refresh id, ttl,
+# user-sessions prefix. Another user's session is answered as a missing one and left alone:
+# a token signed for someone else must neither rotate nor revoke the owner's session.
 _ROTATE = """
-local current = redis.call('HGET', KEYS[1], 'rid')
-if not current then return 0 end
-if current == ARGV[1] then
-  redis.call('HSET', KEYS[1], 'rid', ARGV[2])
-  redis.call('EXPIRE', KEYS[1], ARGV[3])
-  redis.call('EXPIRE', ARGV[4] .. redis.call('HGET', KEYS[1], 'uid'), ARGV[3])
+local session = redis.call('HMGET', KEYS[1], 'uid', 'rid')
+local uid, current = session[1], session[2]
+if not current or uid ~= ARGV[1] then return 0 end
+if current == ARGV[2] then
+  redis.call('HSET', KEYS[1], 'rid', ARGV[3])
+  redis.call('EXPIRE', KEYS[1], ARGV[4])
+  redis.call('EXPIRE', ARGV[5] .. uid, ARGV[4])
   return 1
 end
 redis.call('DEL', KEYS[1])
@@ -101,15 +104,19 @@ class RedisSessionStore:
             pipe.expire(USER_SESSIONS + str(user_id), self._ttl)
             await pipe.execute()
 
-    async def rotate(self, session_id: str, presented_id: str, new_id: str) -> Rotation:
+    async def rotate(
+        self, session_id: str, user_id: int, presented_id: str, new_id: str
+    ) -> Rotation:
         async with unavailable_on_error():
             keys = [SESSION + session_id]
-            result = await self._rotate(keys, [presented_id, new_id, self._ttl, USER_SESSIONS])
+            args: list[str | int] = [str(user_id), presented_id, new_id, self._ttl, USER_SESSIONS]
+            result = await self._rotate(keys, args)
         return _ROTATIONS[int(result)]
 
-    async def is_active(self, session_id: str) -> bool:
+    async def is_active(self, session_id: str, user_id: int) -> bool:
         async with unavailable_on_error():
-            return bool(await self._redis.exists(SESSION + session_id))
+            owner = await self._redis.hget(SESSION + session_id, "uid")
+        return owner == str(user_id)
 
     async def revoke(self, session_id: str) -> None:
         async with unavailable_on_error():

@@ -68,7 +68,7 @@ async def test_a_new_session_and_the_users_session_set_expire(
     assert await client.smembers(USER_SESSIONS + str(uid)) == {sid}
     await assert_expiring(client, SESSION + sid, TTL)
     await assert_expiring(client, USER_SESSIONS + str(uid), TTL)
-    assert await store.is_active(sid)
+    assert await store.is_active(sid, uid)
 
 
 async def test_rotation_swaps_the_refresh_id_and_a_spent_id_revokes_the_session(
@@ -77,13 +77,13 @@ async def test_rotation_swaps_the_refresh_id_and_a_spent_id_revokes_the_session(
     uid, sid, first, second = user_id(), new_id(), new_id(), new_id()
     await store.create(uid, sid, first)
     await client.expire(SESSION + sid, 30)  # so the renewal on rotation shows
-    assert await store.rotate(sid, first, second) is Rotation.ROTATED
+    assert await store.rotate(sid, uid, first, second) is Rotation.ROTATED
     assert await client.hget(SESSION + sid, "rid") == second
     assert await client.ttl(SESSION + sid) > 30
     await assert_expiring(client, SESSION + sid, TTL)
-    assert await store.rotate(sid, first, new_id()) is Rotation.REUSED
-    assert not await store.is_active(sid)
-    assert await store.rotate(sid, second, new_id()) is Rotation.MISSING
+    assert await store.rotate(sid, uid, first, new_id()) is Rotation.REUSED
+    assert not await store.is_active(sid, uid)
+    assert await store.rotate(sid, uid, second, new_id()) is Rotation.MISSING
 
 
 async def test_of_twenty_concurrent_rotations_of_one_refresh_id_exactly_one_wins(
@@ -91,10 +91,24 @@ async def test_of_twenty_concurrent_rotations_of_one_refresh_id_exactly_one_wins
 ) -> None:
     uid, sid, presented = user_id(), new_id(), new_id()
     await store.create(uid, sid, presented)
-    outcomes = await asyncio.gather(*(store.rotate(sid, presented, new_id()) for _ in range(20)))
+    outcomes = await asyncio.gather(
+        *(store.rotate(sid, uid, presented, new_id()) for _ in range(20))
+    )
     # The first rotates; the next presents a spent id and revokes; the rest find no session.
     assert Counter(outcomes) == {Rotation.ROTATED: 1, Rotation.REUSED: 1, Rotation.MISSING: 18}
-    assert not await store.is_active(sid)
+    assert not await store.is_active(sid, uid)
+
+
+async def test_another_users_session_is_not_active_for_them_and_they_cannot_rotate_or_revoke_it(
+    store: RedisSessionStore, client: aioredis.Redis
+) -> None:
+    owner, other, sid, current = user_id(), user_id(), new_id(), new_id()
+    await store.create(owner, sid, current)
+    assert not await store.is_active(sid, other)
+    assert await store.rotate(sid, other, current, new_id()) is Rotation.MISSING
+    assert await store.rotate(sid, other, new_id(), new_id()) is Rotation.MISSING  # "spent"
+    assert await client.hgetall(SESSION + sid) == {"uid": str(owner), "rid": current}
+    assert await store.is_active(sid, owner)
 
 
 async def test_revoke_ends_one_session_and_leaves_the_users_others(
@@ -104,8 +118,8 @@ async def test_revoke_ends_one_session_and_leaves_the_users_others(
     await store.create(uid, ending, new_id())
     await store.create(uid, staying, new_id())
     await store.revoke(ending)
-    assert not await store.is_active(ending)
-    assert await store.is_active(staying)
+    assert not await store.is_active(ending, uid)
+    assert await store.is_active(staying, uid)
     assert await client.smembers(USER_SESSIONS + str(uid)) == {staying}
     await store.revoke(ending)  # twice is harmless
 
@@ -120,11 +134,11 @@ async def test_revoke_all_keeps_only_the_session_asked_for(
     bystander = new_id()
     await store.create(other_uid, bystander, new_id())
     await store.revoke_all(uid, keep=sids[1])
-    assert [await store.is_active(s) for s in sids] == [False, True, False]
+    assert [await store.is_active(s, uid) for s in sids] == [False, True, False]
     assert await client.smembers(USER_SESSIONS + str(uid)) == {sids[1]}
     await store.revoke_all(uid)
-    assert not await store.is_active(sids[1])
-    assert await store.is_active(bystander)
+    assert not await store.is_active(sids[1], uid)
+    assert await store.is_active(bystander, other_uid)
 
 
 # --- failed-login counters ---------------------------------------------------------------
@@ -175,7 +189,7 @@ async def test_a_burst_of_concurrent_calls_waits_for_connections_instead_of_fail
     # each must wait for a connection, not get a 503 for a Redis that is perfectly well.
     uid, sid = user_id(), new_id()
     await store.create(uid, sid, new_id())
-    answers = await asyncio.gather(*(store.is_active(sid) for _ in range(300)))
+    answers = await asyncio.gather(*(store.is_active(sid, uid) for _ in range(300)))
     assert answers == [True] * 300
 
 
@@ -207,9 +221,9 @@ async def test_an_unreachable_redis_is_service_unavailable_never_an_answer() -> 
     throttle = RedisLoginThrottle(redis, 3, 5, WINDOW)
     try:
         calls: list[Callable[[], Awaitable[object]]] = [
-            lambda: store.is_active(new_id()),
+            lambda: store.is_active(new_id(), 1),
             lambda: store.create(1, new_id(), new_id()),
-            lambda: store.rotate(new_id(), new_id(), new_id()),
+            lambda: store.rotate(new_id(), 1, new_id(), new_id()),
             lambda: store.revoke(new_id()),
             lambda: store.revoke_all(1),
             lambda: throttle.blocked_for("user:1", "192.0.2.1"),

@@ -359,10 +359,12 @@ class FakeSessionStore:
     async def create(self, user_id: int, session_id: str, refresh_id: str) -> None:
         self.sessions[session_id] = FakeSession(user_id, refresh_id)
 
-    async def rotate(self, session_id: str, presented_id: str, new_id: str) -> Rotation:
+    async def rotate(
+        self, session_id: str, user_id: int, presented_id: str, new_id: str
+    ) -> Rotation:
         session = self.sessions.get(session_id)
-        if session is None:
-            return Rotation.MISSING
+        if session is None or session.user_id != user_id:
+            return Rotation.MISSING  # another user's session is left untouched
         if presented_id != session.refresh_id:
             # Not the current token, so a spent one: someone holds a copy; end the session.
             del self.sessions[session_id]
@@ -370,8 +372,9 @@ class FakeSessionStore:
         session.refresh_id = new_id
         return Rotation.ROTATED
 
-    async def is_active(self, session_id: str) -> bool:
-        return session_id in self.sessions
+    async def is_active(self, session_id: str, user_id: int) -> bool:
+        session = self.sessions.get(session_id)
+        return session is not None and session.user_id == user_id
 
     async def revoke(self, session_id: str) -> None:
         self.sessions.pop(session_id, None)

@@ -105,6 +105,19 @@ async def test_a_token_of_an_inactive_user_is_revoked(
         await auth.authenticate(login.bearer)
 
 
+async def test_a_token_signed_for_another_user_with_ones_own_session_is_revoked(
+    auth: Auth, people: People, tokens: FakeTokenIssuer, clock: FakeClock, alice: User
+) -> None:
+    mallory = await people.sign_in(await people.add("mallory"))
+    # What a holder of the signing key could make: alice's id, mallory's live session.
+    forged = tokens.issue_access(alice.id, mallory.session_id, clock.now())
+
+    with pytest.raises(TokenRevoked):
+        await auth.authenticate(f"Bearer {forged}")
+    assert not (await auth.introspect(forged)).active
+    assert (await auth.authenticate(mallory.bearer)).user.username == "mallory"
+
+
 async def test_the_principal_carries_the_users_current_state_not_the_tokens(
     auth: Auth, accounts: Accounts, people: People
 ) -> None:

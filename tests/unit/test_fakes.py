@@ -50,10 +50,22 @@ async def test_the_session_store_accepts_only_the_newest_refresh_id() -> None:
     store = FakeSessionStore()
     await store.create(1, "s1", "r1")
 
-    assert await store.rotate("s1", "r1", "r2") is Rotation.ROTATED
-    assert await store.rotate("s1", "r1", "r3") is Rotation.REUSED
-    assert not await store.is_active("s1")
-    assert await store.rotate("s1", "r2", "r4") is Rotation.MISSING
+    assert await store.rotate("s1", 1, "r1", "r2") is Rotation.ROTATED
+    assert await store.rotate("s1", 1, "r1", "r3") is Rotation.REUSED
+    assert not await store.is_active("s1", 1)
+    assert await store.rotate("s1", 1, "r2", "r4") is Rotation.MISSING
+
+
+async def test_the_session_store_answers_for_another_users_session_as_for_none() -> None:
+    store = FakeSessionStore()
+    await store.create(1, "s1", "r1")
+
+    assert not await store.is_active("s1", 2)
+    assert await store.rotate("s1", 2, "r1", "r2") is Rotation.MISSING
+    assert await store.rotate("s1", 2, "spent", "r3") is Rotation.MISSING
+    # Neither rotated nor revoked: the owner's refresh token still works.
+    assert await store.is_active("s1", 1)
+    assert await store.rotate("s1", 1, "r1", "r4") is Rotation.ROTATED
 
 
 async def test_revoking_all_of_a_users_sessions_can_keep_one() -> None:

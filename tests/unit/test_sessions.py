@@ -165,7 +165,47 @@ async def test_a_refresh_for_a_user_no_longer_active_ends_a_session_left_open(
     with pytest.raises(TokenRevoked):
         await auth.refresh(login.pair.refresh_token)
 
-    assert not await sessions.is_active(login.session_id)
+    assert not await sessions.is_active(login.session_id, alice.id)
+
+
+async def test_a_refresh_token_signed_for_another_user_with_ones_own_session_is_revoked(
+    auth: Auth, people: People, tokens: FakeTokenIssuer, clock: FakeClock, alice: User
+) -> None:
+    mallory = await people.sign_in(await people.add("mallory"))
+    current = tokens.read_refresh(mallory.pair.refresh_token).token_id
+    forged = tokens.issue_refresh(alice.id, mallory.session_id, current, clock.now())
+
+    with pytest.raises(TokenRevoked):
+        await auth.refresh(forged)
+
+    # Mallory's session was neither rotated nor revoked by it.
+    assert (await auth.authenticate(mallory.bearer)).user.username == "mallory"
+    await auth.refresh(mallory.pair.refresh_token)
+
+
+@pytest.mark.parametrize("presented", ["current", "spent"])
+async def test_a_refresh_token_naming_another_users_session_leaves_that_session_alone(
+    auth: Auth,
+    people: People,
+    tokens: FakeTokenIssuer,
+    clock: FakeClock,
+    uow: FakeUnitOfWorkFactory,
+    alice: User,
+    presented: str,
+) -> None:
+    login = await people.sign_in(alice)
+    mallory = await people.add("mallory")
+    current = tokens.read_refresh(login.pair.refresh_token).token_id
+    token_id = current if presented == "current" else "a-spent-id"
+    forged = tokens.issue_refresh(mallory.id, login.session_id, token_id, clock.now())
+
+    with pytest.raises(TokenRevoked):
+        await auth.refresh(forged)
+
+    # Neither a rotation nor a reuse: alice's tokens go on working, and no reuse is told.
+    assert (await auth.authenticate(login.bearer)).user == alice
+    await auth.refresh(login.pair.refresh_token)
+    assert uow.events(events.USER_TOKEN_REUSE_DETECTED) == []
 
 
 async def test_an_access_token_is_no_refresh_token(auth: Auth, people: People, alice: User) -> None:
