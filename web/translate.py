@@ -95,7 +95,10 @@ def client_ip(request: web.Request, trusted: Networks) -> str | None:
     peer = request.remote
     if not peer or not trusted or not _trusted(peer, trusted):
         return peer
-    hops = [h.strip() for h in request.headers.get("X-Forwarded-For", "").split(",") if h.strip()]
+    # A proxy may add its own header line instead of appending to the last one: every line
+    # counts, in order (RFC 9110 5.3), or the hop it added would be missed.
+    forwarded = ",".join(request.headers.getall("X-Forwarded-For", []))
+    hops = [h.strip() for h in forwarded.split(",") if h.strip()]
     for hop in reversed(hops):
         if not _valid_ip(hop):
             return peer
