@@ -5,10 +5,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from domain import events
-from domain.errors import Forbidden, LastSuperuser, UserNotFound, WrongPassword
+from domain.auth import account_of
+from domain.errors import Forbidden, LastSuperuser, TooManyAttempts, UserNotFound, WrongPassword
 from domain.listing import AuditPage, AuditQuery, UserPage, UserQuery
 from domain.model import NewUser, Principal, User, UserChanges
-from domain.ports import Clock, PasswordHasher, SessionStore, UnitOfWork, UnitOfWorkFactory
+from domain.ports import (
+    Clock,
+    LoginThrottle,
+    PasswordHasher,
+    RegistrationThrottle,
+    SessionStore,
+    UnitOfWork,
+    UnitOfWorkFactory,
+)
 from domain.rules import normalize_email
 
 
@@ -20,6 +29,7 @@ class RegisterUser:
     username: str
     password: str
     full_name: str | None = None
+    client_ip: str | None = None  # without one, no per-address limit applies
 
 
 @dataclass(frozen=True)
@@ -29,6 +39,8 @@ class ChangePassword:
 
 
 SELF_EDITABLE = frozenset({"email", "username", "full_name"})
+WRONG_PASSWORDS = "Too many wrong passwords for this account; try again later."
+TOO_MANY_REGISTRATIONS = "Too many registrations from this address; try again later."
 
 
 class Accounts:
@@ -39,11 +51,15 @@ class Accounts:
         uow: UnitOfWorkFactory,
         hasher: PasswordHasher,
         sessions: SessionStore,
+        throttle: LoginThrottle,
+        registrations: RegistrationThrottle,
         clock: Clock,
     ) -> None:
         self._uow = uow
         self._hasher = hasher
         self._sessions = sessions
+        self._throttle = throttle
+        self._registrations = registrations
         self._clock = clock
 
     async def register(self, cmd: RegisterUser) -> User:
@@ -53,6 +69,7 @@ class Accounts:
             # Checked before hashing so a taken name costs no bcrypt; the unique
             # indexes still decide races between concurrent registrations.
             await uow.users.clash(email, cmd.username, exclude=None)
+        await self._admit_registration(cmd.client_ip)
         hashed = await self._hasher.hash(cmd.password)
         return await self.create(NewUser(email, cmd.username, hashed, cmd.full_name))
 
@@ -70,10 +87,21 @@ class Accounts:
         return await self._update(principal.user.id, _normalized(UserChanges(**own)))
 
     async def change_password(self, principal: Principal, cmd: ChangePassword) -> None:
-        """Set a new password; every other session of the user ends, this one goes on."""
+        """Set a new password; every other session of the user ends, this one goes on.
+
+        A wrong current password counts toward the account's login lockout (a stolen access
+        token must not buy unlimited password guesses), and a locked account's change is
+        refused like its logins, before any bcrypt.
+        """
         user = principal.user
+        account = account_of(user.id)
+        lockout = await self._throttle.lockout(account, None)
+        if lockout is not None:
+            raise TooManyAttempts(lockout.retry_after, WRONG_PASSWORDS)
         if not await self._hasher.verify(cmd.current_password, user.hashed_password):
+            await self._throttle.record_failure(account, None)
             raise WrongPassword
+        await self._throttle.clear(account)  # as a successful login does
         hashed = await self._hasher.hash(cmd.new_password)
         await self._sessions.revoke_all(user.id, keep=principal.claims.session_id)
         async with self._uow() as uow:
@@ -143,6 +171,14 @@ class Accounts:
         await self._sessions.revoke_all(user_id)
         await uow.commit(outcome)
         await self._sessions.revoke_all(user_id)
+
+    async def _admit_registration(self, client_ip: str | None) -> None:
+        """Count a registration about to cost a bcrypt hash against its address's limit."""
+        if client_ip is None:
+            return
+        wait = await self._registrations.admit(client_ip)
+        if wait:
+            raise TooManyAttempts(wait, TOO_MANY_REGISTRATIONS)
 
     def _record(self, uow: UnitOfWork, kind: str, user: User) -> None:
         uow.outbox.add(events.Event(kind, self._clock.now(), user.view()))

@@ -20,6 +20,7 @@ from domain.errors import (
 from domain.model import Introspection, Principal, TokenPair, User
 from domain.ports import (
     Clock,
+    Lockout,
     LoginThrottle,
     PasswordHasher,
     Rotation,
@@ -43,6 +44,11 @@ class LogIn:
 class TokenLifetimes:
     access: int
     refresh: int
+
+
+def account_of(user_id: int) -> str:
+    """The login throttle's account of a known user (an unknown login name has its own)."""
+    return f"user:{user_id}"
 
 
 def new_id() -> str:
@@ -75,11 +81,14 @@ class Auth:
         """Check the password, open a session and issue its first token pair."""
         async with self._uow() as uow:
             user = await uow.users.get_by_login(normalize_login(cmd.login))
-        account = f"user:{user.id}" if user else f"login:{normalize_login(cmd.login)}"
-        wait = await self._throttle.blocked_for(account, cmd.client_ip)
-        if wait:
-            await self._record_failure(user, cmd.client_ip, TooManyAttempts.code)
-            raise TooManyAttempts(wait)
+        account = account_of(user.id) if user else f"login:{normalize_login(cmd.login)}"
+        lockout = await self._throttle.lockout(account, cmd.client_ip)
+        if lockout is not None:
+            # One event per locked window, not one per refused try: a flood of refused
+            # logins must not become a flood of outbox and audit rows.
+            if await self._throttle.report_once(account, cmd.client_ip, lockout):
+                await self._record_lockout(user, cmd.client_ip, lockout)
+            raise TooManyAttempts(lockout.retry_after)
         if user is None:
             await self._hasher.burn(cmd.password)
         if user is None or not await self._hasher.verify(cmd.password, user.hashed_password):
@@ -168,6 +177,16 @@ class Auth:
 
     async def _record_failure(self, user: User | None, client_ip: str | None, reason: str) -> None:
         await self._record(events.USER_LOGIN_FAILED, user, {"reason": reason} | _ip(client_ip))
+
+    async def _record_lockout(
+        self, user: User | None, client_ip: str | None, lockout: Lockout
+    ) -> None:
+        extra = {
+            "reason": TooManyAttempts.code,
+            "attempts": lockout.failures,
+            "limited_by": lockout.limited_by,
+        }
+        await self._record(events.USER_LOGIN_FAILED, user, extra | _ip(client_ip))
 
     async def _record(self, kind: str, user: User | None, extra: dict[str, Any]) -> None:
         async with self._uow() as uow:

@@ -123,7 +123,7 @@ class InactiveUser(WardenError):
 
 
 class TooManyAttempts(WardenError):
-    """Too many failed logins for this account or address in the window."""
+    """Too many failed logins (or registrations) for this account or address in the window."""
 
     status = 429
     code = "too_many_attempts"

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
-from typing import Protocol
+from typing import Literal, Protocol
 
 from domain.events import Event
 from domain.listing import AuditPage, AuditQuery, UserPage, UserQuery
@@ -74,15 +75,35 @@ class SessionStore(Protocol):
         """Revoke every session of the user but `keep`."""
 
 
+@dataclass(frozen=True)
+class Lockout:
+    """A login refused by the throttle: the window whose limit refused it, and its state."""
+
+    retry_after: int  # seconds until that window ends
+    failures: int  # the failed logins counted in it
+    limited_by: Literal["account", "client_ip"]
+
+
 class LoginThrottle(Protocol):
     """Failed-login counters per account and per client address, shared by every worker."""
 
-    async def blocked_for(self, account: str, client_ip: str | None) -> int:
-        """Seconds until a login may be tried again; 0 when it may now."""
+    async def lockout(self, account: str, client_ip: str | None) -> Lockout | None:
+        """What refuses a login of the account from the address now; None when it may be tried."""
 
     async def record_failure(self, account: str, client_ip: str | None) -> None: ...
 
-    async def clear(self, account: str) -> None: ...
+    async def clear(self, account: str) -> None:
+        """Forget the account's failures, and that its lockout was reported."""
+
+    async def report_once(self, account: str, client_ip: str | None, lockout: Lockout) -> bool:
+        """True for only the first refusal in the lockout's window, across every worker."""
+
+
+class RegistrationThrottle(Protocol):
+    """Registrations that reach the password hashing, counted per client address."""
+
+    async def admit(self, client_ip: str) -> int:
+        """Count one from the address: 0 when it may go on, else seconds until one may."""
 
 
 class UserRepository(Protocol):

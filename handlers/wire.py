@@ -238,9 +238,27 @@ class LoggedInData(SessionEventData):
 
 
 class LoginFailedData(BaseModel):
+    """For too_many_attempts, one event per locked window (see `limited_by`), not per refusal."""
+
     user: UserOut | None = Field(description="Null when no such user exists.")
     reason: Literal["invalid_credentials", "inactive_user", "too_many_attempts"]
     client_ip: str | None = Field(default=None, description="Present when the caller gave one.")
+    attempts: int | None = Field(
+        default=None,
+        description=(
+            "On too_many_attempts only: the failed logins counted in the window that refused "
+            "this login, when the event was written."
+        ),
+        examples=[10],
+    )
+    limited_by: Literal["account", "client_ip"] | None = Field(
+        default=None,
+        description=(
+            "On too_many_attempts only: whose limit refused the login. The event is written "
+            "once per window of that limit: further refusals in it, for this account or "
+            "(client_ip) for any account from that address, write none."
+        ),
+    )
 
 
 D = TypeVar("D")

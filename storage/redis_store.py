@@ -1,4 +1,4 @@
-"""Redis adapters: live sessions and failed-login counters, shared by every worker.
+"""Redis adapters: live sessions, failed-login and registration counters, shared by every worker.
 
 Keys (every one has a TTL, so nothing grows without bound):
   warden:session:{sid}          hash {uid, rid}: a live session and its current refresh token id;
@@ -6,23 +6,32 @@ Keys (every one has a TTL, so nothing grows without bound):
   warden:user-sessions:{uid}    set of the user's session ids, for "revoke all"; same TTL
   warden:login-failures:account:{account}, warden:login-failures:ip:{address}
                                 failed-login counters; TTL = the login window from the first failure
+  warden:login-lockout-reported:account:{account}, warden:login-lockout-reported:ip:{address}
+                                set (NX) by the first refused login of a locked window, whose
+                                event it wrote; expires with that window's counter
+  warden:register-attempts:{address}
+                                registrations from one address that reached the hashing;
+                                TTL = the registration window from the first one
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Literal
 
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from domain.errors import ServiceUnavailable
-from domain.ports import Rotation
+from domain.ports import Lockout, Rotation
 
 SESSION = "warden:session:"
 USER_SESSIONS = "warden:user-sessions:"
 FAILURES = "warden:login-failures:"
+REPORTED = "warden:login-lockout-reported:"
+REGISTRATIONS = "warden:register-attempts:"
 
 # KEYS[1] session; ARGV: the token's user id, presented refresh id, new refresh id, ttl,
 # user-sessions prefix. Another user's session is answered as a missing one and left alone:
@@ -50,6 +59,17 @@ for _, sid in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   end
 end
 return 1
+"""
+
+# KEYS[1] a failure counter, KEYS[2] its reported-mark; ARGV: failures, fallback ttl (s).
+# The mark expires in the very millisecond its counter does: the next window reports anew,
+# and no refusal in this one can find the mark gone early.
+_REPORT_ONCE = """
+local left = redis.call('PTTL', KEYS[1])
+if left == -2 then return 0 end
+if left == -1 then left = tonumber(ARGV[2]) * 1000 end
+if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', left) then return 1 end
+return 0
 """
 
 _ROTATIONS = {0: Rotation.MISSING, 1: Rotation.ROTATED, 2: Rotation.REUSED}
@@ -142,38 +162,78 @@ class RedisLoginThrottle:
         self._max = max_failures
         self._ip_max = ip_max_failures
         self._window = window
+        self._report_once = client.register_script(_REPORT_ONCE)
 
-    async def blocked_for(self, account: str, client_ip: str | None) -> int:
-        limits = [(FAILURES + "account:" + account, self._max)]
+    def _limits(
+        self, account: str, client_ip: str | None
+    ) -> list[tuple[Literal["account", "client_ip"], str, int]]:
+        """(whose limit, counter suffix, limit) of every window that applies to a login."""
+        limits: list[tuple[Literal["account", "client_ip"], str, int]] = [
+            ("account", "account:" + account, self._max)
+        ]
         if client_ip:
-            limits.append((FAILURES + "ip:" + client_ip, self._ip_max))
+            limits.append(("client_ip", "ip:" + client_ip, self._ip_max))
+        return limits
+
+    async def lockout(self, account: str, client_ip: str | None) -> Lockout | None:
+        limits = self._limits(account, client_ip)
         async with unavailable_on_error():
             pipe = self._redis.pipeline(transaction=False)
-            for key, _ in limits:
-                pipe.get(key)
-                pipe.ttl(key)
+            for _, suffix, _ in limits:
+                pipe.get(FAILURES + suffix)
+                pipe.ttl(FAILURES + suffix)
             replies = await pipe.execute()
-        wait = 0
-        for i, (_, limit) in enumerate(limits):
+        found = None
+        for i, (whose, _, limit) in enumerate(limits):
             count, ttl = replies[2 * i], replies[2 * i + 1]
-            if count is not None and int(count) >= limit:
-                wait = max(wait, ttl if ttl > 0 else self._window)
-        return wait
+            if count is None or int(count) < limit:
+                continue
+            wait = ttl if ttl > 0 else self._window
+            if found is None or wait > found.retry_after:  # the longest wait is the answer
+                found = Lockout(wait, int(count), whose)
+        return found
 
     async def record_failure(self, account: str, client_ip: str | None) -> None:
-        keys = [FAILURES + "account:" + account]
-        if client_ip:
-            keys.append(FAILURES + "ip:" + client_ip)
         async with unavailable_on_error():
             pipe = self._redis.pipeline(transaction=True)
-            for key in keys:
-                pipe.incr(key)
-                pipe.expire(key, self._window, nx=True)
+            for _, suffix, _ in self._limits(account, client_ip):
+                pipe.incr(FAILURES + suffix)
+                pipe.expire(FAILURES + suffix, self._window, nx=True)
             await pipe.execute()
 
     async def clear(self, account: str) -> None:
         async with unavailable_on_error():
-            await self._redis.delete(FAILURES + "account:" + account)
+            await self._redis.delete(
+                FAILURES + "account:" + account, REPORTED + "account:" + account
+            )
+
+    async def report_once(self, account: str, client_ip: str | None, lockout: Lockout) -> bool:
+        suffix = "account:" + account if lockout.limited_by == "account" else f"ip:{client_ip}"
+        async with unavailable_on_error():
+            keys = [FAILURES + suffix, REPORTED + suffix]
+            first = await self._report_once(keys, [lockout.failures, self._window])
+        return bool(first)
+
+
+class RedisRegistrationThrottle:
+    """RegistrationThrottle with fixed windows that start at an address's first registration."""
+
+    def __init__(self, client: aioredis.Redis, max_per_address: int, window: int) -> None:
+        self._redis = client
+        self._max = max_per_address
+        self._window = window
+
+    async def admit(self, client_ip: str) -> int:
+        key = REGISTRATIONS + client_ip
+        async with unavailable_on_error():
+            pipe = self._redis.pipeline(transaction=True)
+            pipe.incr(key)
+            pipe.expire(key, self._window, nx=True)
+            pipe.ttl(key)
+            count, _, ttl = await pipe.execute()
+        if int(count) <= self._max:
+            return 0
+        return int(ttl) if ttl > 0 else self._window
 
 
 REDELIVERIES = "warden:redeliveries:"

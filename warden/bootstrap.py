@@ -71,7 +71,12 @@ def build_services(settings: Settings) -> Services:
     from storage.db import make_engine
     from storage.idempotency import PostgresReplyLedger, RedisIdempotencyStore
     from storage.lone import LoneStatements
-    from storage.redis_store import RedisLoginThrottle, RedisSessionStore, make_redis
+    from storage.redis_store import (
+        RedisLoginThrottle,
+        RedisRegistrationThrottle,
+        RedisSessionStore,
+        make_redis,
+    )
     from storage.uow import SqlAlchemyUnitOfWorkFactory
 
     engine = make_engine(
@@ -94,6 +99,9 @@ def build_services(settings: Settings) -> Services:
     throttle = RedisLoginThrottle(
         client, settings.login_max_failures, settings.login_ip_max_failures, settings.login_window
     )
+    registrations = RedisRegistrationThrottle(
+        client, settings.register_ip_max, settings.register_window
+    )
     # The bearer check's read of the user skips SQLAlchemy: see storage/uow.py.
     # Hot single statements skip SQLAlchemy's transaction: see storage/lone.py.
     lone = LoneStatements(asyncpg_dsn(settings), settings.db_pool_size)
@@ -107,7 +115,7 @@ def build_services(settings: Settings) -> Services:
         redis=client,
         hasher=hasher,
         auth=Auth(uow, hasher, tokens, sessions, throttle, clock, lifetimes),
-        accounts=Accounts(uow, hasher, sessions, clock),
+        accounts=Accounts(uow, hasher, sessions, throttle, registrations, clock),
         cursors=CursorCodec(secret.encode()),
         idempotency=Idempotency(
             RedisIdempotencyStore(client, settings.idempotency_ttl),

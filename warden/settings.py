@@ -42,6 +42,8 @@ class Settings(BaseSettings):
     login_max_failures: int = Field(default=10, ge=1)
     login_window: int = Field(default=900, ge=1)
     login_ip_max_failures: int = Field(default=100, ge=1)
+    register_ip_max: int = Field(default=20, ge=1)
+    register_window: int = Field(default=3600, ge=1)
     trusted_proxies: Annotated[tuple[IPv4Network | IPv6Network, ...], NoDecode] = ()
     log_format: Literal["json", "console"] = "json"
     log_level: Literal["debug", "info", "warning", "error"] = "info"

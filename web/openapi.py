@@ -99,6 +99,8 @@ def _errors(route: Route) -> dict[str, Any]:
         codes |= {"401": "Missing, invalid, expired or revoked token", "403": "Forbidden"}
     if route.queue == "warden.auth.login":
         codes |= {"401": "Invalid credentials", "403": "Inactive user", "429": "Too many attempts"}
+    if route.queue in {"warden.users.register", "warden.users.change_password"}:
+        codes |= {"429": "Too many attempts (registrations per address; a locked account)"}
     if route.queue == "warden.auth.refresh":
         codes |= {"401": "Invalid, expired, revoked or reused token"}
     if "{id" in route.path:

@@ -260,6 +260,8 @@ def worker_env(settings: Settings, bcrypt_rounds: int = 10) -> dict[str, str]:
         "WARDEN_AMQP_URL": settings.amqp_url.get_secret_value(),
         "WARDEN_REDIS_URL": settings.redis_url.get_secret_value(),
         "WARDEN_BCRYPT_ROUNDS": str(bcrypt_rounds),
+        # The tests' registrations share one address (the edge's peer) and one Redis db.
+        "WARDEN_REGISTER_IP_MAX": str(settings.register_ip_max),
         "WARDEN_METRICS_PORT": "0",
         "WARDEN_ENV": "test",
         "WARDEN_LOG_FORMAT": "console",

@@ -88,6 +88,8 @@ async def test_with_redis_cut_off_bearer_calls_and_logins_are_503_until_it_retur
     assert (await call(http, "GET", "/api/v1/users/me", headers=auth))[0] == 200
 
     spend = {"refresh_token": pair["refresh_token"]}
+    other = unique()
+    newcomer = {"email": f"{other}@example.com", "username": other, "password": PASSWORD}
     proxy.cut(mode)
     try:
         async with asyncio.timeout(15):  # only against a hang; the edge itself waits 5 s
@@ -97,6 +99,8 @@ async def test_with_redis_cut_off_bearer_calls_and_logins_are_503_until_it_retur
                 call(http, "POST", "/api/v1/auth/refresh", json={"refresh_token": "x" * 20}),
                 call(http, "POST", "/api/v1/auth/refresh", json=spend),
                 call(http, "POST", "/api/v1/auth/logout", headers=auth),
+                # Its per-address limit is counted in Redis.
+                call(http, "POST", "/api/v1/users", json=newcomer),
             )
     finally:
         proxy.restore()
@@ -105,6 +109,7 @@ async def test_with_redis_cut_off_bearer_calls_and_logins_are_503_until_it_retur
         (503, "service_unavailable"),
         (503, "service_unavailable"),
         (401, "invalid_token"),
+        (503, "service_unavailable"),
         (503, "service_unavailable"),
         (503, "service_unavailable"),
     ]

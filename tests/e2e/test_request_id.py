@@ -87,7 +87,7 @@ class Delivered:
 
 
 @contextlib.asynccontextmanager
-async def events_of(settings: Settings, routing_key: str) -> AsyncIterator[list[Delivered]]:
+async def events_of(settings: Settings, *routing_keys: str) -> AsyncIterator[list[Delivered]]:
     """A queue of the test's own bound to warden.events: the events, with their headers."""
     received: list[Delivered] = []
     connection = await aio_pika.connect(settings.amqp_url.get_secret_value(), timeout=10)
@@ -95,7 +95,8 @@ async def events_of(settings: Settings, routing_key: str) -> AsyncIterator[list[
         channel = await connection.channel()
         exchange = await channel.get_exchange("warden.events", ensure=False)
         queue = await channel.declare_queue(exclusive=True)
-        await queue.bind(exchange, routing_key)
+        for routing_key in routing_keys:
+            await queue.bind(exchange, routing_key)
 
         async def on_event(message: aio_pika.abc.AbstractIncomingMessage) -> None:
             async with message.process():

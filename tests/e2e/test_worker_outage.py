@@ -61,6 +61,8 @@ def worker_env(settings: Settings) -> dict[str, str]:
         "WARDEN_AMQP_URL": settings.amqp_url.get_secret_value(),
         "WARDEN_REDIS_URL": settings.redis_url.get_secret_value(),
         "WARDEN_BCRYPT_ROUNDS": "4",
+        # The tests' registrations share one address (the edge's peer) and one Redis db.
+        "WARDEN_REGISTER_IP_MAX": str(settings.register_ip_max),
         "WARDEN_METRICS_PORT": "0",
         "WARDEN_ENV": "test",
         "WARDEN_LOG_FORMAT": "console",

@@ -1,4 +1,4 @@
-"""RedisSessionStore and RedisLoginThrottle against this session's own Redis db."""
+"""The Redis adapters (sessions, login and registration throttles) against this session's own db."""
 
 from __future__ import annotations
 
@@ -14,12 +14,15 @@ import redis.asyncio as aioredis
 
 from domain.auth import new_id
 from domain.errors import ServiceUnavailable
-from domain.ports import Rotation
+from domain.ports import Lockout, Rotation
 from storage.redis_store import (
     FAILURES,
+    REGISTRATIONS,
+    REPORTED,
     SESSION,
     USER_SESSIONS,
     RedisLoginThrottle,
+    RedisRegistrationThrottle,
     RedisSessionStore,
     make_redis,
 )
@@ -150,12 +153,15 @@ async def test_an_account_is_blocked_at_max_failures_until_cleared(
     account = f"user:{user_id()}"
     for _ in range(2):
         await throttle.record_failure(account, None)
-    assert await throttle.blocked_for(account, None) == 0
+    assert await throttle.lockout(account, None) is None
     await throttle.record_failure(account, None)
-    assert 0 < await throttle.blocked_for(account, None) <= WINDOW
+    lockout = await throttle.lockout(account, None)
+    assert lockout is not None
+    assert (lockout.failures, lockout.limited_by) == (3, "account")
+    assert 0 < lockout.retry_after <= WINDOW
     await assert_expiring(client, FAILURES + "account:" + account, WINDOW)
     await throttle.clear(account)
-    assert await throttle.blocked_for(account, None) == 0
+    assert await throttle.lockout(account, None) is None
 
 
 async def test_an_address_is_blocked_at_its_own_limit_for_every_account(
@@ -165,8 +171,109 @@ async def test_an_address_is_blocked_at_its_own_limit_for_every_account(
     for _ in range(5):
         await throttle.record_failure(f"login:{new_id()}", ip)
     await assert_expiring(client, FAILURES + "ip:" + ip, WINDOW)
-    assert 0 < await throttle.blocked_for(f"user:{user_id()}", ip) <= WINDOW
-    assert await throttle.blocked_for(f"user:{user_id()}", None) == 0
+    lockout = await throttle.lockout(f"user:{user_id()}", ip)
+    assert lockout is not None
+    assert (lockout.failures, lockout.limited_by) == (5, "client_ip")
+    assert 0 < lockout.retry_after <= WINDOW
+    assert await throttle.lockout(f"user:{user_id()}", None) is None
+
+
+async def test_the_longest_wait_of_the_limits_reached_is_the_lockout(
+    throttle: RedisLoginThrottle, client: aioredis.Redis
+) -> None:
+    account, ip = f"user:{user_id()}", f"203.0.113.1:{new_id()}"
+    for _ in range(5):
+        await throttle.record_failure(account, ip)
+    await client.expire(FAILURES + "ip:" + ip, 5)  # as if the address's window began earlier
+    lockout = await throttle.lockout(account, ip)
+    assert lockout is not None
+    assert (lockout.failures, lockout.limited_by) == (5, "account")
+    assert lockout.retry_after > 5
+
+
+async def test_of_twenty_concurrent_refusals_in_a_locked_window_exactly_one_is_reported(
+    throttle: RedisLoginThrottle, client: aioredis.Redis
+) -> None:
+    account = f"user:{user_id()}"
+    for _ in range(3):
+        await throttle.record_failure(account, None)
+    lockout = await throttle.lockout(account, None)
+    assert lockout is not None
+    firsts = await asyncio.gather(
+        *(throttle.report_once(account, None, lockout) for _ in range(20))
+    )
+    assert sorted(firsts) == [False] * 19 + [True]
+    # The mark ends with the window that refused: the same moment, not a rounded second.
+    counter, mark = FAILURES + "account:" + account, REPORTED + "account:" + account
+    pipe = client.pipeline(transaction=True)
+    pipe.pttl(counter)
+    pipe.pttl(mark)
+    counter_left, mark_left = await pipe.execute()
+    assert 0 < mark_left <= counter_left <= mark_left + 50
+    # A success clears the mark with the count: the account's next lockout is reported.
+    await throttle.clear(account)
+    for _ in range(3):
+        await throttle.record_failure(account, None)
+    again = await throttle.lockout(account, None)
+    assert again is not None
+    assert await throttle.report_once(account, None, again)
+
+
+async def test_a_refusal_whose_window_ended_meanwhile_reports_nothing(
+    throttle: RedisLoginThrottle, client: aioredis.Redis
+) -> None:
+    account = f"user:{user_id()}"
+    for _ in range(3):
+        await throttle.record_failure(account, None)
+    lockout = await throttle.lockout(account, None)
+    assert lockout is not None
+    await client.delete(FAILURES + "account:" + account)  # as if it expired just now
+    assert not await throttle.report_once(account, None, lockout)
+    assert not await client.exists(REPORTED + "account:" + account)
+
+
+async def test_an_address_lockout_is_reported_once_whatever_account_is_tried(
+    throttle: RedisLoginThrottle, client: aioredis.Redis
+) -> None:
+    ip = f"203.0.113.2:{new_id()}"
+    for _ in range(5):
+        await throttle.record_failure(f"login:{new_id()}", ip)
+    accounts = [f"user:{user_id()}" for _ in range(5)]
+    lockouts = [await throttle.lockout(a, ip) for a in accounts]
+    reported = [
+        await throttle.report_once(a, ip, lockout)
+        for a, lockout in zip(accounts, lockouts, strict=True)
+        if lockout is not None
+    ]
+    assert reported == [True, False, False, False, False]
+    await assert_expiring(client, REPORTED + "ip:" + ip, WINDOW)
+
+
+# --- registrations per address -----------------------------------------------------------
+
+
+async def test_registrations_from_an_address_are_admitted_up_to_the_limit_in_a_fixed_window(
+    client: aioredis.Redis,
+) -> None:
+    registrations = RedisRegistrationThrottle(client, max_per_address=3, window=WINDOW)
+    ip = f"203.0.113.3:{new_id()}"
+    assert [await registrations.admit(ip) for _ in range(3)] == [0, 0, 0]
+    wait = await registrations.admit(ip)
+    assert 0 < wait <= WINDOW
+    await assert_expiring(client, REGISTRATIONS + ip, WINDOW)
+    await client.expire(REGISTRATIONS + ip, 5)  # as if 55 s had passed: not extended by more
+    assert 0 < await registrations.admit(ip) <= 5
+    await assert_expiring(client, REGISTRATIONS + ip, 5)
+    assert await registrations.admit(f"203.0.113.4:{new_id()}") == 0
+
+
+async def test_of_concurrent_registrations_from_one_address_only_the_limit_are_admitted(
+    client: aioredis.Redis,
+) -> None:
+    registrations = RedisRegistrationThrottle(client, max_per_address=3, window=WINDOW)
+    ip = f"203.0.113.5:{new_id()}"
+    waits = await asyncio.gather(*(registrations.admit(ip) for _ in range(10)))
+    assert sum(1 for w in waits if w == 0) == 3
 
 
 async def test_the_window_starts_at_the_first_failure_and_is_not_extended(
@@ -198,10 +305,21 @@ async def test_every_warden_key_in_the_db_has_a_ttl(
 ) -> None:
     uid = user_id()
     await store.create(uid, new_id(), new_id())
-    await throttle.record_failure(f"user:{uid}", "192.0.2.1")
+    for _ in range(3):
+        await throttle.record_failure(f"user:{uid}", "192.0.2.1")
+    lockout = await throttle.lockout(f"user:{uid}", None)
+    assert lockout is not None
+    await throttle.report_once(f"user:{uid}", None, lockout)
+    await RedisRegistrationThrottle(client, 3, WINDOW).admit("192.0.2.1")
     # Keys of every kind, and whatever the e2e tests left in this session's db.
     keys = [key async for key in client.scan_iter(match="warden:*", count=1000)]
-    assert {k.split(":")[1] for k in keys} >= {"session", "user-sessions", "login-failures"}
+    assert {k.split(":")[1] for k in keys} >= {
+        "session",
+        "user-sessions",
+        "login-failures",
+        "login-lockout-reported",
+        "register-attempts",
+    }
     pipe = client.pipeline(transaction=False)
     for key in keys:
         pipe.ttl(key)
@@ -226,9 +344,11 @@ async def test_an_unreachable_redis_is_service_unavailable_never_an_answer() -> 
             lambda: store.rotate(new_id(), 1, new_id(), new_id()),
             lambda: store.revoke(new_id()),
             lambda: store.revoke_all(1),
-            lambda: throttle.blocked_for("user:1", "192.0.2.1"),
+            lambda: throttle.lockout("user:1", "192.0.2.1"),
             lambda: throttle.record_failure("user:1", "192.0.2.1"),
             lambda: throttle.clear("user:1"),
+            lambda: throttle.report_once("user:1", None, Lockout(1, 3, "account")),
+            lambda: RedisRegistrationThrottle(redis, 3, WINDOW).admit("192.0.2.1"),
         ]
         for call in calls:
             with pytest.raises(ServiceUnavailable):

@@ -10,6 +10,7 @@ from tests.unit.fakes import (
     FakeClock,
     FakeLoginThrottle,
     FakePasswordHasher,
+    FakeRegistrationThrottle,
     FakeSessionStore,
     FakeTokenIssuer,
     FakeUnitOfWorkFactory,
@@ -49,6 +50,11 @@ def throttle(clock: FakeClock) -> FakeLoginThrottle:
 
 
 @pytest.fixture
+def registrations(clock: FakeClock) -> FakeRegistrationThrottle:
+    return FakeRegistrationThrottle(clock, max_per_address=3, window=3600)
+
+
+@pytest.fixture
 def auth(
     uow: FakeUnitOfWorkFactory,
     hasher: FakePasswordHasher,
@@ -66,9 +72,11 @@ def accounts(
     uow: FakeUnitOfWorkFactory,
     hasher: FakePasswordHasher,
     sessions: FakeSessionStore,
+    throttle: FakeLoginThrottle,
+    registrations: FakeRegistrationThrottle,
     clock: FakeClock,
 ) -> Accounts:
-    return Accounts(uow, hasher, sessions, clock)
+    return Accounts(uow, hasher, sessions, throttle, registrations, clock)
 
 
 @pytest.fixture

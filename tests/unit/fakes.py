@@ -13,6 +13,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
+from typing import Literal
 
 from domain.errors import EmailTaken, InvalidToken, TokenExpired, UsernameTaken, UserNotFound
 from domain.events import Event
@@ -26,7 +27,7 @@ from domain.listing import (
     sort_value,
 )
 from domain.model import AccessClaims, NewUser, RefreshClaims, User, UserChanges
-from domain.ports import AuditLog, EventOutbox, Rotation, UserRepository
+from domain.ports import AuditLog, EventOutbox, Lockout, Rotation, UserRepository
 
 EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -394,6 +395,38 @@ class _Window:
     failures: int = 0
 
 
+class _FixedWindows:
+    """Counters whose window starts at the first count and is never extended (INCR + EXPIRE NX)."""
+
+    def __init__(self, clock: FakeClock, window: int) -> None:
+        self._clock = clock
+        self.window = window
+        self._counters: dict[str, _Window] = {}
+
+    def count(self, key: str) -> int:
+        window = self.live(key) or self._counters.setdefault(key, _Window(self._clock.now()))
+        window.failures += 1
+        return window.failures
+
+    def left(self, key: str) -> int:
+        """Whole seconds until the key's window ends (at least 1 while it is live)."""
+        window = self.live(key)
+        if window is None:
+            return 0
+        left = window.started + timedelta(seconds=self.window) - self._clock.now()
+        return max(1, math.ceil(left.total_seconds()))
+
+    def forget(self, key: str) -> None:
+        self._counters.pop(key, None)
+
+    def live(self, key: str) -> _Window | None:
+        window = self._counters.get(key)
+        if window is None or self._clock.now() < window.started + timedelta(seconds=self.window):
+            return window
+        del self._counters[key]  # the window is over, as a Redis key would have expired
+        return None
+
+
 class FakeLoginThrottle:
     """Fixed-window failure counters per account and per client address (like INCR + EXPIRE)."""
 
@@ -408,40 +441,67 @@ class FakeLoginThrottle:
         self.max_failures = max_failures
         self.ip_max_failures = ip_max_failures
         self.window = window
-        self._counters: dict[str, _Window] = {}
+        self._counters = _FixedWindows(clock, window)
+        self._reported: dict[str, datetime] = {}  # the mark's key -> when it expires
 
-    async def blocked_for(self, account: str, client_ip: str | None) -> int:
-        waits = [self._wait(f"account:{account}", self.max_failures)]
-        if client_ip:
-            waits.append(self._wait(f"ip:{client_ip}", self.ip_max_failures))
-        return max(waits)
+    async def lockout(self, account: str, client_ip: str | None) -> Lockout | None:
+        found = None
+        for whose, key, limit in self._limits(account, client_ip):
+            window = self._counters.live(key)
+            if window is None or window.failures < limit:
+                continue
+            wait = self._counters.left(key)
+            if found is None or wait > found.retry_after:
+                found = Lockout(wait, window.failures, whose)
+        return found
 
     async def record_failure(self, account: str, client_ip: str | None) -> None:
-        self._count(f"account:{account}")
-        if client_ip:
-            self._count(f"ip:{client_ip}")
+        for _, key, _ in self._limits(account, client_ip):
+            self._counters.count(key)
 
     async def clear(self, account: str) -> None:
-        self._counters.pop(f"account:{account}", None)
+        self._counters.forget(f"account:{account}")
+        self._reported.pop(f"account:{account}", None)
+
+    async def report_once(self, account: str, client_ip: str | None, lockout: Lockout) -> bool:
+        key = f"account:{account}" if lockout.limited_by == "account" else f"ip:{client_ip}"
+        window = self._counters.live(key)
+        if window is None:
+            return False  # the window that refused is over: nothing left to mark
+        expires = self._reported.get(key)
+        if expires is not None and self._clock.now() < expires:
+            return False
+        # The mark ends with the window, as the Redis mark expires with its counter.
+        self._reported[key] = window.started + timedelta(seconds=self.window)
+        return True
 
     def failures(self, account: str) -> int:
-        window = self._live(f"account:{account}")
+        window = self._counters.live(f"account:{account}")
         return 0 if window is None else window.failures
 
-    def _count(self, key: str) -> None:
-        window = self._live(key) or self._counters.setdefault(key, _Window(self._clock.now()))
-        window.failures += 1
+    def _limits(
+        self, account: str, client_ip: str | None
+    ) -> list[tuple[Literal["account", "client_ip"], str, int]]:
+        limits: list[tuple[Literal["account", "client_ip"], str, int]] = [
+            ("account", f"account:{account}", self.max_failures)
+        ]
+        if client_ip:
+            limits.append(("client_ip", f"ip:{client_ip}", self.ip_max_failures))
+        return limits
 
-    def _wait(self, key: str, limit: int) -> int:
-        window = self._live(key)
-        if window is None or window.failures < limit:
+
+class FakeRegistrationThrottle:
+    """Registrations per client address in fixed windows, counted as each is admitted."""
+
+    def __init__(self, clock: FakeClock, max_per_address: int = 20, window: int = 3600) -> None:
+        self.max_per_address = max_per_address
+        self._counters = _FixedWindows(clock, window)
+
+    async def admit(self, client_ip: str) -> int:
+        if self._counters.count(client_ip) <= self.max_per_address:
             return 0
-        left = window.started + timedelta(seconds=self.window) - self._clock.now()
-        return max(1, math.ceil(left.total_seconds()))
+        return self._counters.left(client_ip)
 
-    def _live(self, key: str) -> _Window | None:
-        window = self._counters.get(key)
-        if window is None or self._clock.now() < window.started + timedelta(seconds=self.window):
-            return window
-        del self._counters[key]  # the window is over, as a Redis key would have expired
-        return None
+    def counted(self, client_ip: str) -> int:
+        window = self._counters.live(client_ip)
+        return 0 if window is None else window.failures

@@ -8,10 +8,11 @@ from domain import events
 from domain.errors import InvalidToken, TokenExpired
 from domain.events import Event
 from domain.model import NewUser
-from domain.ports import Rotation
+from domain.ports import Lockout, Rotation
 from tests.unit.fakes import (
     FakeClock,
     FakeLoginThrottle,
+    FakeRegistrationThrottle,
     FakeSessionStore,
     FakeTokenIssuer,
     FakeUnitOfWorkFactory,
@@ -82,15 +83,57 @@ async def test_revoking_all_of_a_users_sessions_can_keep_one() -> None:
 async def test_the_throttle_blocks_at_the_limit_until_the_window_ends(clock: FakeClock) -> None:
     throttle = FakeLoginThrottle(clock, max_failures=2, ip_max_failures=3, window=60)
     for _ in range(2):
-        assert await throttle.blocked_for("user:1", "10.0.0.1") == 0
+        assert await throttle.lockout("user:1", "10.0.0.1") is None
         await throttle.record_failure("user:1", "10.0.0.1")
 
-    assert await throttle.blocked_for("user:1", None) == 60
+    assert await throttle.lockout("user:1", None) == Lockout(60, 2, "account")
     clock.advance(59.5)
-    assert await throttle.blocked_for("user:1", None) == 1
+    assert await throttle.lockout("user:1", None) == Lockout(1, 2, "account")
     clock.advance(0.5)
-    assert await throttle.blocked_for("user:1", None) == 0
+    assert await throttle.lockout("user:1", None) is None
     assert throttle.failures("user:1") == 0
+
+
+async def test_the_throttle_answers_with_the_longest_wait_of_the_limits_reached(
+    clock: FakeClock,
+) -> None:
+    throttle = FakeLoginThrottle(clock, max_failures=2, ip_max_failures=3, window=60)
+    for n in range(3):
+        await throttle.record_failure(f"login:stranger{n}", "10.0.0.1")
+    clock.advance(10)
+    for _ in range(2):
+        await throttle.record_failure("user:1", None)
+
+    assert await throttle.lockout("user:1", "10.0.0.1") == Lockout(60, 2, "account")
+    assert await throttle.lockout("user:2", "10.0.0.1") == Lockout(50, 3, "client_ip")
+
+
+async def test_a_lockout_is_reported_once_per_window_and_again_after_it(clock: FakeClock) -> None:
+    throttle = FakeLoginThrottle(clock, max_failures=1, window=60)
+    await throttle.record_failure("user:1", None)
+    lockout = await throttle.lockout("user:1", None)
+    assert lockout is not None
+
+    assert await throttle.report_once("user:1", None, lockout)
+    assert not await throttle.report_once("user:1", None, lockout)
+    clock.advance(60)
+    await throttle.record_failure("user:1", None)
+    again = await throttle.lockout("user:1", None)
+    assert again is not None
+    assert await throttle.report_once("user:1", None, again)
+
+
+async def test_the_registration_throttle_counts_per_address_in_fixed_windows(
+    clock: FakeClock,
+) -> None:
+    throttle = FakeRegistrationThrottle(clock, max_per_address=2, window=60)
+    assert [await throttle.admit("10.0.0.1") for _ in range(2)] == [0, 0]
+    clock.advance(20)
+
+    assert await throttle.admit("10.0.0.1") == 40
+    assert await throttle.admit("10.0.0.2") == 0
+    clock.advance(40)
+    assert await throttle.admit("10.0.0.1") == 0
 
 
 def test_the_token_issuer_refuses_what_it_did_not_issue(

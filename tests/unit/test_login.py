@@ -267,8 +267,63 @@ async def test_a_blocked_login_records_login_failed_as_too_many_attempts(
 
     event = uow.events(events.USER_LOGIN_FAILED)[-1]
     assert event.user == alice.view()
-    assert event.extra == {"reason": "too_many_attempts", "client_ip": "198.51.100.7"}
+    assert event.extra == {
+        "reason": "too_many_attempts",
+        "attempts": throttle.max_failures,
+        "limited_by": "account",
+        "client_ip": "198.51.100.7",
+    }
     assert uow.events(events.USER_LOGGED_IN) == []
+
+
+def lockouts(uow: FakeUnitOfWorkFactory) -> list[events.Event]:
+    return [
+        e for e in uow.events(events.USER_LOGIN_FAILED) if e.extra["reason"] == TooManyAttempts.code
+    ]
+
+
+async def test_further_blocked_logins_in_the_window_record_no_more_events(
+    auth: Auth,
+    throttle: FakeLoginThrottle,
+    clock: FakeClock,
+    uow: FakeUnitOfWorkFactory,
+    alice: User,
+) -> None:
+    await fail_logins(auth, "alice", throttle.max_failures)
+
+    for password in (PASSWORD, "wrong-password", PASSWORD, PASSWORD):
+        with pytest.raises(TooManyAttempts):
+            await auth.login(LogIn("alice", password, client_ip="198.51.100.7"))
+
+    [event] = lockouts(uow)
+    assert event.extra["attempts"] == throttle.max_failures
+    # The next window that locks the account is reported again, once.
+    clock.advance(throttle.window)
+    await fail_logins(auth, "alice", throttle.max_failures)
+    for _ in range(3):
+        with pytest.raises(TooManyAttempts):
+            await auth.login(LogIn("alice", PASSWORD))
+    assert len(lockouts(uow)) == 2
+
+
+async def test_a_blocked_address_records_one_event_whatever_accounts_it_tries(
+    auth: Auth, throttle: FakeLoginThrottle, uow: FakeUnitOfWorkFactory, alice: User
+) -> None:
+    for n in range(throttle.ip_max_failures):
+        await fail_logins(auth, f"stranger{n}", 1, client_ip="203.0.113.9")
+
+    for login in ("alice", "nobody", "somebody-else", "alice"):
+        with pytest.raises(TooManyAttempts):
+            await auth.login(LogIn(login, PASSWORD, client_ip="203.0.113.9"))
+
+    [event] = lockouts(uow)
+    assert event.user == alice.view()
+    assert event.extra == {
+        "reason": "too_many_attempts",
+        "attempts": throttle.ip_max_failures,
+        "limited_by": "client_ip",
+        "client_ip": "203.0.113.9",
+    }
 
 
 async def test_no_login_event_carries_a_password_or_hash(

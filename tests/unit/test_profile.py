@@ -7,9 +7,21 @@ import pytest
 from domain import events
 from domain.accounts import Accounts, ChangePassword
 from domain.auth import Auth, LogIn
-from domain.errors import EmailTaken, InvalidCredentials, TokenRevoked, UsernameTaken, WrongPassword
+from domain.errors import (
+    EmailTaken,
+    InvalidCredentials,
+    TokenRevoked,
+    TooManyAttempts,
+    UsernameTaken,
+    WrongPassword,
+)
 from domain.model import User, UserChanges
-from tests.unit.fakes import FakeClock, FakePasswordHasher, FakeUnitOfWorkFactory
+from tests.unit.fakes import (
+    FakeClock,
+    FakeLoginThrottle,
+    FakePasswordHasher,
+    FakeUnitOfWorkFactory,
+)
 from tests.unit.support import People
 
 OLD = "alice-password"
@@ -117,6 +129,66 @@ async def test_a_wrong_current_password_is_wrong_password_and_changes_nothing(
     assert await auth.authenticate(other.bearer)
     assert await auth.login(LogIn("alice", OLD))
     assert uow.events(events.USER_PASSWORD_CHANGED) == []
+
+
+async def test_wrong_current_passwords_count_toward_the_accounts_login_lockout(
+    accounts: Accounts,
+    auth: Auth,
+    people: People,
+    throttle: FakeLoginThrottle,
+    hasher: FakePasswordHasher,
+    alice: User,
+) -> None:
+    me = await people.sign_in(alice)
+    for _ in range(throttle.max_failures):
+        with pytest.raises(WrongPassword):
+            await accounts.change_password(me.principal, ChangePassword("a-guess", NEW))
+    checks = hasher.checks
+
+    with pytest.raises(TooManyAttempts) as locked:
+        await accounts.change_password(me.principal, ChangePassword(OLD, NEW))
+    with pytest.raises(TooManyAttempts):
+        await auth.login(LogIn("alice", OLD))  # one counter: the account's
+
+    assert locked.value.retry_after == throttle.window
+    assert hasher.checks == checks  # refused before any bcrypt
+    assert throttle.failures(f"user:{alice.id}") == throttle.max_failures
+
+
+async def test_an_account_locked_by_failed_logins_cannot_change_its_password_until_the_window_ends(
+    accounts: Accounts,
+    auth: Auth,
+    people: People,
+    throttle: FakeLoginThrottle,
+    clock: FakeClock,
+    uow: FakeUnitOfWorkFactory,
+    alice: User,
+) -> None:
+    me = await people.sign_in(alice)
+    for _ in range(throttle.max_failures):
+        with pytest.raises(InvalidCredentials):
+            await auth.login(LogIn("alice", "wrong-password"))
+
+    with pytest.raises(TooManyAttempts):
+        await accounts.change_password(me.principal, ChangePassword(OLD, NEW))
+    assert uow.events(events.USER_PASSWORD_CHANGED) == []
+
+    clock.advance(throttle.window)
+    await accounts.change_password(me.principal, ChangePassword(OLD, NEW))
+    assert await auth.login(LogIn("alice", NEW))
+
+
+async def test_a_password_change_clears_the_accounts_failures(
+    accounts: Accounts, people: People, throttle: FakeLoginThrottle, alice: User
+) -> None:
+    me = await people.sign_in(alice)
+    for _ in range(throttle.max_failures - 1):
+        with pytest.raises(WrongPassword):
+            await accounts.change_password(me.principal, ChangePassword("a-guess", NEW))
+
+    await accounts.change_password(me.principal, ChangePassword(OLD, NEW))
+
+    assert throttle.failures(f"user:{alice.id}") == 0
 
 
 async def test_a_new_password_replaces_the_old_one(

@@ -6,9 +6,14 @@ import pytest
 
 from domain import events
 from domain.accounts import Accounts, RegisterUser
-from domain.errors import EmailTaken, UsernameTaken
+from domain.errors import EmailTaken, TooManyAttempts, UsernameTaken
 from domain.model import NewUser, UserView
-from tests.unit.fakes import FakeClock, FakePasswordHasher, FakeUnitOfWorkFactory
+from tests.unit.fakes import (
+    FakeClock,
+    FakePasswordHasher,
+    FakeRegistrationThrottle,
+    FakeUnitOfWorkFactory,
+)
 
 ALICE = RegisterUser("Alice@Example.COM", "Alice", "alice-password", "Alice Liddell")
 
@@ -123,3 +128,55 @@ async def test_create_stores_a_superuser_as_given(
     assert user.is_superuser
     assert user.is_active_superuser
     assert [e.user for e in uow.events(events.USER_REGISTERED)] == [user.view()]
+
+
+# --- registrations per client address ----------------------------------------------------
+
+
+def newcomer(n: int, client_ip: str | None) -> RegisterUser:
+    return RegisterUser(f"new{n}@example.com", f"new{n}", "a-good-password", None, client_ip)
+
+
+async def test_registrations_past_an_addresss_limit_are_refused_before_hashing(
+    accounts: Accounts,
+    registrations: FakeRegistrationThrottle,
+    hasher: FakePasswordHasher,
+    uow: FakeUnitOfWorkFactory,
+    clock: FakeClock,
+) -> None:
+    limit = registrations.max_per_address
+    for n in range(limit):
+        await accounts.register(newcomer(n, "203.0.113.9"))
+    clock.advance(600)
+    hashes = hasher.hash_calls
+
+    with pytest.raises(TooManyAttempts) as refused:
+        await accounts.register(newcomer(limit, "203.0.113.9"))
+
+    assert refused.value.retry_after == 3000  # what is left of the address's hour
+    assert hasher.hash_calls == hashes
+    assert await uow.users.get_by_login(f"new{limit}") is None
+    await accounts.register(newcomer(limit, "198.51.100.7"))  # another address is not limited
+    clock.advance(3000)
+    await accounts.register(newcomer(limit + 1, "203.0.113.9"))  # nor this one, a window on
+
+
+async def test_a_registration_refused_before_hashing_is_not_counted(
+    accounts: Accounts, registrations: FakeRegistrationThrottle
+) -> None:
+    await accounts.register(ALICE)
+    taken = RegisterUser("alice@example.com", "someone", "a-good-password", None, "203.0.113.9")
+
+    for _ in range(registrations.max_per_address + 1):
+        with pytest.raises(EmailTaken):
+            await accounts.register(taken)
+
+    assert registrations.counted("203.0.113.9") == 0
+    await accounts.register(newcomer(1, "203.0.113.9"))
+
+
+async def test_a_registration_without_a_client_address_has_no_address_limit(
+    accounts: Accounts, registrations: FakeRegistrationThrottle
+) -> None:
+    for n in range(registrations.max_per_address + 2):
+        await accounts.register(newcomer(n, None))
