@@ -3,9 +3,14 @@
 # Warden image: one image, every process. Default CMD is the HTTP edge;
 # compose overrides it with `warden migrate` / `warden worker`.
 #
+# The image runs with WARDEN_ENV=production: it refuses to start until it is given
+# secrets of its own (WARDEN_JWT_SECRET, at least 32 bytes, and the other production
+# settings), never signing with the dev secret printed in the source. docker-compose.yml
+# sets `dev` for a local stack.
+#
 #   docker build -t warden .
-#   docker run --rm -p 8080:8080 warden               # edge
-#   docker run --rm warden warden worker               # worker
+#   docker run --rm -p 8080:8080 --env-file warden.env warden          # edge
+#   docker run --rm --env-file warden.env warden warden worker         # worker
 
 ARG PYTHON_IMAGE=python:3.11-slim
 
@@ -60,6 +65,7 @@ COPY --chown=root:root migrations ./migrations
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
+    WARDEN_ENV=production \
     WARDEN_HTTP_HOST=0.0.0.0 \
     WARDEN_HTTP_PORT=8080 \
     WARDEN_METRICS_PORT=9100

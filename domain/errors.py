@@ -286,7 +286,7 @@ class UnsupportedMediaType(WardenError):
 
 
 class UpstreamTimeout(WardenError):
-    """No worker replied in time."""
+    """No reply in time: from a worker, at the edge; from the database, in the worker."""
 
     status = 504
     code = "upstream_timeout"

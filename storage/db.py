@@ -6,8 +6,12 @@ import asyncpg
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from storage.lone import COMMAND_TIMEOUT
 
-def make_engine(url: str, pool_size: int = 20, max_overflow: int = 10) -> AsyncEngine:
+
+def make_engine(
+    url: str, pool_size: int = 20, max_overflow: int = 10, command_timeout: float = COMMAND_TIMEOUT
+) -> AsyncEngine:
     """The worker's pool: `pool_size` kept connections plus `max_overflow` on demand."""
     return create_async_engine(
         url,
@@ -16,7 +20,7 @@ def make_engine(url: str, pool_size: int = 20, max_overflow: int = 10) -> AsyncE
         pool_pre_ping=True,
         hide_parameters=True,  # SQL errors must never carry a password hash into a log
         pool_recycle=1800,
-        connect_args={"command_timeout": 30, "timeout": 5},
+        connect_args={"command_timeout": command_timeout, "timeout": 5},
     )
 
 

@@ -15,17 +15,33 @@ from typing import Any
 
 import asyncpg
 
-from domain.errors import ServiceUnavailable
+from domain.errors import ServiceUnavailable, UpstreamTimeout
 
+COMMAND_TIMEOUT = 30.0  # seconds a statement may take before asyncpg gives up on it
 # The database went away: the link broke or never came, or Postgres is shutting down or
 # starting up. Answered as 503, never as a fault of ours (a lone statement retries once).
+# A statement that ran out of time is in these classes too (TimeoutError is an OSError, a
+# cancelled query an operator intervention): `timed_out` tells it apart, and it comes first.
 UNREACHABLE = (
     OSError,
-    TimeoutError,
     asyncpg.InterfaceError,
     asyncpg.PostgresConnectionError,
     asyncpg.exceptions.OperatorInterventionError,
 )
+DATABASE_UNREACHABLE = "The database cannot be reached."
+DATABASE_TIMED_OUT = "The database did not answer in time."
+
+
+def timed_out(exc: BaseException) -> bool:
+    """Whether `exc` says a statement ran out of time on a database that was there.
+
+    asyncpg's command timeout (an asyncio TimeoutError, with no errno: an OS-level ETIMEDOUT
+    is a dead link), or Postgres cancelling the statement (statement_timeout) or giving up
+    on a lock (lock_timeout). A timeout while connecting is not one: see `LoneStatements`.
+    """
+    if isinstance(exc, TimeoutError):
+        return exc.errno is None
+    return isinstance(exc, (asyncpg.QueryCanceledError, asyncpg.LockNotAvailableError))
 
 
 class LoneStatements:
@@ -36,9 +52,10 @@ class LoneStatements:
     repeat is harmless (an event carries its id; subscribers de-duplicate on it).
     """
 
-    def __init__(self, dsn: str, max_size: int) -> None:
+    def __init__(self, dsn: str, max_size: int, command_timeout: float = COMMAND_TIMEOUT) -> None:
         self._dsn = dsn
         self._max_size = max_size
+        self._command_timeout = command_timeout
         self._pool: asyncpg.Pool | None = None
         self._opening = asyncio.Lock()
 
@@ -52,13 +69,24 @@ class LoneStatements:
 
     async def _run(self, method: str, query: str, args: tuple[Any, ...]) -> Any:
         try:
-            return await getattr(self._pool or await self._open(), method)(query, *args)
+            return await self._once(method, query, args)
         except UNREACHABLE:  # a pooled connection the server dropped: once more, on another
             pass
         try:
-            return await getattr(self._pool or await self._open(), method)(query, *args)
+            return await self._once(method, query, args)
         except UNREACHABLE as exc:
-            raise ServiceUnavailable("The database cannot be reached.") from exc
+            raise ServiceUnavailable(DATABASE_UNREACHABLE) from exc
+
+    async def _once(self, method: str, query: str, args: tuple[Any, ...]) -> Any:
+        # Connecting that times out is as unreachable as a refusal; a statement that times
+        # out met a database that was there, and is not tried again (it would wait as long).
+        async with (self._pool or await self._open()).acquire() as conn:
+            try:
+                return await getattr(conn, method)(query, *args)
+            except Exception as exc:
+                if timed_out(exc):
+                    raise UpstreamTimeout(DATABASE_TIMED_OUT) from exc
+                raise
 
     async def close(self) -> None:
         if self._pool is not None:
@@ -73,7 +101,7 @@ class LoneStatements:
                     min_size=1,
                     max_size=self._max_size,
                     timeout=5,
-                    command_timeout=30,
+                    command_timeout=self._command_timeout,
                     max_inactive_connection_lifetime=300,
                     reset=_keep,
                 )

@@ -14,15 +14,22 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Sequence
 from types import TracebackType
+from typing import Literal
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from domain.errors import ServiceUnavailable
+from domain.errors import ServiceUnavailable, UpstreamTimeout
 from domain.listing import AuditPage, AuditQuery, UserPage, UserQuery
 from domain.model import NewUser, User, UserChanges
 from storage.audit import SqlAlchemyAuditLog
 from storage.idempotency import keep_reply, recording_reply
-from storage.lone import UNREACHABLE, LoneStatements
+from storage.lone import (
+    DATABASE_TIMED_OUT,
+    DATABASE_UNREACHABLE,
+    UNREACHABLE,
+    LoneStatements,
+    timed_out,
+)
 from storage.outbox import SqlAlchemyEventOutbox
 from storage.users import PostgresUserReader, SqlAlchemyUserRepository
 
@@ -55,7 +62,7 @@ class SqlAlchemyUnitOfWork:
             await self._conn.rollback()  # a no-op after commit()
         except Exception as failed:
             if exc is None:
-                _raise_unavailable_if_unreachable(failed)
+                _raise_for_database(failed)
                 raise
             # Already failing: a dead connection must not hide the first error behind its own.
         finally:
@@ -64,7 +71,7 @@ class SqlAlchemyUnitOfWork:
             self._conn = None
             self._repository = None
         if isinstance(exc, Exception):
-            _raise_unavailable_if_unreachable(exc)
+            _raise_for_database(exc)
 
     async def commit(self, outcome: object = None) -> None:
         if self._conn is None and not self.outbox.pending:
@@ -94,8 +101,9 @@ class SqlAlchemyUnitOfWork:
         try:
             conn = await self._engine.connect()
         except Exception as exc:
-            if _is_connection_error(exc):
-                raise ServiceUnavailable("The database cannot be reached.") from exc
+            # Connecting (or the pre-ping) that times out is as unreachable as a refusal.
+            if isinstance(exc, TimeoutError) or _cause(exc) is not None:
+                raise ServiceUnavailable(DATABASE_UNREACHABLE) from exc
             raise
         try:
             await conn.begin()
@@ -156,17 +164,22 @@ class _Audit:
         return await SqlAlchemyAuditLog(await self._uow.connection()).list(query)
 
 
-def _raise_unavailable_if_unreachable(exc: Exception) -> None:
-    """A connection that died mid-transaction is an outage (503), not a fault of ours (500)."""
-    if _is_connection_error(exc):
-        raise ServiceUnavailable("The database connection was lost.") from exc
+def _raise_for_database(exc: Exception) -> None:
+    """The database timing out is a 504 and losing the link a 503, never a fault of ours."""
+    match _cause(exc):
+        case "timed out":
+            raise UpstreamTimeout(DATABASE_TIMED_OUT) from exc
+        case "unreachable":
+            raise ServiceUnavailable("The database connection was lost.") from exc
 
 
-def _is_connection_error(exc: BaseException) -> bool:
-    """Whether `exc`, or an error that caused it, says the database went away.
+def _cause(exc: BaseException) -> Literal["timed out", "unreachable"] | None:
+    """What `exc`, or the first error in its chain that says, tells of the database.
 
-    SQLAlchemy flags only some of these (`connection_invalidated`): a link cut during
-    COMMIT arrives as a plain DBAPIError caused by asyncpg's ConnectionDoesNotExistError.
+    "timed out" (a statement ran out of time: storage.lone.timed_out), "unreachable" (the
+    database went away) or None. SQLAlchemy flags only some of the latter
+    (`connection_invalidated`): a link cut during COMMIT arrives as a plain DBAPIError caused
+    by asyncpg's ConnectionDoesNotExistError.
     """
     from sqlalchemy.exc import DBAPIError, InterfaceError
 
@@ -174,12 +187,14 @@ def _is_connection_error(exc: BaseException) -> bool:
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
+        if timed_out(current):
+            return "timed out"
         if isinstance(current, (*UNREACHABLE, InterfaceError)):
-            return True
+            return "unreachable"
         if isinstance(current, DBAPIError) and current.connection_invalidated:
-            return True
+            return "unreachable"
         current = current.__cause__ or current.__context__
-    return False
+    return None
 
 
 class SqlAlchemyUnitOfWorkFactory:

@@ -17,7 +17,7 @@ import structlog
 from pydantic import ValidationError
 
 from domain.errors import EmailTaken, UsernameTaken, ValidationFailed
-from warden.settings import Settings
+from warden.settings import Settings, is_loopback
 
 log = structlog.get_logger("warden")
 T = TypeVar("T")
@@ -34,6 +34,32 @@ def load_settings() -> Settings:
             where = ".".join(str(p) for p in error["loc"]) or "settings"
             print(f"warden: invalid setting {where}: {error['msg']}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def listens(command: str, settings: Settings) -> bool:
+    """Whether `command` opens a port on WARDEN_HTTP_HOST (the edge, or a worker's metrics)."""
+    return command in ("edge", "run") or (command == "worker" and settings.metrics_port != 0)
+
+
+def refuse_a_public_dev_secret(command: str, settings: Settings) -> None:
+    """The built-in dev secret listens on loopback only: beyond it anyone could forge tokens."""
+    public = listens(command, settings) and not is_loopback(settings.http_host)
+    if public and settings.dev_secret_in_use:
+        print(
+            f"warden {command}: refusing to listen on {settings.http_host!r} with the"
+            " built-in dev JWT secret (anyone who has read the source can forge its"
+            " tokens); set WARDEN_JWT_SECRET, or a loopback WARDEN_HTTP_HOST",
+            file=sys.stderr,
+        )
+        raise SystemExit(2)
+
+
+def warn_of_the_dev_secret(command: str, settings: Settings) -> None:
+    if settings.dev_secret_in_use and command in ("worker", "edge", "run"):
+        log.warning(
+            "the built-in dev JWT secret is in use: anyone who has read the source can forge"
+            " tokens; set WARDEN_JWT_SECRET for anything but a laptop"
+        )
 
 
 async def migrate(settings: Settings) -> None:
@@ -200,9 +226,11 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     settings = load_settings()
+    refuse_a_public_dev_secret(args.command, settings)
     from warden import logs
 
     logs.configure(settings.log_format, settings.log_level)
+    warn_of_the_dev_secret(args.command, settings)
     if args.command == "create-superuser":
         password = _superuser_password(args, settings)
         code = _run_loop(create_superuser(settings, args.email, args.username, password))

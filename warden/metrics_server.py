@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 from collections.abc import AsyncIterator
 
 import aio_pika
+import structlog
 from aio_pika.abc import AbstractConnection
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -18,6 +20,8 @@ from warden.bootstrap import Services
 from warden.settings import Settings
 
 SAMPLE_TIMEOUT = 1.0  # a scrape never hangs on a dependency; the gauge keeps its last value
+
+log = structlog.get_logger("warden")
 
 
 class QueueDepth:
@@ -80,9 +84,29 @@ async def serve_worker_metrics(settings: Settings, services: Services) -> AsyncI
     app.router.add_get("/metrics", scrape)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, settings.http_host, settings.metrics_port).start()
     try:
+        await _listen(runner, settings)
         yield
     finally:
         await runner.cleanup()
         await dead_letters.close()
+
+
+async def _listen(runner: web.AppRunner, settings: Settings) -> None:
+    """Serve on the metrics port, or go on without metrics when another process holds it.
+
+    Two workers started with the same settings on one host (the shipped defaults) must both
+    serve: the second one's metrics are off, and it says so once. Any other failure to bind
+    (a bad host, a privileged port) is a mistake in the settings and stops the worker.
+    """
+    try:
+        await web.TCPSite(runner, settings.http_host, settings.metrics_port).start()
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        log.warning(
+            "metrics port in use; this worker's metrics are off",
+            port=settings.metrics_port,
+            host=settings.http_host,
+            hint="give each worker on a host its own WARDEN_METRICS_PORT",
+        )

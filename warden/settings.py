@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ipaddress import IPv4Network, IPv6Network, ip_network
+from ipaddress import IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
 from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
@@ -16,6 +16,22 @@ DEFAULT_URLS = {
     "WARDEN_AMQP_URL": "amqp://guest:guest@127.0.0.1:5672/",
     "WARDEN_REDIS_URL": "redis://127.0.0.1:6379/0",
 }
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a listener on `host` can be reached from this machine only.
+
+    An address is judged by itself; of names only `localhost` is trusted, since any other
+    may resolve to a public address (and "" or "0.0.0.0" or "::" mean every interface).
+    """
+    if host.lower() == "localhost":
+        return True
+    try:
+        address = ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    mapped = address.ipv4_mapped if isinstance(address, IPv6Address) else None
+    return address.is_loopback or (mapped is not None and mapped.is_loopback)
 
 
 class Settings(BaseSettings):
@@ -54,6 +70,11 @@ class Settings(BaseSettings):
     idempotency_ttl: int = Field(default=86400, ge=1)
     metrics_port: int = Field(default=9100, ge=0, le=65535)
     superuser_password: SecretStr | None = None
+
+    @property
+    def dev_secret_in_use(self) -> bool:
+        """Tokens are signed with DEV_JWT_SECRET, which anyone who has read the source knows."""
+        return self.jwt_secret.get_secret_value() == DEV_JWT_SECRET
 
     @field_validator("trusted_proxies", mode="before")
     @classmethod
