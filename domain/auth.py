@@ -17,7 +17,7 @@ from domain.errors import (
     TokenRevoked,
     TooManyAttempts,
 )
-from domain.model import Introspection, Principal, TokenPair, User
+from domain.model import Introspection, Origin, Principal, TokenPair, User
 from domain.ports import (
     Clock,
     LoginThrottle,
@@ -36,7 +36,7 @@ class LogIn:
 
     login: str
     password: str
-    client_ip: str | None = None
+    origin: Origin | None = None  # None: a caller in this process; no per-address limit
 
 
 @dataclass(frozen=True)
@@ -76,23 +76,25 @@ class Auth:
         async with self._uow() as uow:
             user = await uow.users.get_by_login(normalize_login(cmd.login))
         account = f"user:{user.id}" if user else f"login:{normalize_login(cmd.login)}"
-        wait = await self._throttle.blocked_for(account, cmd.client_ip)
+        address = cmd.origin.address if cmd.origin else None
+        client_ip = cmd.origin.client_ip if cmd.origin else None
+        wait = await self._throttle.blocked_for(account, address)
         if wait:
-            await self._record_failure(user, cmd.client_ip, TooManyAttempts.code)
+            await self._record_failure(user, client_ip, TooManyAttempts.code)
             raise TooManyAttempts(wait)
         if user is None:
             await self._hasher.burn(cmd.password)
         if user is None or not await self._hasher.verify(cmd.password, user.hashed_password):
-            await self._throttle.record_failure(account, cmd.client_ip)
-            await self._record_failure(user, cmd.client_ip, InvalidCredentials.code)
+            await self._throttle.record_failure(account, address)
+            await self._record_failure(user, client_ip, InvalidCredentials.code)
             raise InvalidCredentials
         if not user.is_active:
-            await self._record_failure(user, cmd.client_ip, InactiveUser.code)
+            await self._record_failure(user, client_ip, InactiveUser.code)
             raise InactiveUser
         await self._throttle.clear(account)
         session_id = new_id()
         pair = await self._open_session(user, session_id)
-        extra = {"session_id": session_id} | _ip(cmd.client_ip)
+        extra = {"session_id": session_id} | _ip(client_ip)
         await self._record(events.USER_LOGGED_IN, user, extra)
         return pair
 
