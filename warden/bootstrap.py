@@ -174,7 +174,7 @@ def build_broker(settings: Settings, services: Services) -> RabbitBroker:
     async def store_event(event: dict[str, object]) -> bool:
         return await audit.store(event)
 
-    broker.include_router(audit_router(store_event))
+    broker.include_router(audit_router(store_event, users.warden))
     return broker
 
 
@@ -203,7 +203,8 @@ async def running_worker(settings: Settings) -> AsyncIterator[Services]:
 
     services = build_services(settings)
     broker = build_broker(settings, services)
-    relay = OutboxRelay(PostgresOutboxSource(asyncpg_dsn(settings)), broker)
+    source = PostgresOutboxSource(asyncpg_dsn(settings))
+    relay = OutboxRelay(source, broker, broker_users(settings).warden)
     relay_task: asyncio.Task[None] | None = None
     try:
         await connect_when_reachable(broker)

@@ -291,6 +291,89 @@ async def test_an_x_client_ip_without_a_user_id_is_not_believed(
     assert "client_ip" not in data
 
 
+# --- b) only Warden's own events become audit rows -----------------------------------------
+
+
+def cloudevent(user_id: int) -> dict[str, Any]:
+    return {
+        "specversion": "1.0",
+        "id": str(uuid.uuid4()),
+        "source": "warden",
+        "type": "user.deleted",
+        "time": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+        "subject": str(user_id),
+        "datacontenttype": "application/json",
+        "data": {"user": None},
+    }
+
+
+async def publish_event(
+    channel: aio_pika.abc.AbstractChannel, event: dict[str, Any], user_id: str | None
+) -> None:
+    exchange = await channel.get_exchange("warden.events", ensure=False)
+    message = aio_pika.Message(
+        orjson.dumps(event),
+        content_type="application/cloudevents+json",
+        message_id=event["id"],
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        user_id=user_id,
+    )
+    await exchange.publish(message, routing_key=event["type"])
+
+
+async def take_dead_letter(channel: aio_pika.abc.AbstractChannel, message_id: str) -> bool:
+    """Take the message with this id off warden.dlq if it is there; put the others back."""
+    queue = await channel.get_queue(DLQ, ensure=False)
+    held, found = [], False
+    try:
+        while (message := await queue.get(fail=False, no_ack=False)) is not None:
+            if message.message_id == message_id:
+                await message.ack()
+                found = True
+                break
+            held.append(message)
+    finally:
+        for other in held:
+            await other.nack(requeue=True)
+    return found
+
+
+@pytest.mark.parametrize("publisher", ["stranger", "warden_without_user_id"])
+async def test_an_event_warden_did_not_publish_never_becomes_an_audit_row(
+    stranger: Stranger, amqp: AmqpCaller, worker: Services, publisher: str
+) -> None:
+    victim = await registered(amqp)
+    forged = cloudevent(victim["id"])
+    refused_before = refused("warden.audit", "foreign_publisher")
+    if publisher == "stranger":  # under its own, RabbitMQ-checked name
+        await publish_event(stranger.amqp.channel, forged, stranger.user)
+    else:  # on Warden's own connection, but without saying so
+        await publish_event(amqp.channel, forged, None)
+
+    dead_lettered = False
+
+    async def settled() -> bool:
+        nonlocal dead_lettered
+        dead_lettered = await take_dead_letter(amqp.channel, forged["id"])
+        return dead_lettered or await audited(worker, forged["id"]) > 0
+
+    await eventually(settled, "the forged event dead-lettered or audited")
+    assert await audited(worker, forged["id"]) == 0
+    assert dead_lettered
+    assert refused("warden.audit", "foreign_publisher") == refused_before + 1
+
+
+async def test_an_event_warden_published_still_becomes_an_audit_row(
+    amqp: AmqpCaller, worker: Services
+) -> None:
+    user = await registered(amqp)
+
+    async def registered_audited() -> bool:
+        return bool(await audit_data(worker, user["id"], "user.registered"))
+
+    await eventually(registered_audited, "user.registered audited")
+
+
 # --- c) no reply is written to one of Warden's own queues ----------------------------------
 
 
