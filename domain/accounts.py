@@ -8,7 +8,7 @@ from domain import events
 from domain.auth import account_of
 from domain.errors import Forbidden, LastSuperuser, TooManyAttempts, UserNotFound, WrongPassword
 from domain.listing import AuditPage, AuditQuery, UserPage, UserQuery
-from domain.model import NewUser, Principal, User, UserChanges
+from domain.model import NewUser, Origin, Principal, User, UserChanges
 from domain.ports import (
     Clock,
     LoginThrottle,
@@ -29,7 +29,7 @@ class RegisterUser:
     username: str
     password: str
     full_name: str | None = None
-    client_ip: str | None = None  # without one, no per-address limit applies
+    origin: Origin | None = None  # None: a caller in this process; no per-address limit
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,7 @@ class Accounts:
             # Checked before hashing so a taken name costs no bcrypt; the unique
             # indexes still decide races between concurrent registrations.
             await uow.users.clash(email, cmd.username, exclude=None)
-        await self._admit_registration(cmd.client_ip)
+        await self._admit_registration(cmd.origin)
         hashed = await self._hasher.hash(cmd.password)
         return await self.create(NewUser(email, cmd.username, hashed, cmd.full_name))
 
@@ -172,11 +172,11 @@ class Accounts:
         await uow.commit(outcome)
         await self._sessions.revoke_all(user_id)
 
-    async def _admit_registration(self, client_ip: str | None) -> None:
+    async def _admit_registration(self, origin: Origin | None) -> None:
         """Count a registration about to cost a bcrypt hash against its address's limit."""
-        if client_ip is None:
+        if origin is None:
             return
-        wait = await self._registrations.admit(client_ip)
+        wait = await self._registrations.admit(origin.address)
         if wait:
             raise TooManyAttempts(wait, TOO_MANY_REGISTRATIONS)
 

@@ -17,7 +17,7 @@ from domain.errors import (
     TokenRevoked,
     TooManyAttempts,
 )
-from domain.model import Introspection, Principal, TokenPair, User
+from domain.model import Introspection, Origin, Principal, TokenPair, User
 from domain.ports import (
     Clock,
     Lockout,
@@ -37,7 +37,7 @@ class LogIn:
 
     login: str
     password: str
-    client_ip: str | None = None
+    origin: Origin | None = None  # None: a caller in this process; no per-address limit
 
 
 @dataclass(frozen=True)
@@ -82,26 +82,28 @@ class Auth:
         async with self._uow() as uow:
             user = await uow.users.get_by_login(normalize_login(cmd.login))
         account = account_of(user.id) if user else f"login:{normalize_login(cmd.login)}"
-        lockout = await self._throttle.lockout(account, cmd.client_ip)
+        address = cmd.origin.address if cmd.origin else None
+        client_ip = cmd.origin.client_ip if cmd.origin else None
+        lockout = await self._throttle.lockout(account, address)
         if lockout is not None:
             # One event per locked window, not one per refused try: a flood of refused
             # logins must not become a flood of outbox and audit rows.
-            if await self._throttle.report_once(account, cmd.client_ip, lockout):
-                await self._record_lockout(user, cmd.client_ip, lockout)
+            if await self._throttle.report_once(account, address, lockout):
+                await self._record_lockout(user, client_ip, lockout)
             raise TooManyAttempts(lockout.retry_after)
         if user is None:
             await self._hasher.burn(cmd.password)
         if user is None or not await self._hasher.verify(cmd.password, user.hashed_password):
-            await self._throttle.record_failure(account, cmd.client_ip)
-            await self._record_failure(user, cmd.client_ip, InvalidCredentials.code)
+            await self._throttle.record_failure(account, address)
+            await self._record_failure(user, client_ip, InvalidCredentials.code)
             raise InvalidCredentials
         if not user.is_active:
-            await self._record_failure(user, cmd.client_ip, InactiveUser.code)
+            await self._record_failure(user, client_ip, InactiveUser.code)
             raise InactiveUser
         await self._throttle.clear(account)
         session_id = new_id()
         pair = await self._open_session(user, session_id)
-        extra = {"session_id": session_id} | _ip(cmd.client_ip)
+        extra = {"session_id": session_id} | _ip(client_ip)
         await self._record(events.USER_LOGGED_IN, user, extra)
         return pair
 

@@ -268,12 +268,12 @@ class IdempotencyKeyInUse(WardenError):
 
 
 class PayloadTooLarge(WardenError):
-    """The HTTP body is over the limit."""
+    """The request body is over the limit."""
 
     status = 413
     code = "payload_too_large"
     title = "Payload too large"
-    default_detail = "The request body is larger than 64 KiB."
+    default_detail = "The request body is too large."
 
 
 class UnsupportedMediaType(WardenError):

@@ -152,3 +152,24 @@ class Introspection:
     active: bool
     claims: AccessClaims | None = None
     user: User | None = None
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a request came from, as far as Warden can tell.
+
+    `client_ip` is the end user's address, known only when a caller Warden trusts (its own
+    edge) vouched for it; only then do events carry it. `publisher` names the service that
+    sent the request. Per-address limits count `address`, so a caller that states no address
+    is still counted, as itself.
+    """
+
+    client_ip: str | None = None
+    publisher: str | None = None
+
+    @property
+    def address(self) -> str:
+        """The key of per-address limits: the end user's address, else the publisher's."""
+        if self.client_ip:
+            return self.client_ip
+        return f"publisher:{self.publisher or 'unknown'}"

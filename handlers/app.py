@@ -32,6 +32,7 @@ class WorkerDeps:
     probes: dict[str, Probe]
     prefetch: int
     login_prefetch: int
+    edge_user: str  # the broker user whose x-client-ip is believed
     idempotency: Idempotency | None = None
     redeliveries: RedeliveryCounter | None = None
 
@@ -50,7 +51,7 @@ class WorkerDeps:
         """
         prefetch = self.login_prefetch if bcrypt else self.prefetch
         idempotency = self.idempotency if idempotent else None
-        return rpc(router, queue, prefetch, idempotency, reply, self.redeliveries)
+        return rpc(router, queue, prefetch, self.edge_user, idempotency, reply, self.redeliveries)
 
 
 def include_routers(broker: RabbitBroker, deps: WorkerDeps) -> None:

@@ -17,7 +17,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from domain.events import EVENT_TYPES
-from handlers import wire
+from handlers import protocol, wire
 from handlers.catalog import RPC
 from handlers.rpc import RPC_REDELIVERY_LIMIT
 
@@ -26,11 +26,19 @@ REF = "#/components/schemas/{model}"
 REQUEST_HEADERS = {
     "type": "object",
     "properties": {
-        "authorization": {"type": "string", "description": "Bearer <access token>"},
-        "x-request-id": {"type": "string", "pattern": "^[A-Za-z0-9._-]{1,128}$"},
-        "x-client-ip": {"type": "string", "description": "The end user's address (login limits)"},
-        "idempotency-key": {"type": "string", "minLength": 1, "maxLength": 255},
-        "x-deadline": {
+        protocol.AUTHORIZATION: {"type": "string", "description": "Bearer <access token>"},
+        protocol.REQUEST_ID: {
+            "type": "string",
+            "pattern": protocol.REQUEST_ID_PATTERN,
+            "description": "Replaced by a new id when it breaks the pattern.",
+        },
+        protocol.CLIENT_IP: {
+            "type": "string",
+            "description": "The end user's address (login limits); believed only when the"
+            " message's user_id is the edge's broker user, else the publisher is counted.",
+        },
+        protocol.IDEMPOTENCY_KEY: {"type": "string", "minLength": 1, "maxLength": 255},
+        protocol.DEADLINE: {
             "type": "integer",
             "description": "Epoch ms after which the caller no longer waits (then no work).",
         },
@@ -110,7 +118,8 @@ def document() -> dict[str, Any]:
                 " request whose worker dies holding it is worked on at most"
                 f" {RPC_REDELIVERY_LIMIT + 1} times, then dead-lettered to warden.dlq, as is"
                 " one that expired waiting. Set message_id (or correlation_id): redeliveries"
-                " are counted by it."
+                " are counted by it. A body over"
+                f" {protocol.MAX_BODY_BYTES // 1024} KiB is answered 413 unparsed."
             ),
             "messages": {"request": {"$ref": f"#/components/messages/{key}_request"}},
             "bindings": {
@@ -129,7 +138,11 @@ def document() -> dict[str, Any]:
         }
         channels[f"{key}_reply"] = {
             "address": None,
-            "description": "The caller's reply_to (direct reply-to or a queue of its own).",
+            "description": (
+                "The caller's reply_to (direct reply-to or a queue of its own). A request"
+                f" whose reply_to names a queue of Warden's own ({protocol.RESERVED_PREFIX}*)"
+                " is acknowledged unworked, and no reply is written."
+            ),
             "messages": {"reply": {"$ref": f"#/components/messages/{key}_reply"}},
         }
         operations[key] = {
@@ -155,7 +168,10 @@ def document() -> dict[str, Any]:
         event_messages[key] = {"$ref": f"#/components/messages/{key}"}
     channels["warden_events"] = {
         "address": "warden.events",
-        "description": "Domain events; the routing key is the event type. At least once.",
+        "description": (
+            "Domain events; the routing key is the event type. At least once. Each names"
+            " Warden's broker user as its user_id, which RabbitMQ checks: believe no other."
+        ),
         "messages": event_messages,
         "bindings": {
             "amqp": {

@@ -21,7 +21,7 @@ def router(deps: WorkerDeps) -> RabbitRouter:
     async def login(call: Call[LoginRequest]) -> dict[str, Any]:
         """Log in with a username (or email) and password; opens a session."""
         body = call.body
-        return token_body(await auth.login(LogIn(body.username, body.password, call.client_ip)))
+        return token_body(await auth.login(LogIn(body.username, body.password, call.origin)))
 
     @deps.rpc(r, "warden.auth.refresh")
     async def refresh(call: Call[RefreshRequest]) -> dict[str, Any]:

@@ -47,9 +47,10 @@ AUDIT_RETRY_MAX = 1.0
 class OutboxRelay:
     """Publishes committed events in id order with confirms, then deletes them (pruning)."""
 
-    def __init__(self, source: PostgresOutboxSource, broker: RabbitBroker) -> None:
+    def __init__(self, source: PostgresOutboxSource, broker: RabbitBroker, user: str) -> None:
         self._source = source
         self._broker = broker
+        self._user = user  # the broker's user of `broker`: each event names it as its user_id
         self._stopping = asyncio.Event()
         self.leading = False
         self.published = 0
@@ -123,6 +124,9 @@ class OutboxRelay:
             routing_key=kind,
             content_type=CLOUDEVENTS_JSON,
             message_id=event["id"],
+            # RabbitMQ refuses a user_id that is not the connection's user: subscribers (the
+            # audit first) tell Warden's events from anything else on the exchange by it.
+            user_id=self._user,
             persist=True,
             headers=headers,
             timeout=10,
@@ -137,7 +141,8 @@ class OutboxRelay:
 StoreEvent = Callable[[dict[str, Any]], Awaitable[bool]]
 
 
-def audit_router(store: StoreEvent) -> RabbitRouter:
+def audit_router(store: StoreEvent, warden_user: str) -> RabbitRouter:
+    """The audit consumer: stores each event Warden published (user_id `warden_user`) once."""
     r = RabbitRouter()
 
     @r.subscriber(
@@ -150,6 +155,17 @@ def audit_router(store: StoreEvent) -> RabbitRouter:
         description="Stores every domain event once in the audit log.",
     )
     async def record(body: bytes, message: RabbitMessage) -> None:
+        publisher = message.raw_message.user_id
+        if publisher != warden_user:
+            # Dead-lettered, as a malformed event is: kept for whoever looks into it, never
+            # stored, never retried.
+            metrics.REFUSED.labels(AUDIT_QUEUE.name, "foreign_publisher").inc()
+            log.warning(
+                "audit refused an event Warden did not publish",
+                message_id=message.message_id,
+                publisher=publisher,
+            )
+            raise RejectMessage()
         try:
             event = orjson.loads(body)
             if not isinstance(event, dict) or not {"id", "type", "time"} <= event.keys():

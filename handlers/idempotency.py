@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Protocol
 
@@ -17,8 +16,8 @@ from domain.errors import (
     IdempotencyKeyReused,
     ValidationFailed,
 )
+from handlers.protocol import valid_idempotency_key
 
-KEY_PATTERN = re.compile(r"^[\x20-\x7e]{1,255}$")
 RENEW_EVERY = 3.0  # seconds; well inside the store's pending lease
 Envelope = dict[str, Any]
 
@@ -91,7 +90,7 @@ class Idempotency:
         commit but before Redis heard of it leaves the reply behind: the retry, which finds
         the claim lapsed and no reply in Redis, replays it instead of doing the work again.
         """
-        if not KEY_PATTERN.fullmatch(key):
+        if not valid_idempotency_key(key):
             msg = "Idempotency-Key must be 1-255 printable ASCII characters"
             raise ValidationFailed([FieldError(("header", "idempotency-key"), msg, "value_error")])
         scope = self._caller_of(authorization)

@@ -14,6 +14,13 @@ REDELIVERED_TOO_OFTEN = Counter(
     "RPC requests rejected unworked to warden.dlq after too many redeliveries, by queue",
     ["queue"],
 )
+REFUSED = Counter(
+    "warden_worker_messages_refused_total",
+    "Messages refused unworked at the broker boundary, by queue and reason"
+    " (reply_to_reserved: a request's reply_to named a Warden queue;"
+    " foreign_publisher: an event not published by Warden's broker user)",
+    ["queue", "reason"],
+)
 HANDLING = Histogram(
     "warden_worker_handling_seconds",
     "Time to handle one RPC message, by queue",

@@ -31,9 +31,11 @@ from domain.errors import (
     ValidationFailed,
     WardenError,
 )
-from handlers import metrics
+from domain.model import Origin
+from handlers import metrics, protocol
 from handlers.catalog import RPC
 from handlers.idempotency import Idempotency
+from handlers.trust import header_text, origin_of, refused_reply_to
 
 log = structlog.get_logger("warden.worker")
 
@@ -43,17 +45,21 @@ DEAD_LETTER_EXCHANGE = "warden.dlx"
 # A handler never raises, so a request goes back to its queue only when its worker died (or
 # lost its channel) while holding it: two more deliveries, then warden.dlq.
 RPC_REDELIVERY_LIMIT = 2
-DEADLINE_HEADER = "x-deadline"  # epoch milliseconds after which the caller no longer waits
+DEADLINE_HEADER = protocol.DEADLINE
 
 
 @dataclass(frozen=True)
 class Call(Generic[B]):
-    """One validated request and the headers that travel with it."""
+    """One validated request and what travels with it.
+
+    `origin` is the one place a request's client address is decided (see origin_of): per-
+    address limits count `origin.address`, events carry `origin.client_ip`.
+    """
 
     body: B
+    origin: Origin
+    request_id: str  # the caller's if it keeps the contract's pattern, else a new one
     authorization: str | None = None
-    client_ip: str | None = None
-    request_id: str | None = None
     idempotency_key: str | None = None
 
 
@@ -96,11 +102,23 @@ def _message(msg: str) -> str:
     return msg.removeprefix("Value error, ")
 
 
+def received(raw: IncomingMessage, edge_user: str) -> Call[bytes]:
+    """A request as it arrived, its body unparsed: headers read as text, its origin decided."""
+    headers = raw.headers or {}
+    return Call(
+        body=raw.body,
+        origin=origin_of(raw.user_id, headers.get(protocol.CLIENT_IP), edge_user),
+        authorization=header_text(headers.get(protocol.AUTHORIZATION)),
+        request_id=protocol.request_id_or_new(headers.get(protocol.REQUEST_ID)),
+        idempotency_key=header_text(headers.get(protocol.IDEMPOTENCY_KEY)),
+    )
+
+
 async def serve(
     queue: str,
     model: type[M],
     use_case: UseCase,
-    body: bytes,
+    call: Call[bytes],
     headers: Mapping[str, Any],
     idempotency: Idempotency | None = None,
     keep: Keep | None = None,
@@ -110,26 +128,17 @@ async def serve(
     `keep` renders a change's outcome as its envelope, for an idempotent request's reply to
     be written in the change's own transaction (see Idempotency.once).
     """
-    request_id = _text(headers.get("x-request-id"))
-    structlog.contextvars.bind_contextvars(request_id=request_id, queue=queue)
+    structlog.contextvars.bind_contextvars(request_id=call.request_id, queue=queue)
     started = time.perf_counter()
-    call = Call(
-        body=body,
-        authorization=_text(headers.get("authorization")),
-        client_ip=_text(headers.get("x-client-ip")),
-        request_id=request_id,
-        idempotency_key=_text(headers.get("idempotency-key")),
-    )
 
     async def work() -> dict[str, Any]:
         return await _answer(model, use_case, call)
 
     try:
-        if _past_deadline(headers):
-            raise UpstreamTimeout("The caller's deadline passed before a worker took the request.")
+        _admit(call, headers)
         if idempotency is not None and call.idempotency_key is not None:
             key = call.idempotency_key
-            envelope = await idempotency.once(queue, call.authorization, key, body, work, keep)
+            envelope = await idempotency.once(queue, call.authorization, key, call.body, work, keep)
         else:
             envelope = await work()
     except WardenError as exc:
@@ -142,28 +151,25 @@ async def serve(
     return envelope
 
 
-async def _answer(model: type[M], use_case: UseCase, raw: Call[Any]) -> dict[str, Any]:
+def _admit(call: Call[bytes], headers: Mapping[str, Any]) -> None:
+    """Refuse, before any parsing or work, a request that came too late or is too large."""
+    if _past_deadline(headers):
+        raise UpstreamTimeout("The caller's deadline passed before a worker took the request.")
+    if len(call.body) > protocol.MAX_BODY_BYTES:
+        raise protocol.body_too_large()
+
+
+async def _answer(model: type[M], use_case: UseCase, raw: Call[bytes]) -> dict[str, Any]:
     """Validate and run the use case; every outcome, a fault included, is an envelope."""
     try:
-        call = Call(
-            parse(model, raw.body),
-            raw.authorization,
-            raw.client_ip,
-            raw.request_id,
-            raw.idempotency_key,
-        )
+        body = parse(model, raw.body)
+        call = Call(body, raw.origin, raw.request_id, raw.authorization, raw.idempotency_key)
         return success(await use_case(call))
     except WardenError as exc:
         return failure(exc)
     except Exception:
         log.exception("handler fault")
         return failure(InternalError())
-
-
-def _text(value: Any) -> str | None:
-    if value is None:
-        return None
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
 def _past_deadline(headers: Mapping[str, Any]) -> bool:
@@ -208,6 +214,7 @@ def rpc(
     router: RabbitRouter,
     queue: str,
     prefetch: int,
+    edge_user: str,
     idempotency: Idempotency | None = None,
     reply: Callable[[Any], Any] | None = None,
     redeliveries: RedeliveryCounter | None = None,
@@ -215,10 +222,12 @@ def rpc(
     """Register `use_case` as the subscriber of `queue`, replying with the envelope.
 
     The request model comes from the catalogue, which the interface documents read too.
+    `edge_user` is the broker user whose x-client-ip is believed (see handlers.trust).
     `reply`, for a use case that changes Postgres, renders its outcome as the reply's data:
     the reply to an idempotent request is then kept in the change's own transaction.
     A request redelivered more than RPC_REDELIVERY_LIMIT times (counted by `redeliveries`)
     is rejected unworked and dead-lettered: a request that kills workers cannot loop.
+    A request whose reply_to names one of Warden's own queues is acknowledged unworked.
     """
     model = RPC[queue].request
 
@@ -229,19 +238,34 @@ def rpc(
 
         async def handler(message: Any) -> None:
             raw = message.raw_message
+            if refused_reply_to(raw.reply_to):
+                await _refuse(raw)
+                return
             if raw.redelivered and redeliveries is not None and await _too_often(raw):
                 await message.reject()  # to warden.dlq, with x-death saying where from
                 return
-            headers = message.headers or {}
-            envelope = await serve(queue, model, answer, message.body, headers, idempotency, keep)
+            call = received(raw, edge_user)
+            envelope = await serve(queue, model, answer, call, raw.headers or {}, idempotency, keep)
             try:
-                await reply_and_ack(message.raw_message, envelope, headers)
+                await reply_and_ack(raw, envelope, call.request_id)
             except Exception:
                 # Not acknowledged: reject it rather than hold a prefetch slot until the
                 # channel closes (it would then be redelivered).
                 with contextlib.suppress(Exception):
                     await message.reject()
                 raise
+
+        async def _refuse(raw: IncomingMessage) -> None:
+            # Acknowledged, not dead-lettered: it is refused for good, and a publisher that
+            # floods such requests fills no queue of Warden's.
+            metrics.REFUSED.labels(queue, "reply_to_reserved").inc()
+            log.warning(
+                "request refused: its reply_to names a Warden queue",
+                queue=queue,
+                reply_to=raw.reply_to,
+                publisher=raw.user_id,
+            )
+            await _ack(raw)
 
         async def _too_often(raw: IncomingMessage) -> bool:
             assert redeliveries is not None
@@ -290,9 +314,7 @@ def no_content(_: object) -> None:
     return None
 
 
-async def reply_and_ack(
-    raw: IncomingMessage, envelope: dict[str, Any], headers: Mapping[str, Any]
-) -> None:
+async def reply_and_ack(raw: IncomingMessage, envelope: dict[str, Any], request_id: str) -> None:
     """Publish the envelope to the caller's `reply_to`, then acknowledge the request.
 
     Straight to aiormq (aio-pika's protocol layer, its public channel API), on the channel
@@ -301,17 +323,22 @@ async def reply_and_ack(
     confirm per reply) cost the worker more than the use case itself. The reply needs no
     confirm: it is its own confirmation, and a caller whose reply is lost times out.
     """
-    channel = cast(aiormq.Channel, raw.channel)  # raises if the channel is closed
-    assert raw.delivery_tag is not None  # a consumed message always has one
     if raw.reply_to:
+        channel = cast(aiormq.Channel, raw.channel)  # raises if the channel is closed
         properties = Basic.Properties(
             content_type="application/json",
             correlation_id=raw.correlation_id,
             message_id=raw.correlation_id or raw.message_id,
-            headers={"x-request-id": headers.get("x-request-id") or ""},
+            headers={protocol.REQUEST_ID: request_id},
             delivery_mode=1,
         )
         await channel.basic_publish(
             orjson.dumps(envelope), routing_key=raw.reply_to, properties=properties, wait=False
         )
+    await _ack(raw)
+
+
+async def _ack(raw: IncomingMessage) -> None:
+    channel = cast(aiormq.Channel, raw.channel)  # raises if the channel is closed
+    assert raw.delivery_tag is not None  # a consumed message always has one
     await channel.basic_ack(raw.delivery_tag, wait=False)

@@ -45,7 +45,7 @@ def router(deps: WorkerDeps) -> RabbitRouter:
         """Register a new user (anyone)."""
         b = call.body
         return await accounts.register(
-            RegisterUser(str(b.email), b.username, b.password, b.full_name, call.client_ip)
+            RegisterUser(str(b.email), b.username, b.password, b.full_name, call.origin)
         )
 
     @deps.rpc(r, "warden.users.me")

@@ -15,6 +15,7 @@ import pytest
 import pytest_asyncio
 from aiohttp.test_utils import TestServer
 
+from handlers.protocol import broker_user
 from storage.db import drop_database
 from tests.support.infra import Urls, base_urls, own_redis_db, own_vhost, with_database
 from warden.bootstrap import build_edge, running_worker
@@ -79,6 +80,12 @@ def settings(urls: Urls) -> Settings:
     return make_settings(urls)
 
 
+@pytest.fixture(scope="session")
+def warden_user(urls: Urls) -> str:
+    """The broker user Warden logs in as: its events and its edge's requests name it."""
+    return broker_user(urls.amqp)
+
+
 @pytest_asyncio.fixture(scope="session")
 async def database(settings: Settings) -> AsyncIterator[str]:
     """This session's database, built by the migrations (never create_all)."""
@@ -129,9 +136,16 @@ class AmqpCaller:
             future.set_result(message)
 
     async def raw(
-        self, queue: str, body: bytes, headers: dict[str, Any] | None = None, wait: float = 10
+        self,
+        queue: str,
+        body: bytes,
+        headers: dict[str, Any] | None = None,
+        wait: float = 10,
+        user_id: str | None = None,
     ) -> aio_pika.abc.AbstractIncomingMessage:
+        """The reply to one request; `user_id` as RabbitMQ checks it (this connection's user)."""
         correlation_id = uuid.uuid4().hex
+        future: asyncio.Future[aio_pika.abc.AbstractIncomingMessage]
         future = asyncio.get_running_loop().create_future()
         self._replies[correlation_id] = future
         message = aio_pika.Message(
@@ -140,20 +154,26 @@ class AmqpCaller:
             correlation_id=correlation_id,
             reply_to="amq.rabbitmq.reply-to",
             headers=headers or {},
+            user_id=user_id,
         )
         await self.channel.default_exchange.publish(message, routing_key=queue)
         async with asyncio.timeout(wait):
             return await future
 
     async def call(
-        self, queue: str, body: Any, token: str | None = None, **headers: Any
+        self,
+        queue: str,
+        body: Any,
+        token: str | None = None,
+        user_id: str | None = None,
+        **headers: Any,
     ) -> dict[str, Any]:
         if token:
             headers["authorization"] = f"Bearer {token}"
-        reply = await self.raw(
-            queue, orjson.dumps(body), {k.replace("_", "-"): v for k, v in headers.items()}
-        )
-        return orjson.loads(reply.body)
+        headers = {k.replace("_", "-"): v for k, v in headers.items()}
+        reply = await self.raw(queue, orjson.dumps(body), headers, user_id=user_id)
+        envelope: dict[str, Any] = orjson.loads(reply.body)
+        return envelope
 
 
 @pytest_asyncio.fixture(scope="session")

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
 
     from handlers.idempotency import Idempotency
+    from handlers.trust import BrokerUsers
     from storage.lone import LoneStatements
 
 log = structlog.get_logger("warden")
@@ -162,6 +163,7 @@ def build_broker(settings: Settings, services: Services) -> RabbitBroker:
     async def redis() -> None:
         await services.redis.ping()
 
+    users = broker_users(settings)
     deps = WorkerDeps(
         auth=services.auth,
         accounts=services.accounts,
@@ -169,6 +171,7 @@ def build_broker(settings: Settings, services: Services) -> RabbitBroker:
         probes={"postgres": postgres, "redis": redis},
         prefetch=settings.worker_prefetch,
         login_prefetch=settings.worker_login_prefetch,
+        edge_user=users.edge,
         idempotency=services.idempotency,
         redeliveries=RedisRedeliveryCounter(services.redis),
     )
@@ -179,8 +182,17 @@ def build_broker(settings: Settings, services: Services) -> RabbitBroker:
     async def store_event(event: dict[str, object]) -> bool:
         return await audit.store(event)
 
-    broker.include_router(audit_router(store_event))
+    broker.include_router(audit_router(store_event, users.warden))
     return broker
+
+
+def broker_users(settings: Settings) -> BrokerUsers:
+    """Warden's own broker user (the worker's URL) and its edge's (the same unless set)."""
+    from handlers.protocol import broker_user
+    from handlers.trust import BrokerUsers
+
+    warden = broker_user(settings.amqp_url.get_secret_value())
+    return BrokerUsers(warden=warden, edge=settings.amqp_edge_user or warden)
 
 
 def asyncpg_dsn(settings: Settings) -> str:
@@ -199,7 +211,8 @@ async def running_worker(settings: Settings) -> AsyncIterator[Services]:
 
     services = build_services(settings)
     broker = build_broker(settings, services)
-    relay = OutboxRelay(PostgresOutboxSource(asyncpg_dsn(settings)), broker)
+    source = PostgresOutboxSource(asyncpg_dsn(settings))
+    relay = OutboxRelay(source, broker, broker_users(settings).warden)
     relay_task: asyncio.Task[None] | None = None
     try:
         await connect_when_reachable(broker)

@@ -41,6 +41,9 @@ class Settings(BaseSettings):
 
     database_url: SecretStr = SecretStr(DEFAULT_URLS["WARDEN_DATABASE_URL"])
     amqp_url: SecretStr = SecretStr(DEFAULT_URLS["WARDEN_AMQP_URL"])
+    # The broker user of the edge when it is not WARDEN_AMQP_URL's: the one whose x-client-ip
+    # the worker believes. Empty: the edge logs in as the worker does.
+    amqp_edge_user: str = ""
     redis_url: SecretStr = SecretStr(DEFAULT_URLS["WARDEN_REDIS_URL"])
     env: Literal["dev", "test", "production"] = "dev"
     jwt_secret: SecretStr = SecretStr(DEV_JWT_SECRET)

@@ -11,13 +11,8 @@ import orjson
 import structlog
 from aiohttp import web
 
-from domain.errors import (
-    InternalError,
-    MethodNotAllowed,
-    NotFound,
-    PayloadTooLarge,
-    WardenError,
-)
+from domain.errors import InternalError, MethodNotAllowed, NotFound, WardenError
+from handlers.protocol import MAX_BODY_BYTES, body_too_large
 from web import health, metrics
 from web.openapi import openapi_document
 from web.problems import problem
@@ -29,7 +24,6 @@ log = structlog.get_logger("warden.edge")
 
 RPC_CLIENT = web.AppKey("rpc_client", RpcClient)
 REQUEST_ID = web.RequestKey("request_id", str)
-MAX_BODY = 64 * 1024
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -84,7 +78,7 @@ def _http_error(exc: web.HTTPException) -> WardenError:
     if exc.status == 405:
         return MethodNotAllowed()
     if exc.status == 413:
-        return PayloadTooLarge()
+        return body_too_large()
     error = InternalError(exc.reason)
     error.status = exc.status  # type: ignore[misc]
     return error
@@ -111,7 +105,7 @@ def _forward(route: Route, timeout: float, trusted: Networks) -> Handler:
 
 def create_app(amqp_url: str, rpc_timeout: float, trusted: Networks = ()) -> web.Application:
     """One edge: the contract's routes, health checks, metrics and the OpenAPI document."""
-    app = web.Application(middlewares=[edge_middleware], client_max_size=MAX_BODY)
+    app = web.Application(middlewares=[edge_middleware], client_max_size=MAX_BODY_BYTES)
     app[RPC_CLIENT] = RpcClient(amqp_url)
 
     async def rpc_client_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -26,11 +26,10 @@ from aiormq.abc import AbstractConnection, DeliveredMessage
 from pamqp.commands import Basic
 
 from domain.errors import InternalError, ServiceUnavailable, UpstreamTimeout
+from handlers.protocol import DEADLINE, DIRECT_REPLY_TO, broker_user
 
 log = structlog.get_logger("warden.edge")
 
-REPLY_TO = "amq.rabbitmq.reply-to"
-DEADLINE_HEADER = "x-deadline"
 RECONNECT_DELAY = 1.0
 CONNECT_TIMEOUT = 5.0
 _LINK_ERRORS = (
@@ -45,6 +44,9 @@ class RpcClient:
 
     def __init__(self, url: str) -> None:
         self._url = url
+        # Every request names its publisher: RabbitMQ refuses a user_id that is not this
+        # connection's user, so the worker may believe the x-client-ip of such a request.
+        self._user = broker_user(url)
         self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._connection: AbstractConnection | None = None
         self._channel: aiormq.Channel | None = None
@@ -88,12 +90,13 @@ class RpcClient:
         properties = Basic.Properties(
             content_type="application/json",
             correlation_id=correlation_id,
-            reply_to=REPLY_TO,
+            reply_to=DIRECT_REPLY_TO,
             # RabbitMQ drops a request nobody took before the caller gives up.
             expiration=str(max(int(budget * 1000), 1)),
-            headers={**headers, DEADLINE_HEADER: deadline_ms},
+            headers={**headers, DEADLINE: deadline_ms},
             delivery_mode=1,
             message_id=correlation_id,
+            user_id=self._user,
         )
         try:
             async with asyncio.timeout(budget):
@@ -132,7 +135,7 @@ class RpcClient:
             self._connection = connection
             # No publisher confirms: the reply is the confirmation.
             channel = cast(aiormq.Channel, await connection.channel(publisher_confirms=False))
-            await channel.basic_consume(REPLY_TO, self._on_reply, no_ack=True)
+            await channel.basic_consume(DIRECT_REPLY_TO, self._on_reply, no_ack=True)
         closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
         def link_lost(done: asyncio.Future[Any]) -> None:

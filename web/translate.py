@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import re
-import uuid
 from ipaddress import IPv4Network, IPv6Network, ip_address
 from typing import Any
 from urllib.parse import parse_qs
@@ -14,16 +12,14 @@ from aiohttp import web
 from domain.errors import (
     FieldError,
     MalformedJson,
-    PayloadTooLarge,
     UnsupportedGrantType,
     UnsupportedMediaType,
     ValidationFailed,
 )
+from handlers import protocol
 from web.problems import problem_from_error
 from web.routes import Route
 
-REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
-IDEMPOTENCY_KEY = re.compile(r"^[\x20-\x7e]{1,255}$")
 FORM = "application/x-www-form-urlencoded"
 
 Networks = tuple[IPv4Network | IPv6Network, ...]
@@ -82,12 +78,11 @@ async def _read(request: web.Request) -> bytes:
     try:
         return await request.read()
     except web.HTTPRequestEntityTooLarge:
-        raise PayloadTooLarge from None
+        raise protocol.body_too_large() from None
 
 
 def request_id(request: web.Request) -> str:
-    given = request.headers.get("X-Request-ID", "")
-    return given if REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+    return protocol.request_id_or_new(request.headers.get("X-Request-ID"))
 
 
 def client_ip(request: web.Request, trusted: Networks) -> str | None:
@@ -124,17 +119,17 @@ def _valid_ip(text: str) -> bool:
 
 
 def rpc_headers(request: web.Request, rid: str, trusted: Networks) -> dict[str, str]:
-    headers = {"x-request-id": rid}
+    headers = {protocol.REQUEST_ID: rid}
     if auth := request.headers.get("Authorization"):
-        headers["authorization"] = auth
+        headers[protocol.AUTHORIZATION] = auth
     if ip := client_ip(request, trusted):
-        headers["x-client-ip"] = ip
+        headers[protocol.CLIENT_IP] = ip
     if "Idempotency-Key" in request.headers:
         key = request.headers["Idempotency-Key"]
-        if not IDEMPOTENCY_KEY.fullmatch(key):
+        if not protocol.valid_idempotency_key(key):
             msg = "Idempotency-Key must be 1-255 printable ASCII characters"
             raise ValidationFailed([FieldError(("header", "Idempotency-Key"), msg, "value_error")])
-        headers["idempotency-key"] = key
+        headers[protocol.IDEMPOTENCY_KEY] = key
     return headers
 
 

@@ -158,7 +158,7 @@ async def limited(urls: Urls, worker: Services) -> AsyncIterator[Limited]:
 
 
 async def test_registrations_past_an_addresss_limit_are_too_many_attempts(
-    limited: Limited, http: aiohttp.ClientSession
+    limited: Limited, http: aiohttp.ClientSession, warden_user: str
 ) -> None:
     ip = fresh_ip()
     _, taken = await new_user(http)
@@ -171,7 +171,10 @@ async def test_registrations_past_an_addresss_limit_are_too_many_attempts(
 
     refused = registration(unique())
     assert_too_many(await register(limited.http, refused, ip), REGISTER_WINDOW)
-    reply = await limited.amqp.call("warden.users.register", refused, x_client_ip=ip)
+    # Over AMQP, as the edge (the only publisher whose x-client-ip is believed).
+    reply = await limited.amqp.call(
+        "warden.users.register", refused, user_id=warden_user, x_client_ip=ip
+    )
     assert_too_many_reply(reply, REGISTER_WINDOW)
     # Another address is not limited, and the refused registration had stored nothing.
     assert (await register(limited.http, refused, fresh_ip()))[0] == 201
@@ -201,7 +204,11 @@ def refusals_of(received: list[Delivered], user_id: int) -> list[dict[str, Any]]
 
 
 async def test_a_locked_account_writes_one_login_failed_event_per_window_across_workers(
-    http: aiohttp.ClientSession, amqp: AmqpCaller, settings: Settings, urls: Urls
+    http: aiohttp.ClientSession,
+    amqp: AmqpCaller,
+    settings: Settings,
+    urls: Urls,
+    warden_user: str,
 ) -> None:
     user_id, name = await new_user(http)
     token = await access_token(http, name)
@@ -212,7 +219,12 @@ async def test_a_locked_account_writes_one_login_failed_event_per_window_across_
         async with running_worker(make_settings(urls)):
             # Two workers take these at once; each refusal races for the one event.
             logins = [
-                amqp.call("warden.auth.login", {"username": name, "password": p}, x_client_ip=ip)
+                amqp.call(
+                    "warden.auth.login",
+                    {"username": name, "password": p},
+                    user_id=warden_user,
+                    x_client_ip=ip,
+                )
                 for p in [PASSWORD, WRONG] * 6
             ]
             for reply in await asyncio.gather(*logins):

@@ -43,10 +43,11 @@ async def log_in(
 
 
 async def amqp_login(
-    amqp: AmqpCaller, name: str, password: str, ip: str | None = None
+    amqp: AmqpCaller, name: str, password: str, ip: str | None = None, user_id: str | None = None
 ) -> dict[str, Any]:
     headers = {"x_client_ip": ip} if ip else {}
-    return await amqp.call("warden.auth.login", {"username": name, "password": password}, **headers)
+    body = {"username": name, "password": password}
+    return await amqp.call("warden.auth.login", body, user_id=user_id, **headers)
 
 
 def assert_locked(result: tuple[int, str | None, str | None], window: int) -> None:
@@ -119,13 +120,14 @@ async def fail_as_strangers(
 
 
 async def test_an_address_with_max_failures_is_locked_for_every_account(
-    http: aiohttp.ClientSession, amqp: AmqpCaller, settings: Settings
+    http: aiohttp.ClientSession, amqp: AmqpCaller, settings: Settings, warden_user: str
 ) -> None:
     name = await new_user(http)
     ip = fresh_ip()
     await fail_as_strangers(http, settings.login_ip_max_failures, lambda: ip)
     assert_locked(await log_in(http, name, PASSWORD, ip), settings.login_window)
-    reply = await amqp_login(amqp, name, PASSWORD, ip)  # the same address, told by a service
+    # The same address, told over AMQP by a caller on the edge's broker user.
+    reply = await amqp_login(amqp, name, PASSWORD, ip, user_id=warden_user)
     assert (reply["error"]["code"], reply["error"]["retry_after"] > 0) == (
         "too_many_attempts",
         True,

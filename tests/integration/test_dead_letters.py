@@ -54,13 +54,17 @@ def cloudevent(event_id: str | None = None) -> dict[str, Any]:
     }
 
 
-async def publish(channel: aio_pika.abc.AbstractChannel, body: bytes, message_id: str) -> None:
+async def publish(
+    channel: aio_pika.abc.AbstractChannel, body: bytes, message_id: str, user_id: str
+) -> None:
+    """Publish as Warden's relay does: as `user_id`, Warden's broker user (the audit checks)."""
     exchange = await channel.get_exchange("warden.events")
     message = aio_pika.Message(
         body,
         content_type="application/cloudevents+json",
         message_id=message_id,
         delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        user_id=user_id,
     )
     await exchange.publish(message, routing_key="user.updated")
 
@@ -106,22 +110,25 @@ def first_death(message: aio_pika.abc.AbstractIncomingMessage) -> tuple[Any, Any
 
 
 async def test_a_malformed_event_is_dead_lettered_and_the_audit_consumer_goes_on(
-    channel: aio_pika.abc.AbstractChannel, database: str
+    channel: aio_pika.abc.AbstractChannel, database: str, warden_user: str
 ) -> None:
     poison = f"malformed-{uuid.uuid4().hex}"
-    await publish(channel, b"{not json", poison)
+    await publish(channel, b"{not json", poison, warden_user)
 
     message = await dead_lettered(channel, poison)
     assert message.body == b"{not json"
     assert first_death(message) == (AUDIT_QUEUE.name, "rejected")  # at once, never retried
 
     healthy = cloudevent()
-    await publish(channel, orjson.dumps(healthy), healthy["id"])
+    await publish(channel, orjson.dumps(healthy), healthy["id"], warden_user)
     assert await audited(database, healthy["id"]) == 1
 
 
 async def test_an_event_whose_storage_always_fails_is_retried_a_bounded_number_of_times(
-    channel: aio_pika.abc.AbstractChannel, database: str, monkeypatch: pytest.MonkeyPatch
+    channel: aio_pika.abc.AbstractChannel,
+    database: str,
+    warden_user: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     poison = cloudevent()
     attempts = 0
@@ -135,7 +142,7 @@ async def test_an_event_whose_storage_always_fails_is_retried_a_bounded_number_o
         raise RuntimeError("the audit log refuses this event")
 
     monkeypatch.setattr(PostgresAuditWriter, "store", failing_store)
-    await publish(channel, orjson.dumps(poison), poison["id"])
+    await publish(channel, orjson.dumps(poison), poison["id"], warden_user)
 
     message = await dead_lettered(channel, poison["id"])
     assert first_death(message) == (AUDIT_QUEUE.name, "delivery_limit")
@@ -145,6 +152,6 @@ async def test_an_event_whose_storage_always_fails_is_retried_a_bounded_number_o
     assert attempts == AUDIT_DELIVERY_LIMIT + 1  # and then no more: it does not loop
 
     healthy = cloudevent()
-    await publish(channel, orjson.dumps(healthy), healthy["id"])
+    await publish(channel, orjson.dumps(healthy), healthy["id"], warden_user)
     assert await audited(database, healthy["id"]) == 1
     assert await audited(database, poison["id"], within=0) == 0

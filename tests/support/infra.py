@@ -16,7 +16,7 @@ import subprocess
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import redis
 
@@ -105,6 +105,31 @@ def own_vhost(amqp_url: str) -> Iterator[str]:
         yield urlunsplit(parts._replace(path="/" + quote(vhost, safe="")))
     finally:
         _ctl("delete_vhost", vhost)
+
+
+def can_manage_users(amqp_url: str) -> bool:
+    """Whether this machine's rabbitmqctl manages the broker of `amqp_url` (a local one)."""
+    local = urlsplit(amqp_url).hostname in ("127.0.0.1", "localhost", "::1")
+    return local and shutil.which("rabbitmqctl") is not None
+
+
+@contextlib.contextmanager
+def another_broker_user(amqp_url: str) -> Iterator[str]:
+    """The URL of a new RabbitMQ user, free to do anything on the URL's vhost; deleted after.
+
+    Another service on Warden's broker: it may publish to every queue and exchange, and is
+    not Warden's user. Needs can_manage_users(amqp_url).
+    """
+    parts = urlsplit(amqp_url)
+    vhost = unquote(parts.path[1:]) or "/"
+    user, password = f"stranger_{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
+    _ctl("add_user", user, password)
+    try:
+        _ctl("set_permissions", "-p", vhost, user, ".*", ".*", ".*")
+        host = parts.netloc.rpartition("@")[2]
+        yield urlunsplit(parts._replace(netloc=f"{user}:{password}@{host}"))
+    finally:
+        _ctl("delete_user", user)
 
 
 def _ctl(*args: str) -> None:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from domain.accounts import Accounts
 from domain.auth import Auth, LogIn
-from domain.model import NewUser, Principal, TokenPair, User
+from domain.model import NewUser, Origin, Principal, TokenPair, User
 from tests.unit.fakes import FakeClock, FakePasswordHasher
 
 ACCESS_TTL = 1800
@@ -63,7 +63,7 @@ class People:
     def password_of(self, user: User) -> str:
         return self._passwords[user.id]
 
-    async def sign_in(self, user: User, client_ip: str | None = None) -> SignedIn:
-        pair = await self._auth.login(LogIn(user.username, self._passwords[user.id], client_ip))
+    async def sign_in(self, user: User, origin: Origin | None = None) -> SignedIn:
+        pair = await self._auth.login(LogIn(user.username, self._passwords[user.id], origin))
         principal = await self._auth.authenticate(f"Bearer {pair.access_token}")
         return SignedIn(pair, principal)

@@ -7,7 +7,7 @@ import pytest
 from domain import events
 from domain.auth import Auth, LogIn
 from domain.errors import InactiveUser, InvalidCredentials, TooManyAttempts
-from domain.model import User
+from domain.model import Origin, User
 from tests.unit.fakes import (
     FakeClock,
     FakeLoginThrottle,
@@ -26,10 +26,10 @@ async def alice(people: People) -> User:
     return await people.add("Alice", email="alice@example.com", password=PASSWORD)
 
 
-async def fail_logins(auth: Auth, login: str, times: int, client_ip: str | None = None) -> None:
+async def fail_logins(auth: Auth, login: str, times: int, origin: Origin | None = None) -> None:
     for _ in range(times):
         with pytest.raises(InvalidCredentials):
-            await auth.login(LogIn(login, "wrong-password", client_ip))
+            await auth.login(LogIn(login, "wrong-password", origin))
 
 
 @pytest.mark.parametrize(
@@ -192,17 +192,42 @@ async def test_too_many_failures_from_one_address_block_every_account_from_it(
     auth: Auth, throttle: FakeLoginThrottle, alice: User
 ) -> None:
     for n in range(throttle.ip_max_failures):
-        await fail_logins(auth, f"stranger{n}", 1, client_ip="203.0.113.9")
+        await fail_logins(auth, f"stranger{n}", 1, Origin(client_ip="203.0.113.9"))
 
     with pytest.raises(TooManyAttempts):
-        await auth.login(LogIn("alice", PASSWORD, client_ip="203.0.113.9"))
-    assert await auth.login(LogIn("alice", PASSWORD, client_ip="198.51.100.7"))
+        await auth.login(LogIn("alice", PASSWORD, Origin(client_ip="203.0.113.9")))
+    assert await auth.login(LogIn("alice", PASSWORD, Origin(client_ip="198.51.100.7")))
+
+
+async def test_a_publisher_that_states_no_address_is_counted_as_one_address(
+    auth: Auth, throttle: FakeLoginThrottle, alice: User
+) -> None:
+    billing = Origin(publisher="billing")
+    for n in range(throttle.ip_max_failures):
+        await fail_logins(auth, f"stranger{n}", 1, billing)
+
+    with pytest.raises(TooManyAttempts):
+        await auth.login(LogIn("alice", PASSWORD, billing))
+    assert await auth.login(LogIn("alice", PASSWORD, Origin(publisher="shipping")))
+    assert await auth.login(LogIn("alice", PASSWORD, Origin(client_ip="198.51.100.7")))
+
+
+async def test_a_publishers_name_is_never_written_as_the_client_ip(
+    auth: Auth, uow: FakeUnitOfWorkFactory, alice: User
+) -> None:
+    await fail_logins(auth, "alice", 1, Origin(publisher="billing"))
+    await auth.login(LogIn("alice", PASSWORD, Origin(publisher="billing")))
+
+    [failed] = uow.events(events.USER_LOGIN_FAILED)
+    [logged_in] = uow.events(events.USER_LOGGED_IN)
+    assert failed.extra == {"reason": "invalid_credentials"}
+    assert set(logged_in.extra) == {"session_id"}
 
 
 async def test_a_login_records_logged_in_with_the_session_and_client_ip(
     auth: Auth, uow: FakeUnitOfWorkFactory, tokens: FakeTokenIssuer, alice: User
 ) -> None:
-    pair = await auth.login(LogIn("alice", PASSWORD, client_ip="198.51.100.7"))
+    pair = await auth.login(LogIn("alice", PASSWORD, Origin(client_ip="198.51.100.7")))
 
     [event] = uow.events(events.USER_LOGGED_IN)
     assert event.user == alice.view()
@@ -224,7 +249,7 @@ async def test_a_login_without_a_client_ip_records_none_in_the_event(
 async def test_a_wrong_password_records_login_failed_for_the_user(
     auth: Auth, uow: FakeUnitOfWorkFactory, alice: User
 ) -> None:
-    await fail_logins(auth, "alice", 1, client_ip="198.51.100.7")
+    await fail_logins(auth, "alice", 1, Origin(client_ip="198.51.100.7"))
 
     [event] = uow.events(events.USER_LOGIN_FAILED)
     assert event.user == alice.view()
@@ -263,7 +288,7 @@ async def test_a_blocked_login_records_login_failed_as_too_many_attempts(
     await fail_logins(auth, "alice", throttle.max_failures)
 
     with pytest.raises(TooManyAttempts):
-        await auth.login(LogIn("alice", PASSWORD, client_ip="198.51.100.7"))
+        await auth.login(LogIn("alice", PASSWORD, Origin(client_ip="198.51.100.7")))
 
     event = uow.events(events.USER_LOGIN_FAILED)[-1]
     assert event.user == alice.view()
@@ -293,7 +318,7 @@ async def test_further_blocked_logins_in_the_window_record_no_more_events(
 
     for password in (PASSWORD, "wrong-password", PASSWORD, PASSWORD):
         with pytest.raises(TooManyAttempts):
-            await auth.login(LogIn("alice", password, client_ip="198.51.100.7"))
+            await auth.login(LogIn("alice", password, Origin(client_ip="198.51.100.7")))
 
     [event] = lockouts(uow)
     assert event.extra["attempts"] == throttle.max_failures
@@ -310,11 +335,11 @@ async def test_a_blocked_address_records_one_event_whatever_accounts_it_tries(
     auth: Auth, throttle: FakeLoginThrottle, uow: FakeUnitOfWorkFactory, alice: User
 ) -> None:
     for n in range(throttle.ip_max_failures):
-        await fail_logins(auth, f"stranger{n}", 1, client_ip="203.0.113.9")
+        await fail_logins(auth, f"stranger{n}", 1, Origin(client_ip="203.0.113.9"))
 
     for login in ("alice", "nobody", "somebody-else", "alice"):
         with pytest.raises(TooManyAttempts):
-            await auth.login(LogIn(login, PASSWORD, client_ip="203.0.113.9"))
+            await auth.login(LogIn(login, PASSWORD, Origin(client_ip="203.0.113.9")))
 
     [event] = lockouts(uow)
     assert event.user == alice.view()

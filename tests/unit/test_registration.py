@@ -7,7 +7,7 @@ import pytest
 from domain import events
 from domain.accounts import Accounts, RegisterUser
 from domain.errors import EmailTaken, TooManyAttempts, UsernameTaken
-from domain.model import NewUser, UserView
+from domain.model import NewUser, Origin, UserView
 from tests.unit.fakes import (
     FakeClock,
     FakePasswordHasher,
@@ -134,7 +134,13 @@ async def test_create_stores_a_superuser_as_given(
 
 
 def newcomer(n: int, client_ip: str | None) -> RegisterUser:
-    return RegisterUser(f"new{n}@example.com", f"new{n}", "a-good-password", None, client_ip)
+    return RegisterUser(
+        f"new{n}@example.com",
+        f"new{n}",
+        "a-good-password",
+        None,
+        Origin(client_ip) if client_ip else None,
+    )
 
 
 async def test_registrations_past_an_addresss_limit_are_refused_before_hashing(
@@ -165,7 +171,9 @@ async def test_a_registration_refused_before_hashing_is_not_counted(
     accounts: Accounts, registrations: FakeRegistrationThrottle
 ) -> None:
     await accounts.register(ALICE)
-    taken = RegisterUser("alice@example.com", "someone", "a-good-password", None, "203.0.113.9")
+    taken = RegisterUser(
+        "alice@example.com", "someone", "a-good-password", None, Origin("203.0.113.9")
+    )
 
     for _ in range(registrations.max_per_address + 1):
         with pytest.raises(EmailTaken):

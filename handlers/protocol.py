@@ -1,0 +1,63 @@
+"""Rules of the RPC wire that the edge writes requests by and the worker reads them by.
+
+Each is written here once: the edge (web/) imports this module as it imports the wire models.
+Plain values and pure functions; nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from urllib.parse import unquote, urlsplit
+
+from domain.errors import PayloadTooLarge
+
+# A request's body, over HTTP or AMQP; a larger one is a 413 payload_too_large.
+MAX_BODY_BYTES = 64 * 1024
+
+# Headers of a request message.
+AUTHORIZATION = "authorization"
+REQUEST_ID = "x-request-id"
+CLIENT_IP = "x-client-ip"  # believed only from the edge's broker user (see handlers.rpc)
+IDEMPOTENCY_KEY = "idempotency-key"
+DEADLINE = "x-deadline"  # epoch milliseconds after which the caller no longer waits
+
+REQUEST_ID_PATTERN = r"^[A-Za-z0-9._-]{1,128}$"
+IDEMPOTENCY_KEY_PATTERN = r"^[\x20-\x7e]{1,255}$"
+_REQUEST_ID = re.compile(REQUEST_ID_PATTERN)
+_IDEMPOTENCY_KEY = re.compile(IDEMPOTENCY_KEY_PATTERN)
+
+DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
+# Every queue and exchange Warden declares is named with this prefix, and no reply is ever
+# written to one of them: a caller cannot use the worker to publish into Warden's own queues.
+RESERVED_PREFIX = "warden."
+
+# What RabbitMQ clients log in as when the URL names no user.
+DEFAULT_BROKER_USER = "guest"
+
+
+def request_id_or_new(given: object) -> str:
+    """The caller's request id if it keeps the contract's pattern, else a new one."""
+    if isinstance(given, str) and _REQUEST_ID.fullmatch(given):
+        return given
+    return uuid.uuid4().hex
+
+
+def body_too_large() -> PayloadTooLarge:
+    """The 413 of a body over MAX_BODY_BYTES, naming the limit."""
+    return PayloadTooLarge(f"The request body is larger than {MAX_BODY_BYTES // 1024} KiB.")
+
+
+def valid_idempotency_key(key: str) -> bool:
+    """1-255 printable ASCII characters, as the contract says."""
+    return _IDEMPOTENCY_KEY.fullmatch(key) is not None
+
+
+def reserved(queue: str) -> bool:
+    """Whether `queue` is one of Warden's own (a request, audit or dead-letter queue)."""
+    return queue.startswith(RESERVED_PREFIX)
+
+
+def broker_user(amqp_url: str) -> str:
+    """The user an AMQP URL logs in as: the one RabbitMQ checks a message's `user_id` against."""
+    return unquote(urlsplit(amqp_url).username or "") or DEFAULT_BROKER_USER
