@@ -62,6 +62,9 @@ class SessionStore(Protocol):
 
     async def is_active(self, session_id: str) -> bool: ...
 
+    async def current(self, session_id: str) -> tuple[int, str] | None:
+        """A live session's user id and the refresh token id it accepts; None once it ended."""
+
     async def revoke(self, session_id: str) -> None: ...
 
     async def revoke_all(self, user_id: int, keep: str | None = None) -> None:

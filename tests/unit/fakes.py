@@ -373,6 +373,10 @@ class FakeSessionStore:
     async def is_active(self, session_id: str) -> bool:
         return session_id in self.sessions
 
+    async def current(self, session_id: str) -> tuple[int, str] | None:
+        session = self.sessions.get(session_id)
+        return None if session is None else (session.user_id, session.refresh_id)
+
     async def revoke(self, session_id: str) -> None:
         self.sessions.pop(session_id, None)
 
