@@ -33,7 +33,7 @@ from domain.errors import (
 )
 from handlers import metrics
 from handlers.catalog import RPC
-from handlers.idempotency import Idempotency
+from handlers.idempotency import Idempotency, Replay
 
 log = structlog.get_logger("warden.worker")
 
@@ -104,11 +104,13 @@ async def serve(
     headers: Mapping[str, Any],
     idempotency: Idempotency | None = None,
     keep: Keep | None = None,
+    replay: Replay | None = None,
 ) -> dict[str, Any]:
     """Run one request to its envelope, logging one line with its outcome.
 
     `keep` renders a change's outcome as its envelope, for an idempotent request's reply to
-    be written in the change's own transaction (see Idempotency.once).
+    be written in the change's own transaction; `replay` checks a kept reply before a
+    repeat gets it (see Idempotency.once).
     """
     request_id = _text(headers.get("x-request-id"))
     structlog.contextvars.bind_contextvars(request_id=request_id, queue=queue)
@@ -129,7 +131,9 @@ async def serve(
             raise UpstreamTimeout("The caller's deadline passed before a worker took the request.")
         if idempotency is not None and call.idempotency_key is not None:
             key = call.idempotency_key
-            envelope = await idempotency.once(queue, call.authorization, key, body, work, keep)
+            envelope = await idempotency.once(
+                queue, call.authorization, key, body, work, keep, replay
+            )
         else:
             envelope = await work()
     except WardenError as exc:
@@ -211,12 +215,14 @@ def rpc(
     idempotency: Idempotency | None = None,
     reply: Callable[[Any], Any] | None = None,
     redeliveries: RedeliveryCounter | None = None,
+    replay: Replay | None = None,
 ) -> Callable[[UseCase], UseCase]:
     """Register `use_case` as the subscriber of `queue`, replying with the envelope.
 
     The request model comes from the catalogue, which the interface documents read too.
     `reply`, for a use case that changes Postgres, renders its outcome as the reply's data:
     the reply to an idempotent request is then kept in the change's own transaction.
+    `replay` checks a kept reply before a repeat with the same Idempotency-Key gets it.
     A request redelivered more than RPC_REDELIVERY_LIMIT times (counted by `redeliveries`)
     is rejected unworked and dead-lettered: a request that kills workers cannot loop.
     """
@@ -233,7 +239,9 @@ def rpc(
                 await message.reject()  # to warden.dlq, with x-death saying where from
                 return
             headers = message.headers or {}
-            envelope = await serve(queue, model, answer, message.body, headers, idempotency, keep)
+            envelope = await serve(
+                queue, model, answer, message.body, headers, idempotency, keep, replay
+            )
             try:
                 await reply_and_ack(message.raw_message, envelope, headers)
             except Exception:

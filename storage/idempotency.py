@@ -1,34 +1,63 @@
 """Replies kept for Idempotency-Key repeats: in Redis, and a change's also in Postgres.
 
-warden:idempotency:{scope}:{queue}:{sha256 of the key}
-    JSON {"fp": body fingerprint} while the first request is worked on: a lease of
-    PENDING_TTL seconds that its worker renews, so a dead worker's claim lapses quickly;
-    then {"fp", "reply": envelope} for WARDEN_IDEMPOTENCY_TTL (24 h by default)
+Nothing here holds a secret in a readable or fast-hashable form: the body fingerprint is
+an HMAC under a server key (computed by the caller), and every kept reply (token pairs
+among them) is sealed with AES-256-GCM, its slot as associated data, so a sealed reply
+opens only under the key it was sealed with and only for the slot it was kept for.
 
-Postgres table idempotent_replies (slot as above, fingerprint, reply, expires_at)
+Keys (every one has a TTL):
+  warden:idempotency:{scope}:{queue}:{sha256 of the key}
+      JSON {"fp"} while the first request is worked on: a lease of PENDING_TTL seconds
+      that its worker renews, so a dead worker's claim lapses quickly; then
+      {"fp", "key": id of the sealing key, "reply": base64 of the sealed envelope} for
+      WARDEN_IDEMPOTENCY_TTL (24 h by default). A reply sealed under another key (or
+      written by a version before sealing) is not read: the next claim overwrites it.
+
+Postgres table idempotent_replies (slot as above, fingerprint, reply: the sealed envelope,
+expires_at)
     the reply of a change (registration, profile and user updates, password change,
     deletion), written by the unit of work in the change's own transaction, so it exists
-    exactly when the change does; read when a retry finds no reply in Redis
+    exactly when the change does; read when a retry finds no reply in Redis (its claim
+    lapsed). A row that does not open under the current key is ignored.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 import redis.asyncio as aioredis
+import structlog
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from domain.errors import InternalError
 from storage.lone import LoneStatements
 from storage.redis_store import unavailable_on_error
 
+log = structlog.get_logger("warden.idempotency")
+
 PREFIX = "warden:idempotency:"
 PENDING_TTL = 10  # seconds a claim outlives its worker; a live worker renews it
+
+# KEYS[1] the slot. ARGV: the pending value, PENDING_TTL, the sealing key's id.
+# Returns 1 (claimed) or the record found.
+_CLAIM = """
+local current = redis.call('GET', KEYS[1])
+if current then
+  local ok, record = pcall(cjson.decode, current)
+  if ok and type(record) == 'table' and not (record.reply ~= nil and record.key ~= ARGV[3]) then
+    return current
+  end
+end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+return 1
+"""
 # Renews only a claim that is still pending with this fingerprint: never a stored reply.
 _RENEW = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -38,36 +67,65 @@ return 0
 """
 
 
-class RedisIdempotencyStore:
-    """Claim a key atomically (SET NX), then keep the reply for the repeats."""
+class Sealer(Protocol):
+    """Authenticated encryption of values kept at rest (warden.keys.AesGcmSealer)."""
 
-    def __init__(self, client: aioredis.Redis, ttl: int) -> None:
+    key_id: str
+
+    def seal(self, plaintext: bytes, context: bytes) -> bytes: ...
+
+    def open(self, sealed: bytes, context: bytes) -> bytes | None:
+        """The plaintext, or None when `sealed` was not sealed with this key for `context`."""
+        ...
+
+
+class RedisIdempotencyStore:
+    """Claims (one Lua script) and the sealed replies."""
+
+    def __init__(self, client: aioredis.Redis, ttl: int, sealer: Sealer) -> None:
         self._redis = client
         self._ttl = ttl
+        self._sealer = sealer
+        self._claim = client.register_script(_CLAIM)
+        self._renew = client.register_script(_RENEW)
 
-    async def claim(self, key: str, fingerprint: str) -> bool:
+    async def claim(self, key: str, fingerprint: str) -> dict[str, Any] | None:
+        pending, key_id = self._pending(fingerprint), self._sealer.key_id
         async with unavailable_on_error():
-            value = orjson.dumps({"fp": fingerprint})
-            return bool(await self._redis.set(PREFIX + key, value, nx=True, ex=PENDING_TTL))
+            found = await self._claim([PREFIX + key], [pending, PENDING_TTL, key_id])
+        if isinstance(found, int):
+            return None
+        return self._read(key, orjson.loads(found))
 
     async def renew(self, key: str, fingerprint: str) -> None:
         async with unavailable_on_error():
-            value = orjson.dumps({"fp": fingerprint})
-            await self._redis.eval(_RENEW, 1, PREFIX + key, value, PENDING_TTL)
-
-    async def get(self, key: str) -> dict[str, Any] | None:
-        async with unavailable_on_error():
-            raw = await self._redis.get(PREFIX + key)
-        return None if raw is None else orjson.loads(raw)
+            await self._renew([PREFIX + key], [self._pending(fingerprint), PENDING_TTL])
 
     async def complete(self, key: str, fingerprint: str, reply: dict[str, Any]) -> None:
+        sealed = self._sealer.seal(orjson.dumps(reply), key.encode())
+        value = {"fp": fingerprint, "key": self._sealer.key_id, "reply": _b64(sealed)}
         async with unavailable_on_error():
-            value = orjson.dumps({"fp": fingerprint, "reply": reply})
-            await self._redis.set(PREFIX + key, value, ex=self._ttl)
+            await self._redis.set(PREFIX + key, orjson.dumps(value), ex=self._ttl)
 
     async def release(self, key: str) -> None:
         async with unavailable_on_error():
             await self._redis.delete(PREFIX + key)
+
+    def _pending(self, fingerprint: str) -> bytes:
+        return orjson.dumps({"fp": fingerprint})
+
+    def _read(self, key: str, record: dict[str, Any]) -> dict[str, Any]:
+        if "reply" not in record:
+            return {"fp": record["fp"]}  # pending
+        opened = self._sealer.open(base64.b64decode(record["reply"]), key.encode())
+        if opened is None:  # under our key id, yet it does not open: tampered with
+            log.error("kept idempotent reply fails authentication")
+            raise InternalError
+        return {"fp": record["fp"], "reply": orjson.loads(opened)}
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
 
 
 class PostgresReplyLedger:
@@ -77,21 +135,25 @@ class PostgresReplyLedger:
     its own task); a unit of work that commits meanwhile calls `keep_reply` before COMMIT.
     """
 
-    def __init__(self, lone: LoneStatements, ttl: int) -> None:
+    def __init__(self, lone: LoneStatements, ttl: int, sealer: Sealer) -> None:
         self._lone = lone
         self._ttl = ttl
+        self._sealer = sealer
 
     async def get(self, key: str) -> dict[str, Any] | None:
         row = await self._lone.fetchrow(_GET, key)
-        return (
-            None if row is None else {"fp": row["fingerprint"], "reply": orjson.loads(row["reply"])}
-        )
+        if row is None:
+            return None
+        opened = self._sealer.open(bytes(row["reply"]), key.encode())
+        if opened is None:  # sealed under another key: as if never kept
+            return None
+        return {"fp": row["fingerprint"], "reply": orjson.loads(opened)}
 
     @contextlib.contextmanager
     def recording(
         self, key: str, fingerprint: str, keep: Callable[[Any], dict[str, Any]]
     ) -> Iterator[None]:
-        token = _RECORDING.set(_Recording(key, fingerprint, keep, self._ttl))
+        token = _RECORDING.set(_Recording(key, fingerprint, keep, self._ttl, self._sealer))
         try:
             yield
         finally:
@@ -104,6 +166,7 @@ class _Recording:
     fingerprint: str
     keep: Callable[[Any], dict[str, Any]]
     ttl: int
+    sealer: Sealer
 
 
 _RECORDING: ContextVar[_Recording | None] = ContextVar("warden_reply_recording", default=None)
@@ -120,7 +183,7 @@ _KEEP = text(
         )
     )
     INSERT INTO idempotent_replies (slot, fingerprint, reply, expires_at)
-    VALUES (:slot, :fp, CAST(:reply AS jsonb), now() + make_interval(secs => :ttl))
+    VALUES (:slot, :fp, :reply, now() + make_interval(secs => :ttl))
     ON CONFLICT (slot) DO UPDATE SET
         fingerprint = EXCLUDED.fingerprint,
         reply = EXCLUDED.reply,
@@ -139,6 +202,7 @@ async def keep_reply(conn: AsyncConnection, outcome: object) -> None:
     recording = _RECORDING.get()
     if recording is None:
         return
-    reply = orjson.dumps(recording.keep(outcome)).decode()
-    params = {"slot": recording.key, "fp": recording.fingerprint, "reply": reply}
+    reply = orjson.dumps(recording.keep(outcome))
+    sealed = recording.sealer.seal(reply, recording.key.encode())
+    params = {"slot": recording.key, "fp": recording.fingerprint, "reply": sealed}
     await conn.execute(_KEEP, params | {"ttl": recording.ttl})

@@ -1,7 +1,10 @@
-"""Keys derived per purpose, and sealing at rest."""
+"""Keys derived per purpose, sealing at rest, and the keyed fingerprint of request bodies."""
 
 from __future__ import annotations
 
+import hashlib
+
+from handlers.idempotency import fingerprint
 from warden.keys import IDEMPOTENCY_FINGERPRINT, IDEMPOTENCY_REPLY, AesGcmSealer, subkey
 
 MASTER = b"a master key of at least thirty-two bytes"
@@ -30,3 +33,16 @@ def test_a_sealed_value_opens_only_with_its_key_and_its_context() -> None:
     assert sealer.open(tampered, b"slot-a") is None
     assert sealer.open(b"short", b"slot-a") is None
     assert sealer.key_id != AesGcmSealer(subkey(MASTER + b"!", IDEMPOTENCY_REPLY)).key_id
+
+
+def test_the_fingerprint_is_keyed_and_equal_for_equal_json() -> None:
+    key = subkey(MASTER, IDEMPOTENCY_FINGERPRINT)
+    body = b'{"username": "alice", "password": "correct horse battery"}'
+    reordered = b'{ "password":"correct horse battery","username":"alice" }'
+    assert fingerprint(key, body) == fingerprint(key, reordered)
+    assert fingerprint(key, body) != fingerprint(
+        subkey(MASTER + b"!", IDEMPOTENCY_FINGERPRINT), body
+    )
+    canonical = b'{"password":"correct horse battery","username":"alice"}'
+    assert fingerprint(key, body) != hashlib.sha256(canonical).hexdigest()
+    assert fingerprint(key, b"not json") != fingerprint(key, b"not json!")
