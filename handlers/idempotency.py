@@ -21,6 +21,7 @@ from domain.errors import (
 
 KEY_PATTERN = re.compile(r"^[\x20-\x7e]{1,255}$")
 RENEW_EVERY = 3.0  # seconds; well inside the store's pending lease
+HEARTBEAT_EVERY = 0.5  # seconds; a third of the store's heartbeat TTL
 Envelope = dict[str, Any]
 # A queue's check of a kept reply before a repeat gets it: the envelope to answer with, or
 # None to do the work again (it may raise a WardenError to answer that instead).
@@ -31,17 +32,23 @@ class IdempotencyStore(Protocol):
     """Where claimed keys and their replies live."""
 
     async def claim(self, key: str, fingerprint: str) -> dict[str, Any] | None:
-        """Claim the key: None when it is ours now, else what the key holds: `{"fp"}` while
-        worked on, `{"fp", "reply"}` after."""
+        """Claim the key (or take over the claim of a holder that died): None when it is ours
+        now, else what the key holds: `{"fp"}` while worked on, `{"fp", "reply"}` after."""
         ...
 
     async def renew(self, key: str, fingerprint: str) -> None:
         """Extend a pending claim's lease (a claim lapses soon after its worker dies)."""
         ...
 
-    async def complete(self, key: str, fingerprint: str, reply: Envelope) -> None: ...
+    async def complete(self, key: str, fingerprint: str, reply: Envelope) -> None:
+        """Keep the reply, unless another holder took the claim over meanwhile."""
+        ...
 
     async def release(self, key: str) -> None: ...
+
+    async def beat(self) -> None:
+        """Say this process is alive, so its claims are not taken over."""
+        ...
 
 
 class ReplyLedger(Protocol):
@@ -97,9 +104,9 @@ class Idempotency:
 
         Redis holds the claim and the replies of every queue. A change's reply is also
         written in the change's own transaction (the ledger), so a worker killed after the
-        commit but before Redis heard of it leaves the reply behind: the retry, which finds
-        the claim lapsed and no reply in Redis, replays it instead of doing the work again.
-        `replay` checks a kept reply before a repeat gets it.
+        commit but before Redis heard of it leaves the reply behind: the retry, which takes
+        the dead worker's claim over and finds no reply in Redis, replays it instead of doing
+        the work again. `replay` checks a kept reply before a repeat gets it.
         """
         if not KEY_PATTERN.fullmatch(key):
             msg = "Idempotency-Key must be 1-255 printable ASCII characters"
@@ -123,6 +130,13 @@ class Idempotency:
         else:  # a 5xx is never kept: a retry must do the work again
             await self._store.release(slot)
         return reply
+
+    async def heartbeat(self) -> None:
+        """Say every HEARTBEAT_EVERY seconds that this process lives (one task per process)."""
+        while True:
+            with contextlib.suppress(Exception):  # Redis away: beat again when it is back
+                await self._store.beat()
+            await asyncio.sleep(HEARTBEAT_EVERY)
 
 
 @contextlib.asynccontextmanager
@@ -154,9 +168,8 @@ async def _recorded(
 ) -> Envelope:
     """Do a change whose reply is kept in its own transaction.
 
-    A refusal defers to a change committed meanwhile under the same key, by a worker whose
-    claim lapsed while it still worked (a registration then meets its own email): its reply
-    wins.
+    A refusal defers to a change committed meanwhile under the same key, by a holder taken
+    for dead while it was not (a registration then meets its own email): its reply wins.
     """
     async with _renewing(store, slot, print_):
         with ledger.recording(slot, print_, keep):

@@ -7,24 +7,32 @@ opens only under the key it was sealed with and only for the slot it was kept fo
 
 Keys (every one has a TTL):
   warden:idempotency:{scope}:{queue}:{sha256 of the key}
-      JSON {"fp"} while the first request is worked on: a lease of PENDING_TTL seconds
-      that its worker renews, so a dead worker's claim lapses quickly; then
+      JSON {"fp", "holder"} while the first request is worked on: a lease of PENDING_TTL
+      seconds that its handler renews; a claim whose holder's heartbeat is gone is taken
+      over at once by the next claim with the same fingerprint. Then
       {"fp", "key": id of the sealing key, "reply": base64 of the sealed envelope} for
       WARDEN_IDEMPOTENCY_TTL (24 h by default). A reply sealed under another key (or
       written by a version before sealing) is not read: the next claim overwrites it.
+  warden:worker-alive:{host}:{pid}:{random}
+      "1": the heartbeat of one worker process (the holder named in its claims), for
+      HEARTBEAT_TTL_MS, renewed every half second and by each claim it makes: gone within
+      1.5 s of the process's death
 
 Postgres table idempotent_replies (slot as above, fingerprint, reply: the sealed envelope,
 expires_at)
     the reply of a change (registration, profile and user updates, password change,
     deletion), written by the unit of work in the change's own transaction, so it exists
-    exactly when the change does; read when a retry finds no reply in Redis (its claim
-    lapsed). A row that does not open under the current key is ignored.
+    exactly when the change does; read when a retry finds no reply in Redis (its holder
+    died). A row that does not open under the current key is ignored.
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
+import os
+import socket
+import uuid
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -43,27 +51,51 @@ from storage.redis_store import unavailable_on_error
 log = structlog.get_logger("warden.idempotency")
 
 PREFIX = "warden:idempotency:"
-PENDING_TTL = 10  # seconds a claim outlives its worker; a live worker renews it
+ALIVE = "warden:worker-alive:"
+PENDING_TTL = 10  # seconds a claim outlives a holder that stops renewing it
+HEARTBEAT_TTL_MS = 1500  # a holder silent this long is dead: its claims may be taken over
 
-# KEYS[1] the slot. ARGV: the pending value, PENDING_TTL, the sealing key's id.
-# Returns 1 (claimed) or the record found.
+# KEYS[1] the slot, KEYS[2] the claimer's heartbeat. ARGV: the pending value, PENDING_TTL,
+# the fingerprint, the sealing key's id, the heartbeat prefix, HEARTBEAT_TTL_MS.
+# Returns 1 (claimed), 2 (taken over from a dead holder) or the record found.
 _CLAIM = """
+redis.call('SET', KEYS[2], '1', 'PX', ARGV[6])
 local current = redis.call('GET', KEYS[1])
+local outcome = 1
 if current then
   local ok, record = pcall(cjson.decode, current)
-  if ok and type(record) == 'table' and not (record.reply ~= nil and record.key ~= ARGV[3]) then
-    return current
+  if ok and type(record) == 'table' then
+    if record.reply ~= nil then
+      if record.key == ARGV[4] then return current end
+    elseif record.holder and record.fp == ARGV[3]
+        and redis.call('EXISTS', ARGV[5] .. record.holder) == 0 then
+      outcome = 2
+    else
+      return current
+    end
   end
 end
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
-return 1
+return outcome
 """
-# Renews only a claim that is still pending with this fingerprint: never a stored reply.
+# Renews only a claim that is still pending with this fingerprint and holder.
 _RENEW = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
     return redis.call('EXPIRE', KEYS[1], ARGV[2])
 end
 return 0
+"""
+# Completes (ARGV[2] set, for ARGV[3] seconds) or releases (ARGV[2] empty) the slot, only
+# while this holder (ARGV[1]) has it or nobody does: a claim taken over is the taker's.
+_SETTLE = """
+local current = redis.call('GET', KEYS[1])
+if current then
+  local ok, record = pcall(cjson.decode, current)
+  if not (ok and type(record) == 'table' and record.holder == ARGV[1]) then return 0 end
+end
+if ARGV[2] == '' then return redis.call('DEL', KEYS[1]) end
+redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+return 1
 """
 
 
@@ -80,19 +112,33 @@ class Sealer(Protocol):
 
 
 class RedisIdempotencyStore:
-    """Claims (one Lua script) and the sealed replies."""
+    """Claims (one Lua script: claim, or take over a dead holder's) and the sealed replies."""
 
-    def __init__(self, client: aioredis.Redis, ttl: int, sealer: Sealer) -> None:
+    def __init__(
+        self, client: aioredis.Redis, ttl: int, sealer: Sealer, holder: str | None = None
+    ) -> None:
         self._redis = client
         self._ttl = ttl
         self._sealer = sealer
+        # This process, in its claims and its heartbeat: host and pid say which one to look at.
+        self.holder = holder or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._claim = client.register_script(_CLAIM)
         self._renew = client.register_script(_RENEW)
+        self._settle = client.register_script(_SETTLE)
+
+    async def beat(self) -> None:
+        async with unavailable_on_error():
+            await self._redis.set(ALIVE + self.holder, "1", px=HEARTBEAT_TTL_MS)
 
     async def claim(self, key: str, fingerprint: str) -> dict[str, Any] | None:
+        keys = [PREFIX + key, ALIVE + self.holder]
         pending, key_id = self._pending(fingerprint), self._sealer.key_id
         async with unavailable_on_error():
-            found = await self._claim([PREFIX + key], [pending, PENDING_TTL, key_id])
+            found = await self._claim(
+                keys, [pending, PENDING_TTL, fingerprint, key_id, ALIVE, HEARTBEAT_TTL_MS]
+            )
+        if found == 2:
+            log.info("idempotency claim taken over from a dead worker")
         if isinstance(found, int):
             return None
         return self._read(key, orjson.loads(found))
@@ -105,14 +151,14 @@ class RedisIdempotencyStore:
         sealed = self._sealer.seal(orjson.dumps(reply), key.encode())
         value = {"fp": fingerprint, "key": self._sealer.key_id, "reply": _b64(sealed)}
         async with unavailable_on_error():
-            await self._redis.set(PREFIX + key, orjson.dumps(value), ex=self._ttl)
+            await self._settle([PREFIX + key], [self.holder, orjson.dumps(value), self._ttl])
 
     async def release(self, key: str) -> None:
         async with unavailable_on_error():
-            await self._redis.delete(PREFIX + key)
+            await self._settle([PREFIX + key], [self.holder, "", 0])
 
     def _pending(self, fingerprint: str) -> bytes:
-        return orjson.dumps({"fp": fingerprint})
+        return orjson.dumps({"fp": fingerprint, "holder": self.holder})
 
     def _read(self, key: str, record: dict[str, Any]) -> dict[str, Any]:
         if "reply" not in record:

@@ -207,6 +207,8 @@ async def running_worker(settings: Settings) -> AsyncIterator[Services]:
     broker = build_broker(settings, services)
     relay = OutboxRelay(PostgresOutboxSource(asyncpg_dsn(settings)), broker)
     relay_task: asyncio.Task[None] | None = None
+    # The worker's heartbeat: while it beats, no other worker takes over its claimed keys.
+    heartbeat = asyncio.create_task(services.idempotency.heartbeat(), name="heartbeat")
     try:
         await connect_when_reachable(broker)
         await declare_topology(broker)
@@ -217,6 +219,9 @@ async def running_worker(settings: Settings) -> AsyncIterator[Services]:
         # Stop taking messages and let the in-flight ones finish (their replies go out and
         # their events land in the outbox), then let the relay publish those, then close.
         await _stop_consuming(broker)
+        heartbeat.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await heartbeat
         relay.stop()
         if relay_task is not None:
             with contextlib.suppress(asyncio.CancelledError, TimeoutError):
