@@ -151,6 +151,19 @@ class Auth:
             return Introspection(active=False)
         return Introspection(active=True, claims=principal.claims, user=principal.user)
 
+    async def is_current(self, refresh_token: str) -> bool:
+        """Whether a pair handed out earlier is still live: its refresh token is the one its
+        session accepts, the session is its user's, and the user is active."""
+        try:
+            claims = self._tokens.read_refresh(refresh_token)
+        except BearerError:
+            return False
+        if await self._sessions.current(claims.session_id) != (claims.user_id, claims.token_id):
+            return False
+        async with self._uow() as uow:
+            user = await uow.users.get(claims.user_id)
+        return user is not None and user.is_active
+
     async def _verify(self, token: str) -> Principal:
         claims = self._tokens.read_access(token)
         # The session must be the token's user's: a token signed for another user with a

@@ -69,6 +69,9 @@ class SessionStore(Protocol):
     async def is_active(self, session_id: str, user_id: int) -> bool:
         """True while the session is live and belongs to `user_id`."""
 
+    async def current(self, session_id: str) -> tuple[int, str] | None:
+        """A live session's user id and the refresh token id it accepts; None once it ended."""
+
     async def revoke(self, session_id: str) -> None: ...
 
     async def revoke_all(self, user_id: int, keep: str | None = None) -> None:

@@ -12,7 +12,7 @@ from faststream.rabbit.schemas import ExchangeType
 from domain.accounts import Accounts
 from domain.auth import Auth
 from domain.listing import CursorCodec
-from handlers.idempotency import Idempotency
+from handlers.idempotency import Idempotency, Replay
 from handlers.rpc import DEAD_LETTER_EXCHANGE, RedeliveryCounter, UseCase, rpc
 
 EVENTS_EXCHANGE = RabbitExchange("warden.events", type=ExchangeType.TOPIC, durable=True)
@@ -44,6 +44,7 @@ class WorkerDeps:
         bcrypt: bool = False,
         reply: Callable[[Any], Any] | None = None,
         idempotent: bool = True,
+        replay: Replay | None = None,
     ) -> Callable[[UseCase], UseCase]:
         """`handlers.rpc.rpc` with this worker's prefetch, idempotency and redelivery count.
 
@@ -51,7 +52,9 @@ class WorkerDeps:
         """
         prefetch = self.login_prefetch if bcrypt else self.prefetch
         idempotency = self.idempotency if idempotent else None
-        return rpc(router, queue, prefetch, self.edge_user, idempotency, reply, self.redeliveries)
+        return rpc(
+            router, queue, prefetch, self.edge_user, idempotency, reply, self.redeliveries, replay
+        )
 
 
 def include_routers(broker: RabbitBroker, deps: WorkerDeps) -> None:

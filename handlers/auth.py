@@ -6,8 +6,10 @@ from typing import Any
 
 from faststream.rabbit import RabbitRouter
 
-from domain.auth import LogIn
+from domain.auth import Auth, LogIn
+from domain.errors import TokenRevoked
 from handlers.app import WorkerDeps
+from handlers.idempotency import Envelope, Replay
 from handlers.rpc import Call
 from handlers.views import introspection_body, token_body
 from handlers.wire import Empty, IntrospectRequest, LoginRequest, RefreshRequest
@@ -17,13 +19,13 @@ def router(deps: WorkerDeps) -> RabbitRouter:
     r = RabbitRouter()
     auth = deps.auth
 
-    @deps.rpc(r, "warden.auth.login", bcrypt=True)
+    @deps.rpc(r, "warden.auth.login", bcrypt=True, replay=login_replay(auth))
     async def login(call: Call[LoginRequest]) -> dict[str, Any]:
         """Log in with a username (or email) and password; opens a session."""
         body = call.body
         return token_body(await auth.login(LogIn(body.username, body.password, call.origin)))
 
-    @deps.rpc(r, "warden.auth.refresh")
+    @deps.rpc(r, "warden.auth.refresh", replay=refresh_replay(auth))
     async def refresh(call: Call[RefreshRequest]) -> dict[str, Any]:
         """Spend a refresh token for a new token pair of the same session."""
         return token_body(await auth.refresh(call.body.refresh_token))
@@ -33,9 +35,47 @@ def router(deps: WorkerDeps) -> RabbitRouter:
         """End the caller's session (bearer)."""
         await auth.logout(await auth.authenticate(call.authorization))
 
-    @deps.rpc(r, "warden.auth.introspect")
+    @deps.rpc(r, "warden.auth.introspect", replay=introspect_replay)
     async def introspect(call: Call[IntrospectRequest]) -> dict[str, Any]:
         """RFC 7662 introspection of an access token, for other services."""
         return introspection_body(await auth.introspect(call.body.token))
 
     return r
+
+
+# A kept token pair is a live credential: a repeat gets it only while it is still what its
+# session accepts (see Auth.is_current). Otherwise nothing dead is handed out as live:
+
+
+def login_replay(auth: Auth) -> Replay:
+    """A repeated login gets its pair, or 401 token_revoked once that pair is no longer live."""
+
+    async def replay(reply: Envelope) -> Envelope:
+        if reply["ok"] and not await auth.is_current(reply["data"]["refresh_token"]):
+            raise TokenRevoked(
+                "The session this login opened has ended, or its pair was refreshed since: "
+                "log in again with a new Idempotency-Key."
+            )
+        return reply
+
+    return replay
+
+
+def refresh_replay(auth: Auth) -> Replay:
+    """A repeated refresh gets its pair while that is live; else the refresh is done again, so
+    a spent refresh token is reuse (401 token_reused, the session revoked) as without a key."""
+
+    async def replay(reply: Envelope) -> Envelope | None:
+        if reply["ok"] and not await auth.is_current(reply["data"]["refresh_token"]):
+            return None
+        return reply
+
+    return replay
+
+
+async def introspect_replay(reply: Envelope) -> Envelope | None:
+    """An inactive answer stays true (a dead token never comes back); an active one is asked
+    again, so a repeat never vouches for a token revoked since, or for stale rights."""
+    if reply["ok"] and reply["data"]["active"]:
+        return None
+    return reply

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import hmac
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Protocol
 
@@ -19,23 +20,34 @@ from domain.errors import (
 from handlers.protocol import valid_idempotency_key
 
 RENEW_EVERY = 3.0  # seconds; well inside the store's pending lease
+HEARTBEAT_EVERY = 0.5  # seconds; a third of the store's heartbeat TTL
 Envelope = dict[str, Any]
+# A queue's check of a kept reply before a repeat gets it: the envelope to answer with, or
+# None to do the work again (it may raise a WardenError to answer that instead).
+Replay = Callable[[Envelope], Awaitable[Envelope | None]]
 
 
 class IdempotencyStore(Protocol):
     """Where claimed keys and their replies live."""
 
-    async def claim(self, key: str, fingerprint: str) -> bool: ...
+    async def claim(self, key: str, fingerprint: str) -> dict[str, Any] | None:
+        """Claim the key (or take over the claim of a holder that died): None when it is ours
+        now, else what the key holds: `{"fp"}` while worked on, `{"fp", "reply"}` after."""
+        ...
 
     async def renew(self, key: str, fingerprint: str) -> None:
         """Extend a pending claim's lease (a claim lapses soon after its worker dies)."""
         ...
 
-    async def get(self, key: str) -> dict[str, Any] | None: ...
-
-    async def complete(self, key: str, fingerprint: str, reply: Envelope) -> None: ...
+    async def complete(self, key: str, fingerprint: str, reply: Envelope) -> None:
+        """Keep the reply, unless another holder took the claim over meanwhile."""
+        ...
 
     async def release(self, key: str) -> None: ...
+
+    async def beat(self) -> None:
+        """Say this process is alive, so its claims are not taken over."""
+        ...
 
 
 class ReplyLedger(Protocol):
@@ -52,13 +64,14 @@ class ReplyLedger(Protocol):
         ...
 
 
-def fingerprint(body: bytes) -> str:
-    """Equal JSON bodies have equal fingerprints, whatever their key order or spacing."""
+def fingerprint(key: bytes, body: bytes) -> str:
+    """A keyed digest (HMAC-SHA256) of the body, equal for equal JSON bodies whatever their key
+    order or spacing; keyed, so a kept one cannot be tested against guessed passwords."""
     try:
         canonical = orjson.dumps(orjson.loads(body), option=orjson.OPT_SORT_KEYS)
     except orjson.JSONDecodeError:
         canonical = body
-    return hashlib.sha256(canonical).hexdigest()
+    return hmac.new(key, canonical, hashlib.sha256).hexdigest()
 
 
 class Idempotency:
@@ -67,11 +80,13 @@ class Idempotency:
     def __init__(
         self,
         store: IdempotencyStore,
-        caller_of: Callable[[str | None], str],
+        caller_of: Callable[[str | None], Awaitable[str]],
+        fingerprint_key: bytes,
         ledger: ReplyLedger | None = None,
     ) -> None:
         self._store = store
         self._caller_of = caller_of
+        self._fingerprint_key = fingerprint_key
         self._ledger = ledger
 
     async def once(
@@ -82,37 +97,45 @@ class Idempotency:
         body: bytes,
         work: Callable[[], Awaitable[Envelope]],
         keep: Callable[[Any], Envelope] | None = None,
+        replay: Replay | None = None,
     ) -> Envelope:
         """Do `work` once per key; `keep` (for a change in Postgres) renders its outcome.
 
         Redis holds the claim and the replies of every queue. A change's reply is also
         written in the change's own transaction (the ledger), so a worker killed after the
-        commit but before Redis heard of it leaves the reply behind: the retry, which finds
-        the claim lapsed and no reply in Redis, replays it instead of doing the work again.
+        commit but before Redis heard of it leaves the reply behind: the retry, which takes
+        the dead worker's claim over and finds no reply in Redis, replays it instead of doing
+        the work again. `replay` checks a kept reply before a repeat gets it.
         """
         if not valid_idempotency_key(key):
             msg = "Idempotency-Key must be 1-255 printable ASCII characters"
             raise ValidationFailed([FieldError(("header", "idempotency-key"), msg, "value_error")])
-        scope = self._caller_of(authorization)
+        scope = await self._caller_of(authorization)
         slot = f"{scope}:{queue}:{hashlib.sha256(key.encode()).hexdigest()}"
-        print_ = fingerprint(body)
-        if not await self._store.claim(slot, print_):
-            return _replay(await self._store.get(slot), print_)
-        recording: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
+        print_ = fingerprint(self._fingerprint_key, body)
+        if (found := await self._store.claim(slot, print_)) is not None:
+            return await _replayed(found, print_, work, replay)
         if self._ledger is not None and keep is not None:
             if (kept := await self._ledger.get(slot)) is not None:
                 # The change committed, but its reply never reached Redis.
                 await self._store.complete(slot, kept["fp"], kept["reply"])
-                return _replay(kept, print_)
-            recording = self._ledger.recording(slot, print_, keep)
-        async with _renewing(self._store, slot, print_):
-            with recording:
+                return await _replayed(kept, print_, work, replay)
+            reply = await _recorded(self._store, self._ledger, slot, print_, work, keep)
+        else:
+            async with _renewing(self._store, slot, print_):
                 reply = await work()
         if reply["ok"] or reply["error"]["status"] < 500:
             await self._store.complete(slot, print_, reply)
         else:  # a 5xx is never kept: a retry must do the work again
             await self._store.release(slot)
         return reply
+
+    async def heartbeat(self) -> None:
+        """Say every HEARTBEAT_EVERY seconds that this process lives (one task per process)."""
+        while True:
+            with contextlib.suppress(Exception):  # Redis away: beat again when it is back
+                await self._store.beat()
+            await asyncio.sleep(HEARTBEAT_EVERY)
 
 
 @contextlib.asynccontextmanager
@@ -134,12 +157,41 @@ async def _renewing(store: IdempotencyStore, slot: str, print_: str) -> AsyncIte
             await task
 
 
-def _replay(stored: dict[str, Any] | None, print_: str) -> Envelope:
-    if stored is None:  # the first request's claim lapsed between our two reads
-        raise IdempotencyKeyInUse
+async def _recorded(
+    store: IdempotencyStore,
+    ledger: ReplyLedger,
+    slot: str,
+    print_: str,
+    work: Callable[[], Awaitable[Envelope]],
+    keep: Callable[[Any], Envelope],
+) -> Envelope:
+    """Do a change whose reply is kept in its own transaction.
+
+    A refusal defers to a change committed meanwhile under the same key, by a holder taken
+    for dead while it was not (a registration then meets its own email): its reply wins.
+    """
+    async with _renewing(store, slot, print_):
+        with ledger.recording(slot, print_, keep):
+            reply = await work()
+        refused = not reply["ok"] and reply["error"]["status"] < 500
+        if refused and (kept := await ledger.get(slot)) is not None:
+            committed: Envelope = kept["reply"]
+            return committed
+    return reply
+
+
+async def _replayed(
+    stored: dict[str, Any],
+    print_: str,
+    work: Callable[[], Awaitable[Envelope]],
+    replay: Replay | None,
+) -> Envelope:
     if stored["fp"] != print_:
         raise IdempotencyKeyReused
     if "reply" not in stored:
         raise IdempotencyKeyInUse
     reply: Envelope = stored["reply"]
-    return reply
+    if replay is None:
+        return reply
+    checked = await replay(reply)
+    return await work() if checked is None else checked

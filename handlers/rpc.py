@@ -34,7 +34,7 @@ from domain.errors import (
 from domain.model import Origin
 from handlers import metrics, protocol
 from handlers.catalog import RPC
-from handlers.idempotency import Idempotency
+from handlers.idempotency import Idempotency, Replay
 from handlers.trust import header_text, origin_of, refused_reply_to
 
 log = structlog.get_logger("warden.worker")
@@ -122,11 +122,13 @@ async def serve(
     headers: Mapping[str, Any],
     idempotency: Idempotency | None = None,
     keep: Keep | None = None,
+    replay: Replay | None = None,
 ) -> dict[str, Any]:
     """Run one request to its envelope, logging one line with its outcome.
 
     `keep` renders a change's outcome as its envelope, for an idempotent request's reply to
-    be written in the change's own transaction (see Idempotency.once).
+    be written in the change's own transaction; `replay` checks a kept reply before a
+    repeat gets it (see Idempotency.once).
     """
     structlog.contextvars.bind_contextvars(request_id=call.request_id, queue=queue)
     started = time.perf_counter()
@@ -138,7 +140,9 @@ async def serve(
         _admit(call, headers)
         if idempotency is not None and call.idempotency_key is not None:
             key = call.idempotency_key
-            envelope = await idempotency.once(queue, call.authorization, key, call.body, work, keep)
+            envelope = await idempotency.once(
+                queue, call.authorization, key, call.body, work, keep, replay
+            )
         else:
             envelope = await work()
     except WardenError as exc:
@@ -218,6 +222,7 @@ def rpc(
     idempotency: Idempotency | None = None,
     reply: Callable[[Any], Any] | None = None,
     redeliveries: RedeliveryCounter | None = None,
+    replay: Replay | None = None,
 ) -> Callable[[UseCase], UseCase]:
     """Register `use_case` as the subscriber of `queue`, replying with the envelope.
 
@@ -225,6 +230,7 @@ def rpc(
     `edge_user` is the broker user whose x-client-ip is believed (see handlers.trust).
     `reply`, for a use case that changes Postgres, renders its outcome as the reply's data:
     the reply to an idempotent request is then kept in the change's own transaction.
+    `replay` checks a kept reply before a repeat with the same Idempotency-Key gets it.
     A request redelivered more than RPC_REDELIVERY_LIMIT times (counted by `redeliveries`)
     is rejected unworked and dead-lettered: a request that kills workers cannot loop.
     A request whose reply_to names one of Warden's own queues is acknowledged unworked.
@@ -245,7 +251,9 @@ def rpc(
                 await message.reject()  # to warden.dlq, with x-death saying where from
                 return
             call = received(raw, edge_user)
-            envelope = await serve(queue, model, answer, call, raw.headers or {}, idempotency, keep)
+            envelope = await serve(
+                queue, model, answer, call, raw.headers or {}, idempotency, keep, replay
+            )
             try:
                 await reply_and_ack(raw, envelope, call.request_id)
             except Exception:

@@ -138,6 +138,13 @@ class RedisSessionStore:
             owner = await self._redis.hget(SESSION + session_id, "uid")
         return owner == str(user_id)
 
+    async def current(self, session_id: str) -> tuple[int, str] | None:
+        async with unavailable_on_error():
+            user_id, refresh_id = await self._redis.hmget(SESSION + session_id, ["uid", "rid"])
+        if user_id is None or refresh_id is None:
+            return None
+        return int(user_id), str(refresh_id)
+
     async def revoke(self, session_id: str) -> None:
         async with unavailable_on_error():
             user_id = await self._redis.hget(SESSION + session_id, "uid")

@@ -8,6 +8,7 @@ from sqlalchemy import (
     Column,
     DateTime,
     Identity,
+    LargeBinary,
     MetaData,
     Table,
     Text,
@@ -53,12 +54,13 @@ audit_log = Table(
     Column("data", JSONB, nullable=False),
 )
 
-# The reply to an idempotent change, written in the change's own transaction (0005).
+# The reply to an idempotent change, written in the change's own transaction (0005), sealed
+# (0006: AES-GCM, see storage/idempotency.py).
 idempotent_replies = Table(
     "idempotent_replies",
     metadata,
     Column("slot", Text, primary_key=True),
     Column("fingerprint", Text, nullable=False),
-    Column("reply", JSONB, nullable=False),
+    Column("reply", LargeBinary, nullable=False),
     Column("expires_at", DateTime(timezone=True), nullable=False),
 )

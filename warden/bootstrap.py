@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -18,8 +18,9 @@ import structlog
 
 from domain.accounts import Accounts
 from domain.auth import Auth, TokenLifetimes
-from domain.errors import WardenError
+from domain.errors import BearerError
 from domain.listing import CursorCodec
+from warden.keys import IDEMPOTENCY_FINGERPRINT, IDEMPOTENCY_REPLY, AesGcmSealer, subkey
 from warden.security import BcryptPasswordHasher, JwtTokenIssuer
 from warden.settings import Settings
 
@@ -109,32 +110,45 @@ def build_services(settings: Settings) -> Services:
     uow = SqlAlchemyUnitOfWorkFactory(engine, lone)
     clock = UtcClock()
     lifetimes = TokenLifetimes(settings.access_token_ttl, settings.refresh_token_ttl)
+    auth = Auth(uow, hasher, tokens, sessions, throttle, clock, lifetimes)
+    master = settings.key_encryption_key.get_secret_value().encode()
+    sealer = AesGcmSealer(subkey(master, IDEMPOTENCY_REPLY))
     return Services(
         settings=settings,
         engine=engine,
         lone=lone,
         redis=client,
         hasher=hasher,
-        auth=Auth(uow, hasher, tokens, sessions, throttle, clock, lifetimes),
+        auth=auth,
         accounts=Accounts(uow, hasher, sessions, throttle, registrations, clock),
         cursors=CursorCodec(secret.encode()),
         idempotency=Idempotency(
-            RedisIdempotencyStore(client, settings.idempotency_ttl),
-            _caller_of(tokens),
-            PostgresReplyLedger(lone, settings.idempotency_ttl),
+            RedisIdempotencyStore(client, settings.idempotency_ttl, sealer),
+            _caller_of(auth),
+            subkey(master, IDEMPOTENCY_FINGERPRINT),
+            PostgresReplyLedger(lone, settings.idempotency_ttl, sealer),
         ),
     )
 
 
-def _caller_of(tokens: JwtTokenIssuer) -> Callable[[str | None], str]:
-    """Idempotency keys are scoped to the token's user, or one scope for anonymous calls."""
+def _caller_of(auth: Auth) -> Callable[[str | None], Awaitable[str]]:
+    """Idempotency keys are scoped to the token's user, or one scope for anonymous calls.
 
-    def caller_of(authorization: str | None) -> str:
+    The token must pass the whole bearer check (its session live and its user's, the user
+    active), not only its signature: a revoked token is nobody's, so it never reaches the
+    replies kept for its user. Its request is worked in the anonymous scope, where a bearer
+    operation refuses it as it would without a key.
+    """
+
+    async def caller_of(authorization: str | None) -> str:
         scheme, _, token = (authorization or "").partition(" ")
-        if scheme.lower() == "bearer":
-            with contextlib.suppress(WardenError):
-                return f"user:{tokens.read_access(token.strip()).user_id}"
-        return "anonymous"
+        if scheme.lower() != "bearer" or not token.strip():
+            return "anonymous"
+        try:
+            principal = await auth.authenticate(authorization)
+        except BearerError:
+            return "anonymous"
+        return f"user:{principal.user.id}"
 
     return caller_of
 
@@ -214,6 +228,8 @@ async def running_worker(settings: Settings) -> AsyncIterator[Services]:
     source = PostgresOutboxSource(asyncpg_dsn(settings))
     relay = OutboxRelay(source, broker, broker_users(settings).warden)
     relay_task: asyncio.Task[None] | None = None
+    # The worker's heartbeat: while it beats, no other worker takes over its claimed keys.
+    heartbeat = asyncio.create_task(services.idempotency.heartbeat(), name="heartbeat")
     try:
         await connect_when_reachable(broker)
         await declare_topology(broker)
@@ -224,6 +240,9 @@ async def running_worker(settings: Settings) -> AsyncIterator[Services]:
         # Stop taking messages and let the in-flight ones finish (their replies go out and
         # their events land in the outbox), then let the relay publish those, then close.
         await _stop_consuming(broker)
+        heartbeat.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await heartbeat
         relay.stop()
         if relay_task is not None:
             with contextlib.suppress(asyncio.CancelledError, TimeoutError):

@@ -10,6 +10,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEV_JWT_SECRET = "warden-dev-secret-do-not-use-in-production"
 MIN_PRODUCTION_SECRET_BYTES = 32
+# Encrypts what Warden keeps at rest (idempotent replies; CONTRACT §6: signing keys, TOTP).
+DEV_KEY_ENCRYPTION_KEY = "warden-dev-key-encryption-key-do-not-use-in-production"
 # The local services, by the variable that points elsewhere (tests and benchmarks read these).
 DEFAULT_URLS = {
     "WARDEN_DATABASE_URL": "postgresql+asyncpg://postgres:postgres@127.0.0.1:5432/warden",
@@ -73,6 +75,7 @@ class Settings(BaseSettings):
     idempotency_ttl: int = Field(default=86400, ge=1)
     metrics_port: int = Field(default=9100, ge=0, le=65535)
     superuser_password: SecretStr | None = None
+    key_encryption_key: SecretStr = SecretStr(DEV_KEY_ENCRYPTION_KEY)
 
     @property
     def dev_secret_in_use(self) -> bool:
@@ -94,5 +97,17 @@ class Settings(BaseSettings):
         ):
             raise ValueError(
                 "WARDEN_JWT_SECRET must be set to at least 32 bytes when WARDEN_ENV=production"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _production_needs_a_key_encryption_key(self) -> Settings:
+        key = self.key_encryption_key.get_secret_value()
+        if self.env == "production" and (
+            key == DEV_KEY_ENCRYPTION_KEY or len(key.encode()) < MIN_PRODUCTION_SECRET_BYTES
+        ):
+            raise ValueError(
+                "WARDEN_KEY_ENCRYPTION_KEY must be set to at least 32 bytes"
+                " when WARDEN_ENV=production"
             )
         return self

@@ -477,12 +477,12 @@ async def test_a_worker_killed_with_requests_in_flight_loses_and_duplicates_noth
     isolated: Urls, tmp_path: Path
 ) -> None:
     """Observed: RabbitMQ hands the killed worker's unacknowledged requests to the other
-    worker at once, but their Idempotency-Keys stay claimed by the dead worker until the
-    claim lapses (storage/idempotency.py PENDING_TTL), so those callers get 409
-    idempotency_key_in_use (or a 504) and retry until then; the retry after the lapse
-    does the work and gets the 201. When the kill falls between a request's commit and
-    the storing of its reply in Redis, the retry finds the reply the transaction kept in
-    Postgres and replays it: never a false 409 email_taken."""
+    worker at once; their Idempotency-Keys stay claimed by the dead worker until its
+    heartbeat lapses (1.5 s; tests/e2e/test_claim_takeover.py holds that promise), so
+    those callers get 409 idempotency_key_in_use (or a 504) and retry until then; the
+    retry that takes the claim over does the work and gets the 201. When the kill falls
+    between a request's commit and the storing of its reply in Redis, the retry finds the
+    reply the transaction kept in Postgres and replays it: never a false 409 email_taken."""
     settings = make_settings(isolated, rpc_timeout=10)
     logs = [tmp_path / "worker-a.log", tmp_path / "worker-b.log"]
     async with workers(settings, logs) as (victim, survivor), edge_client(settings) as http:

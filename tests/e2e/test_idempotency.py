@@ -4,15 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from collections.abc import AsyncIterator
 from typing import Any
 
+import aio_pika
 import aiohttp
+import orjson
 import pytest
+import pytest_asyncio
 from sqlalchemy import text
 
 from domain.errors import ServiceUnavailable
 from storage.idempotency import PREFIX, RedisIdempotencyStore
+from storage.redis_store import SESSION, USER_SESSIONS
 from tests.conftest import PASSWORD, AmqpCaller, unique
+from tests.e2e.test_sessions import sid_of
+from warden.bootstrap import Services
+
+WITHIN = 10.0  # seconds an awaited event may take; only keeps a broken test from hanging
 
 
 def registration() -> dict[str, str]:
@@ -152,3 +161,256 @@ async def test_a_malformed_key_is_a_validation_error_over_http_and_amqp(
     assert (status, problem["code"]) == (422, "validation_error")
     reply = await amqp.call("warden.users.register", registration(), idempotency_key="tab\there")
     assert reply["error"]["code"] == "validation_error"
+
+
+# --- what a repeat of a token operation gets (issue 11 item 5, issue 17 mutant 1) ---------
+
+
+class EventTap:
+    """Every `user.*` event Warden publishes, in the order it publishes them."""
+
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+        self._arrived = asyncio.Event()
+
+    async def on_message(self, message: aio_pika.abc.AbstractIncomingMessage) -> None:
+        self.events.append(orjson.loads(message.body))
+        self._arrived.set()
+
+    async def kinds_until(self, barrier: str, user_id: int) -> list[str]:
+        """The kinds of the user's events up to `barrier`, once `barrier` arrived: one
+        publisher sends a user's events in commit order, so none before it is still coming."""
+        async with asyncio.timeout(WITHIN):
+            while True:
+                self._arrived.clear()
+                kinds = [e["type"] for e in self.events if e.get("subject") == str(user_id)]
+                if barrier in kinds:
+                    return kinds[: kinds.index(barrier) + 1]
+                await self._arrived.wait()
+
+
+@pytest_asyncio.fixture(scope="module")
+async def tap(amqp: AmqpCaller) -> AsyncIterator[EventTap]:
+    tap = EventTap()
+    exchange = await amqp.channel.get_exchange("warden.events")
+    queue = await amqp.channel.declare_queue(exclusive=True, auto_delete=True)
+    await queue.bind(exchange, routing_key="user.#")
+    tag = await queue.consume(tap.on_message, no_ack=True)
+    yield tap
+    await queue.cancel(tag)
+    await queue.delete(if_unused=False, if_empty=False)
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def slot_of(scope: str, queue: str, key: str) -> str:
+    return f"{scope}:{queue}:{hashlib.sha256(key.encode()).hexdigest()}"
+
+
+async def new_user(http: aiohttp.ClientSession) -> tuple[int, dict[str, str]]:
+    body = registration()
+    async with http.post("/api/v1/users", json=body) as r:
+        assert r.status == 201, await r.text()
+        return int((await r.json())["id"]), {"username": body["username"], "password": PASSWORD}
+
+
+async def login(http: aiohttp.ClientSession, credentials: dict[str, str]) -> dict[str, Any]:
+    async with http.post("/api/v1/auth/login", json=credentials) as r:
+        assert r.status == 200, await r.text()
+        pair: dict[str, Any] = await r.json()
+        return pair
+
+
+async def status_of_me(http: aiohttp.ClientSession, access: str) -> tuple[int, str | None]:
+    async with http.get("/api/v1/users/me", headers=bearer(access)) as r:
+        return r.status, (await r.json()).get("code") if r.status != 200 else None
+
+
+async def sessions_of(worker: Services, user_id: int) -> set[str]:
+    members = await worker.redis.smembers(USER_SESSIONS + str(user_id))
+    return {str(m) for m in members}
+
+
+async def log_out(http: aiohttp.ClientSession, access: str) -> None:
+    async with http.post("/api/v1/auth/logout", json={}, headers=bearer(access)) as r:
+        assert r.status == 204, await r.text()
+
+
+async def test_a_repeated_login_gets_the_same_pair_and_opens_one_session(
+    http: aiohttp.ClientSession, worker: Services, tap: EventTap
+) -> None:
+    user_id, credentials = await new_user(http)
+    key = unique("key-")
+    first = await post(http, "/api/v1/auth/login", credentials, key)
+    again = await post(http, "/api/v1/auth/login", dict(reversed(credentials.items())), key)
+    assert first[0] == again[0] == 200
+    assert again[1] == first[1]  # the same pair, not a second login's
+    assert await sessions_of(worker, user_id) == {sid_of(first[1]["access_token"])}
+
+    await log_out(http, first[1]["access_token"])
+    kinds = await tap.kinds_until("user.logged_out", user_id)
+    assert kinds == ["user.registered", "user.logged_in", "user.logged_out"]
+
+
+async def test_a_repeated_refresh_gets_the_same_pair_and_is_not_reuse(
+    http: aiohttp.ClientSession, worker: Services, tap: EventTap
+) -> None:
+    user_id, credentials = await new_user(http)
+    pair = await login(http, credentials)
+    key, body = unique("key-"), {"refresh_token": pair["refresh_token"]}
+    first = await post(http, "/api/v1/auth/refresh", body, key)
+    again = await post(http, "/api/v1/auth/refresh", body, key)
+    assert first[0] == again[0] == 200, again
+    assert again[1] == first[1]  # no token_reused: the repeat did not spend the token again
+    assert await sessions_of(worker, user_id) == {sid_of(pair["access_token"])}
+    assert await status_of_me(http, first[1]["access_token"]) == (200, None)
+
+    await log_out(http, first[1]["access_token"])
+    kinds = await tap.kinds_until("user.logged_out", user_id)
+    assert kinds == ["user.registered", "user.logged_in", "user.logged_out"]  # no reuse event
+
+
+async def test_a_spent_refresh_token_repeated_under_its_key_is_reuse_and_revokes_the_session(
+    http: aiohttp.ClientSession, worker: Services, tap: EventTap
+) -> None:
+    user_id, credentials = await new_user(http)
+    first_pair = await login(http, credentials)
+    key, body = unique("key-"), {"refresh_token": first_pair["refresh_token"]}
+    status, second_pair = await post(http, "/api/v1/auth/refresh", body, key)
+    assert status == 200
+    third = await post(
+        http,
+        "/api/v1/auth/refresh",
+        {"refresh_token": second_pair["refresh_token"]},
+        unique("key-"),
+    )
+    assert third[0] == 200
+
+    status, problem = await post(http, "/api/v1/auth/refresh", body, key)
+    assert (status, problem["code"]) == (401, "token_reused")  # not the second pair again
+    assert await worker.redis.exists(SESSION + sid_of(first_pair["access_token"])) == 0
+    assert await status_of_me(http, third[1]["access_token"]) == (401, "token_revoked")
+    kinds = await tap.kinds_until("user.token_reuse_detected", user_id)
+    assert kinds == ["user.registered", "user.logged_in", "user.token_reuse_detected"]
+
+
+async def test_a_repeated_login_never_hands_out_a_pair_that_is_no_longer_live(
+    http: aiohttp.ClientSession,
+) -> None:
+    """A kept pair is a live credential: once its session ended (or the pair was refreshed),
+    the repeat gets 401 token_revoked, never the dead pair as if it were live."""
+    _, credentials = await new_user(http)
+    ended, refreshed = unique("key-"), unique("key-")
+    status, pair = await post(http, "/api/v1/auth/login", credentials, ended)
+    assert status == 200
+    await log_out(http, pair["access_token"])
+    status, problem = await post(http, "/api/v1/auth/login", credentials, ended)
+    assert (status, problem["code"]) == (401, "token_revoked")
+
+    status, pair = await post(http, "/api/v1/auth/login", credentials, refreshed)
+    assert status == 200
+    async with http.post(
+        "/api/v1/auth/refresh", json={"refresh_token": pair["refresh_token"]}
+    ) as r:
+        assert r.status == 200
+    status, problem = await post(http, "/api/v1/auth/login", credentials, refreshed)
+    assert (status, problem["code"]) == (401, "token_revoked")  # its refresh token is spent
+
+
+async def test_a_repeated_logout_is_replayed_to_the_user_and_never_to_a_dead_token(
+    http: aiohttp.ClientSession, tap: EventTap
+) -> None:
+    """Keys are scoped to the user: a repeat with the same key and body from a live session of
+    that user gets the first reply, without the work being done again. The token that logged
+    out is dead: it is nobody's, so it gets no kept reply (401 token_revoked, nothing done)."""
+    user_id, credentials = await new_user(http)
+    ended, other = await login(http, credentials), await login(http, credentials)
+    key = unique("key-")
+    first = await post(http, "/api/v1/auth/logout", {}, key, **bearer(ended["access_token"]))
+    assert first[0] == 204
+    again = await post(http, "/api/v1/auth/logout", {}, key, **bearer(other["access_token"]))
+    assert again[0] == 204
+    assert await status_of_me(http, other["access_token"]) == (200, None)  # replayed, not done
+    status, problem = await post(
+        http, "/api/v1/auth/logout", {}, key, **bearer(ended["access_token"])
+    )
+    assert (status, problem["code"]) == (401, "token_revoked")
+
+    async with http.patch(
+        "/api/v1/users/me", json={"full_name": "Barrier"}, headers=bearer(other["access_token"])
+    ) as r:
+        assert r.status == 200
+    kinds = await tap.kinds_until("user.updated", user_id)
+    logins = ["user.logged_in", "user.logged_in"]
+    assert kinds == ["user.registered", *logins, "user.logged_out", "user.updated"]
+
+
+async def test_a_repeated_introspection_never_vouches_for_a_token_revoked_since(
+    amqp: AmqpCaller, http: aiohttp.ClientSession
+) -> None:
+    _, credentials = await new_user(http)
+    pair = await login(http, credentials)
+    key, body = unique("key-"), {"token": pair["access_token"]}
+    first = await amqp.call("warden.auth.introspect", body, idempotency_key=key)
+    again = await amqp.call("warden.auth.introspect", body, idempotency_key=key)
+    assert first["data"]["active"] is True
+    assert again == first
+    await log_out(http, pair["access_token"])
+    late = await amqp.call("warden.auth.introspect", body, idempotency_key=key)
+    assert late == {"ok": True, "data": {"active": False}}  # not the kept "active": true
+
+
+async def test_a_kept_reply_is_replayed_only_to_a_token_that_is_still_live(
+    amqp: AmqpCaller, http: aiohttp.ClientSession
+) -> None:
+    """The signature alone does not make the caller: a revoked token of the user never gets
+    the replies kept for that user."""
+    _, credentials = await new_user(http)
+    pair = await login(http, credentials)
+    key, change = unique("key-"), {"full_name": "Kept"}
+    token = pair["access_token"]
+    first = await amqp.call("warden.users.update_me", change, token, idempotency_key=key)
+    assert first["ok"] is True
+    assert await amqp.call("warden.users.update_me", change, token, idempotency_key=key) == first
+
+    await log_out(http, token)
+    late = await amqp.call("warden.users.update_me", change, token, idempotency_key=key)
+    assert (late["ok"], late.get("error", {}).get("code")) == (False, "token_revoked")
+
+
+async def test_kept_records_hold_no_token_password_or_plain_body_digest(
+    amqp: AmqpCaller, http: aiohttp.ClientSession, worker: Services
+) -> None:
+    """In Redis and in Postgres: the reply is sealed and the fingerprint is keyed."""
+    body, key = registration(), unique("key-")
+    created = await amqp.call("warden.users.register", body, idempotency_key=key)
+    credentials = {"username": body["username"], "password": body["password"]}
+    pair = await amqp.call("warden.auth.login", credentials, idempotency_key=key)
+    assert created["ok"] is True
+    assert pair["ok"] is True
+
+    plain_digests = {
+        hashlib.sha256(orjson.dumps(b, option=orjson.OPT_SORT_KEYS)).hexdigest()
+        for b in (body, credentials)
+    }
+    records = [
+        await worker.redis.get(PREFIX + slot_of("anonymous", queue, key))
+        for queue in ("warden.users.register", "warden.auth.login")
+    ]
+    async with worker.engine.connect() as conn:
+        row = (
+            await conn.execute(
+                text("SELECT fingerprint, reply FROM idempotent_replies WHERE slot = :s"),
+                {"s": slot_of("anonymous", "warden.users.register", key)},
+            )
+        ).one()
+    secrets = [body["password"], body["email"], pair["data"]["access_token"]]
+    secrets.append(pair["data"]["refresh_token"])
+    for record in records:
+        assert record is not None
+        assert [s for s in secrets if s in record] == []
+        assert orjson.loads(record)["fp"] not in plain_digests
+    assert [s for s in secrets if s.encode() in bytes(row.reply)] == []
+    assert row.fingerprint not in plain_digests

@@ -16,7 +16,10 @@ from storage.lone import LoneStatements
 from storage.uow import SqlAlchemyUnitOfWorkFactory
 from tests.conftest import unique
 from warden.bootstrap import asyncpg_dsn
+from warden.keys import IDEMPOTENCY_REPLY, AesGcmSealer, subkey
 from warden.settings import Settings
+
+SEALER = AesGcmSealer(subkey(b"a key of this module's own, 32 bytes+", IDEMPOTENCY_REPLY))
 
 
 def keep(outcome: Any) -> dict[str, Any]:
@@ -33,7 +36,7 @@ async def engine(database: str) -> AsyncIterator[AsyncEngine]:
 @pytest_asyncio.fixture
 async def ledger(settings: Settings) -> AsyncIterator[PostgresReplyLedger]:
     lone = LoneStatements(asyncpg_dsn(settings), 2)
-    yield PostgresReplyLedger(lone, ttl=60)
+    yield PostgresReplyLedger(lone, ttl=60, sealer=SEALER)
     await lone.close()
 
 
@@ -59,15 +62,15 @@ async def test_a_committed_change_keeps_its_reply_and_a_rolled_back_one_does_not
     assert await ledger.get(dropped) is None
 
 
-async def test_outside_a_recording_a_commit_keeps_nothing(
-    engine: AsyncEngine, ledger: PostgresReplyLedger
-) -> None:
+async def test_outside_a_recording_a_commit_keeps_nothing(engine: AsyncEngine) -> None:
+    count = text("SELECT count(*) FROM idempotent_replies")
+    async with engine.connect() as conn:
+        before = (await conn.execute(count)).scalar_one()
     async with SqlAlchemyUnitOfWorkFactory(engine)() as uow:
         user = await uow.users.add(new_user())
         await uow.commit(user)
     async with engine.connect() as conn:
-        query = text("SELECT count(*) FROM idempotent_replies WHERE reply -> 'data' ->> 'id' = :id")
-        assert (await conn.execute(query, {"id": str(user.id)})).scalar_one() == 0
+        assert (await conn.execute(count)).scalar_one() == before
 
 
 async def test_expired_replies_are_not_replayed_and_each_write_prunes_a_few(
@@ -78,7 +81,7 @@ async def test_expired_replies_are_not_replayed_and_each_write_prunes_a_few(
         await conn.execute(
             text(
                 "INSERT INTO idempotent_replies (slot, fingerprint, reply, expires_at) "
-                "SELECT s, 'fp', '{}'::jsonb, now() - interval '1 second' "
+                "SELECT s, 'fp', '\\x00'::bytea, now() - interval '1 second' "
                 "FROM unnest(CAST(:s AS text[])) s"
             ),
             {"s": old},
@@ -92,3 +95,39 @@ async def test_expired_replies_are_not_replayed_and_each_write_prunes_a_few(
     async with engine.connect() as conn:
         query = text("SELECT count(*) FROM idempotent_replies WHERE slot = ANY(:s)")
         assert (await conn.execute(query, {"s": old})).scalar_one() == 2  # ten gone at once
+
+
+async def test_a_kept_reply_is_sealed_and_opens_only_in_its_own_slot_and_under_its_key(
+    engine: AsyncEngine, ledger: PostgresReplyLedger, settings: Settings
+) -> None:
+    slot, moved = unique("slot-"), unique("slot-")
+    user = new_user()
+    with ledger.recording(slot, "fp", keep_email):
+        async with SqlAlchemyUnitOfWorkFactory(engine)() as uow:
+            await uow.commit(await uow.users.add(user))
+
+    async with engine.begin() as conn:
+        query = text("SELECT reply FROM idempotent_replies WHERE slot = :s")
+        sealed = bytes((await conn.execute(query, {"s": slot})).scalar_one())
+        await conn.execute(
+            text(
+                "INSERT INTO idempotent_replies (slot, fingerprint, reply, expires_at) "
+                "SELECT :moved, fingerprint, reply, expires_at FROM idempotent_replies "
+                "WHERE slot = :s"
+            ),
+            {"moved": moved, "s": slot},
+        )
+    assert user.email.encode() not in sealed
+    assert await ledger.get(slot) == {"fp": "fp", "reply": {"ok": True, "data": user.email}}
+    assert await ledger.get(moved) is None  # another slot's record does not open here
+
+    lone = LoneStatements(asyncpg_dsn(settings), 1)
+    other_key = AesGcmSealer(subkey(b"another key of 32 bytes or more!!", IDEMPOTENCY_REPLY))
+    try:
+        assert await PostgresReplyLedger(lone, 60, other_key).get(slot) is None
+    finally:
+        await lone.close()
+
+
+def keep_email(outcome: Any) -> dict[str, Any]:
+    return {"ok": True, "data": outcome.email}

@@ -377,6 +377,10 @@ class FakeSessionStore:
         session = self.sessions.get(session_id)
         return session is not None and session.user_id == user_id
 
+    async def current(self, session_id: str) -> tuple[int, str] | None:
+        session = self.sessions.get(session_id)
+        return None if session is None else (session.user_id, session.refresh_id)
+
     async def revoke(self, session_id: str) -> None:
         self.sessions.pop(session_id, None)
 

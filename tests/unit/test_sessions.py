@@ -9,7 +9,13 @@ from domain.accounts import Accounts
 from domain.auth import Auth
 from domain.errors import InvalidToken, TokenExpired, TokenReused, TokenRevoked
 from domain.model import User, UserChanges
-from tests.unit.fakes import FakeClock, FakeSessionStore, FakeTokenIssuer, FakeUnitOfWorkFactory
+from tests.unit.fakes import (
+    FakeClock,
+    FakeSession,
+    FakeSessionStore,
+    FakeTokenIssuer,
+    FakeUnitOfWorkFactory,
+)
 from tests.unit.support import ACCESS_TTL, REFRESH_TTL, People
 
 
@@ -266,3 +272,53 @@ async def test_logout_records_logged_out_with_the_session(
     [event] = uow.events(events.USER_LOGGED_OUT)
     assert event.user == alice.view()
     assert event.extra == {"session_id": login.session_id}
+
+
+# --- is a pair handed out earlier still live? (what an idempotent replay may hand out) ----
+
+
+async def test_a_pair_is_current_until_it_is_refreshed_and_its_successor_then_is(
+    auth: Auth, people: People, alice: User
+) -> None:
+    login = await people.sign_in(alice)
+    assert await auth.is_current(login.pair.refresh_token)
+
+    newer = await auth.refresh(login.pair.refresh_token)
+
+    assert not await auth.is_current(login.pair.refresh_token)
+    assert await auth.is_current(newer.refresh_token)
+
+
+async def test_a_pair_of_an_ended_session_is_not_current(
+    auth: Auth, people: People, alice: User
+) -> None:
+    login = await people.sign_in(alice)
+    await auth.logout(login.principal)
+    assert not await auth.is_current(login.pair.refresh_token)
+
+
+async def test_a_pair_whose_session_belongs_to_another_user_is_not_current(
+    auth: Auth, people: People, sessions: FakeSessionStore, alice: User, admin: User
+) -> None:
+    login = await people.sign_in(alice)
+    stored = sessions.sessions[login.session_id]
+    sessions.sessions[login.session_id] = FakeSession(admin.id, stored.refresh_id)
+    assert not await auth.is_current(login.pair.refresh_token)
+
+
+async def test_a_pair_of_an_inactive_user_or_past_its_lifetime_is_not_current(
+    auth: Auth,
+    people: People,
+    uow: FakeUnitOfWorkFactory,
+    clock: FakeClock,
+    alice: User,
+    admin: User,
+) -> None:
+    login = await people.sign_in(alice)
+    await uow.users.update(alice, UserChanges(is_active=False))  # its session left in place
+    assert not await auth.is_current(login.pair.refresh_token)
+
+    lasting = await people.sign_in(admin)
+    clock.advance(REFRESH_TTL + 1)
+    assert not await auth.is_current(lasting.pair.refresh_token)
+    assert not await auth.is_current("garbage")

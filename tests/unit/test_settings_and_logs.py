@@ -11,7 +11,9 @@ import structlog
 from pydantic import ValidationError
 
 from warden import logs
-from warden.settings import DEV_JWT_SECRET, Settings
+from warden.settings import DEV_JWT_SECRET, DEV_KEY_ENCRYPTION_KEY, Settings
+
+LONG_KEY = "k" * 32
 
 
 def test_production_refuses_the_dev_secret(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -23,12 +25,33 @@ def test_production_refuses_the_dev_secret(monkeypatch: pytest.MonkeyPatch) -> N
 
 def test_production_refuses_a_short_secret() -> None:
     with pytest.raises(ValidationError, match="at least 32 bytes"):
-        Settings(env="production", jwt_secret="x" * 31)  # type: ignore[arg-type]
+        Settings(env="production", jwt_secret="x" * 31, key_encryption_key=LONG_KEY)  # type: ignore[arg-type]
 
 
-def test_production_starts_with_a_long_secret() -> None:
-    settings = Settings(env="production", jwt_secret="x" * 32)  # type: ignore[arg-type]
+def test_production_starts_with_a_long_secret_and_key_encryption_key() -> None:
+    settings = Settings(env="production", jwt_secret="x" * 32, key_encryption_key=LONG_KEY)  # type: ignore[arg-type]
     assert settings.jwt_secret.get_secret_value() != DEV_JWT_SECRET
+    assert settings.key_encryption_key.get_secret_value() != DEV_KEY_ENCRYPTION_KEY
+
+
+def test_production_refuses_to_start_without_its_own_key_encryption_key(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("WARDEN_KEY_ENCRYPTION_KEY", raising=False)
+    refused = "WARDEN_KEY_ENCRYPTION_KEY must be set to at least 32 bytes"
+    with pytest.raises(ValidationError, match=refused) as unset:
+        Settings(env="production", jwt_secret="x" * 32, _env_file=None)  # type: ignore[arg-type, call-arg]
+    with pytest.raises(ValidationError, match=refused) as short:
+        Settings(env="production", jwt_secret="x" * 32, key_encryption_key="k" * 31)  # type: ignore[arg-type]
+    assert "k" * 31 not in str(short.value)
+    assert DEV_KEY_ENCRYPTION_KEY not in str(unset.value)
+
+
+def test_dev_and_test_have_a_fixed_key_encryption_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("WARDEN_KEY_ENCRYPTION_KEY", raising=False)
+    for env in ("dev", "test"):
+        settings = Settings(env=env, _env_file=None)  # type: ignore[call-arg]
+        assert settings.key_encryption_key.get_secret_value() == DEV_KEY_ENCRYPTION_KEY
 
 
 def test_the_contract_defaults_hold(monkeypatch: pytest.MonkeyPatch) -> None:
