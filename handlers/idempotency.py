@@ -57,7 +57,7 @@ def fingerprint(body: bytes) -> str:
     """Equal JSON bodies have equal fingerprints, whatever their key order or spacing."""
     try:
         canonical = orjson.dumps(orjson.loads(body), option=orjson.OPT_SORT_KEYS)
-    except orjson.JSONDecodeError:
+    except (orjson.JSONDecodeError, orjson.JSONEncodeError):  # not JSON, or nested too deep
         canonical = body
     return hashlib.sha256(canonical).hexdigest()
 
