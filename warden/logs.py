@@ -43,9 +43,10 @@ def redact_processor(_: Any, __: str, event: MutableMapping[str, Any]) -> Mutabl
 
 
 class ParserRefusals(logging.Filter):
-    """A request aiohttp's parser refuses (a NUL or a control character in a header, say) is
-    answered 400 by aiohttp itself, which logs it as an error with a traceback whose message
-    quotes the raw line, an Authorization header included: one warning, quoting nothing."""
+    """A request aiohttp's parser refuses (a control character in a header, a request line
+    over 8 KiB) is answered 400 by aiohttp itself, which logs it as an error with the
+    exception attached, whose message quotes the raw line (an Authorization header, say).
+    It is the caller's fault, not a fault of ours: one warning, quoting nothing."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         refused = record.exc_info[1] if record.exc_info else None

@@ -246,10 +246,11 @@ async def test_a_control_character_in_a_header_is_refused_by_the_parser_and_logg
             edge_url, "GET", b"/api/v1/users/me", [(b"Authorization", secret + b"\x00")]
         )
     assert reply.status == 400  # aiohttp's own answer: the request never reaches Warden
-    lines = captured.lines()
-    assert [line["event"] for line in lines] == ["request refused by the HTTP parser"]
-    assert lines[0]["level"] == "warning"
-    assert "exception" not in lines[0]
+    lines = captured.lines()  # the worker may be logging other tests' events meanwhile
+    [refusal] = [line for line in lines if line.get("logger") == "aiohttp.server"]
+    assert refusal["event"] == "request refused by the HTTP parser"
+    assert refusal["level"] == "warning"
+    assert not [line for line in lines if "exception" in line]  # no traceback
     assert b"very.secret" not in orjson.dumps(lines)  # the raw header line is not logged
 
 
