@@ -192,7 +192,9 @@ async def test_every_warden_key_in_the_db_has_a_ttl(
     for key in keys:
         pipe.ttl(key)
     ttls = dict(zip(keys, await pipe.execute(), strict=True))
-    assert [k for k, ttl in ttls.items() if ttl <= 0] == []
+    # -1: a key without a TTL. (-2 is a key that expired between the scan and its TTL: the
+    # e2e tests leave hundreds of login-failure counters that expire a minute later.)
+    assert [k for k, ttl in ttls.items() if ttl == -1] == []
 
 
 def closed_port() -> int:
