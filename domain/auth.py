@@ -28,7 +28,7 @@ from domain.ports import (
     TokenIssuer,
     UnitOfWorkFactory,
 )
-from domain.rules import normalize_login
+from domain.rules import is_text, normalize_login
 
 
 @dataclass(frozen=True)
@@ -79,8 +79,7 @@ class Auth:
 
     async def login(self, cmd: LogIn) -> TokenPair:
         """Check the password, open a session and issue its first token pair."""
-        async with self._uow() as uow:
-            user = await uow.users.get_by_login(normalize_login(cmd.login))
+        user = await self._find(cmd.login)
         account = account_of(user.id) if user else f"login:{normalize_login(cmd.login)}"
         address = cmd.origin.address if cmd.origin else None
         client_ip = cmd.origin.client_ip if cmd.origin else None
@@ -175,6 +174,13 @@ class Auth:
         if user is None or not user.is_active:
             raise TokenRevoked
         return Principal(user=user, claims=claims)
+
+    async def _find(self, login: str) -> User | None:
+        """The user of a login name; no one has a name that no store can keep (a NUL)."""
+        if not is_text(login):
+            return None
+        async with self._uow() as uow:
+            return await uow.users.get_by_login(normalize_login(login))
 
     async def _open_session(self, user: User, session_id: str) -> TokenPair:
         refresh_id = new_id()

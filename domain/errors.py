@@ -60,7 +60,8 @@ class ValidationFailed(WardenError):
 
     def __init__(self, errors: Sequence[FieldError] = (), detail: str | None = None) -> None:
         super().__init__(detail)
-        self.errors = tuple(errors)
+        # Every 422 names at least one offending input: the body itself if nothing finer.
+        self.errors = tuple(errors) or (FieldError(("body",), self.detail, "value_error"),)
 
     def as_error(self) -> dict[str, Any]:
         error = super().as_error()
@@ -68,13 +69,16 @@ class ValidationFailed(WardenError):
         return error
 
 
-class MalformedMessage(WardenError):
+class MalformedMessage(ValidationFailed):
     """An AMQP message whose body is not JSON."""
 
-    status = 422
     code = "malformed_message"
     title = "Malformed message"
     default_detail = "The message body is not valid UTF-8 JSON."
+
+    def __init__(self, detail: str | None = None) -> None:
+        detail = detail or self.default_detail
+        super().__init__([FieldError(("body",), detail, "json_invalid")], detail)
 
 
 class MalformedJson(WardenError):
@@ -249,13 +253,17 @@ class MethodNotAllowed(WardenError):
     default_detail = "This method is not allowed on this path."
 
 
-class IdempotencyKeyReused(WardenError):
+class IdempotencyKeyReused(ValidationFailed):
     """The idempotency key was used before with a different body."""
 
-    status = 422
     code = "idempotency_key_reused"
     title = "Idempotency key reused"
     default_detail = "This Idempotency-Key was used with a different request body."
+
+    def __init__(self, detail: str | None = None) -> None:
+        detail = detail or self.default_detail
+        # The header as an RPC caller names it; the edge says Idempotency-Key over HTTP.
+        super().__init__([FieldError(("header", "idempotency-key"), detail, self.code)], detail)
 
 
 class IdempotencyKeyInUse(WardenError):

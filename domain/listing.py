@@ -133,4 +133,5 @@ class CursorCodec:
 
 
 def _bad_cursor(msg: str) -> ValidationFailed:
-    return ValidationFailed([FieldError(("query", "cursor"), msg, "value_error")])
+    # Where an RPC caller wrote it; the edge says "query" for a cursor of a query string.
+    return ValidationFailed([FieldError(("body", "cursor"), msg, "value_error")])

@@ -69,7 +69,7 @@ def fingerprint(key: bytes, body: bytes) -> str:
     order or spacing; keyed, so a kept one cannot be tested against guessed passwords."""
     try:
         canonical = orjson.dumps(orjson.loads(body), option=orjson.OPT_SORT_KEYS)
-    except orjson.JSONDecodeError:
+    except (orjson.JSONDecodeError, orjson.JSONEncodeError):  # not JSON, or nested too deep
         canonical = body
     return hmac.new(key, canonical, hashlib.sha256).hexdigest()
 

@@ -36,6 +36,7 @@ from handlers import metrics, protocol
 from handlers.catalog import RPC
 from handlers.idempotency import Idempotency, Replay
 from handlers.trust import header_text, origin_of, refused_reply_to
+from handlers.wire import load_json
 
 log = structlog.get_logger("warden.worker")
 
@@ -78,9 +79,9 @@ def failure(error: WardenError) -> dict[str, Any]:
 def parse(model: type[M], body: bytes) -> M:
     """The body as `model`, or MalformedMessage / ValidationFailed; input values never echoed."""
     try:
-        data = orjson.loads(body) if body else None
-    except orjson.JSONDecodeError:
-        raise MalformedMessage from None
+        data = load_json(body) if body else None
+    except ValueError as exc:
+        raise MalformedMessage(str(exc) or None) from None
     if not isinstance(data, dict):
         raise ValidationFailed(
             [FieldError(("body",), "the body must be a JSON object", "dict_type")]
@@ -88,14 +89,40 @@ def parse(model: type[M], body: bytes) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise ValidationFailed(validation_errors(exc, "body")) from None
+        raise ValidationFailed(validation_errors(exc, "body", data)) from None
 
 
-def validation_errors(exc: ValidationError, where: str) -> list[FieldError]:
+def validation_errors(exc: ValidationError, where: str, data: Any) -> list[FieldError]:
+    """pydantic's errors, each located where the caller wrote (or left out) the input."""
     return [
-        FieldError((where, *e["loc"]), _message(e["msg"]), e["type"])
+        FieldError((where, *caller_path(e["loc"], data, e["type"])), _message(e["msg"]), e["type"])
         for e in exc.errors(include_url=False, include_input=False, include_context=False)
     ]
+
+
+def caller_path(loc: tuple[str | int, ...], data: Any, kind: str) -> tuple[str | int, ...]:
+    """The part of a pydantic location that is a path in the caller's input.
+
+    pydantic also names the validators it went through (a union's branches, for instance:
+    `function-after[...]`, `none`): those are no place in the input, and are left out. A
+    missing field keeps its name, the one place the caller should have written.
+    """
+    path: list[str | int] = []
+    node = data
+    for i, part in enumerate(loc):
+        if _holds(node, part):
+            node = node[part]
+            path.append(part)
+        elif kind == "missing" and i == len(loc) - 1 and isinstance(node, dict):
+            path.append(part)
+        # anything else is a validator's name (a union's branch, say), not a place in the input
+    return tuple(path)
+
+
+def _holds(node: Any, part: str | int) -> bool:
+    if isinstance(node, dict):
+        return part in node
+    return isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
 
 
 def _message(msg: str) -> str:
@@ -147,6 +174,9 @@ async def serve(
             envelope = await work()
     except WardenError as exc:
         envelope = failure(exc)
+    except Exception:  # every request gets a reply: a caller never waits out its timeout
+        log.exception("handler fault")
+        envelope = failure(InternalError())
     status = 200 if envelope["ok"] else envelope["error"]["status"]
     elapsed = time.perf_counter() - started
     metrics.MESSAGES.labels(queue, str(status)).inc()

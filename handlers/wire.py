@@ -8,8 +8,16 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field, StringConstraints
-from pydantic.json_schema import SkipJsonSchema
+import orjson
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    StringConstraints,
+    field_validator,
+)
 
 from domain import rules
 from domain.listing import DEFAULT_LIMIT, MAX_LIMIT
@@ -50,12 +58,69 @@ FullName = Annotated[
     ),
 ]
 Text = Annotated[str, StringConstraints(min_length=1, max_length=4096)]
+# Ids are Postgres bigints: a larger number is no user's id, and no query may carry it.
+UserId = Annotated[int, Field(ge=1, le=2**63 - 1)]
+# A request is a flat object; nothing a caller may send nests this deep, and the bound keeps
+# every body re-encodable (orjson writes at most 254 levels) and cheap to validate.
+MAX_JSON_DEPTH = 32
 
 
-class Strict(BaseModel):
+def load_json(raw: bytes) -> Any:
+    """The JSON value of a request body, or ValueError: not UTF-8 JSON, or nested too deep.
+
+    The error's message, when it has one, is for the caller (it never quotes the input).
+    A lone UTF-16 surrogate escape ("\\ud800") is not JSON here (RFC 7493, I-JSON): it has
+    no UTF-8 form, just as a lone surrogate's bytes are not UTF-8.
+    """
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise ValueError from None
+    if _deeper_than(data, MAX_JSON_DEPTH):
+        raise ValueError(f"The JSON is nested deeper than {MAX_JSON_DEPTH} levels.")
+    return data
+
+
+def _deeper_than(data: Any, limit: int) -> bool:
+    """Whether containers nest more than `limit` levels (without recursing, however deep)."""
+    stack: list[tuple[Any, int]] = [(data, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict):
+            node = list(node.values())
+        if not isinstance(node, list):
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in node)
+    return False
+
+
+def _without_null(schema: dict[str, Any]) -> None:
+    """The schema of an optional field whose null is refused: only its non-null branch."""
+    branches = [b for b in schema.pop("anyOf") if b.get("type") != "null"]
+    schema.update(branches[0])
+
+
+# A field that may be left out but not sent as null. Optional (not a union with a hidden
+# None, whose validation errors would name the union's branches instead of the field);
+# handlers refuse an explicit null.
+NotNull = Field(json_schema_extra=_without_null)
+
+
+class Shape(BaseModel):
     """Unknown fields are refused: no mass assignment."""
 
     model_config = ConfigDict(extra="forbid")
+
+
+class Strict(Shape):
+    """A request that may be stored: no string in it holds what a store cannot keep."""
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _storable(cls, value: Any) -> Any:
+        return rules.check_text(value) if isinstance(value, str) else value
 
 
 class Empty(Strict):
@@ -69,9 +134,15 @@ class RegisterRequest(Strict):
     full_name: FullName = None
 
 
-class LoginRequest(Strict):
+class LoginRequest(Shape):
+    """A username, or an email, and a password: one that no account can have (over 72 bytes,
+    or with a NUL) fails as any wrong password does."""
+
+    # Not Strict: a 422 for such input would answer sooner than a bcrypt check, and differ
+    # from what a known user's wrong password gets. The use case and the hasher take any.
+
     username: Text = Field(description="The username or the email, any case.")
-    password: Annotated[str, StringConstraints(max_length=4096)]
+    password: str
 
 
 class RefreshRequest(Strict):
@@ -85,18 +156,18 @@ class IntrospectRequest(Strict):
 class UpdateMeRequest(Strict):
     """Only the fields sent are changed; null is a value only for full_name (it clears it)."""
 
-    email: Email | SkipJsonSchema[None] = None
-    username: Username | SkipJsonSchema[None] = None
+    email: Annotated[Email | None, NotNull] = None
+    username: Annotated[Username | None, NotNull] = None
     full_name: FullName = None
 
 
 class UpdateUserRequest(UpdateMeRequest):
-    is_active: bool | SkipJsonSchema[None] = None
-    is_superuser: bool | SkipJsonSchema[None] = None
+    is_active: Annotated[bool | None, NotNull] = None
+    is_superuser: Annotated[bool | None, NotNull] = None
 
 
 class UpdateUserMessage(UpdateUserRequest):
-    id: int = Field(ge=1)
+    id: UserId
 
 
 class ChangePasswordRequest(Strict):
@@ -105,7 +176,7 @@ class ChangePasswordRequest(Strict):
 
 
 class UserIdMessage(Strict):
-    id: int = Field(ge=1)
+    id: UserId
 
 
 class ListUsersQuery(Strict):
@@ -128,7 +199,7 @@ class ListUsersQuery(Strict):
 class AuditListQuery(Strict):
     limit: int = Field(default=DEFAULT_LIMIT, ge=1, le=MAX_LIMIT)
     cursor: str | None = Field(default=None, max_length=2048)
-    user_id: int | None = Field(default=None, ge=1)
+    user_id: UserId | None = None
     type: str | None = Field(default=None, max_length=64)
 
 

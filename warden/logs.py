@@ -9,6 +9,7 @@ from collections.abc import MutableMapping
 from typing import Any
 
 import structlog
+from aiohttp.http_exceptions import BadHttpMessage
 
 SENSITIVE = re.compile(r"pass(word)?|secret|token|authorization|hash|cookie|api[-_]?key", re.I)
 _DSN_PASSWORD = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://[^:/@\s]*:)[^@\s]+@", re.I)
@@ -39,6 +40,21 @@ def redact_processor(_: Any, __: str, event: MutableMapping[str, Any]) -> Mutabl
             continue
         event[key] = REDACTED if SENSITIVE.search(key) else redact(event[key])
     return event
+
+
+class ParserRefusals(logging.Filter):
+    """A request aiohttp's parser refuses (a control character in a header, a request line
+    over 8 KiB) is answered 400 by aiohttp itself, which logs it as an error with the
+    exception attached, whose message quotes the raw line (an Authorization header, say).
+    It is the caller's fault, not a fault of ours: one warning, quoting nothing."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        refused = record.exc_info[1] if record.exc_info else None
+        if isinstance(refused, BadHttpMessage):
+            record.msg, record.args = "request refused by the HTTP parser", ()
+            record.exc_info = None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
 
 
 def configure(fmt: str = "json", level: str = "info") -> None:
@@ -81,3 +97,6 @@ def configure(fmt: str = "json", level: str = "info") -> None:
     # Our own line per message/request says it all; the libraries speak only of trouble.
     for noisy in ("faststream", "aiormq", "aio_pika", "aiohttp.access", "asyncio"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    server = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, ParserRefusals) for f in server.filters):
+        server.addFilter(ParserRefusals())

@@ -14,11 +14,12 @@ from typing import Any
 
 import bcrypt
 import jwt
-from prometheus_client import Histogram
+from prometheus_client import Counter, Histogram
 
 from domain.auth import new_id
 from domain.errors import InvalidToken, TokenExpired
 from domain.model import AccessClaims, RefreshClaims
+from domain.rules import PASSWORD_MAX_BYTES, normalize_password
 
 _REQUIRED_CLAIMS = ["iss", "sub", "sid", "jti", "type", "iat", "exp"]
 VERIFIED_TOKENS = 4096  # access tokens whose verification each process remembers
@@ -27,6 +28,30 @@ BCRYPT_WAIT = Histogram(
     "Time a bcrypt call waited for a thread of the pool",
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
+BCRYPT_DONE = Counter(
+    "warden_bcrypt_calls", "bcrypt hashes and checks the pool worked through to the end"
+)
+
+
+# What bcrypt checks in place of input it cannot take (over 72 bytes, or no UTF-8 form), so
+# such a login costs the time of any wrong password; its result is never believed.
+STAND_IN = b"not a password: the input was over 72 bytes or not UTF-8"
+
+
+def candidates(password: str) -> list[bytes | None]:
+    """What bcrypt is asked, in order: the NFKC form, then the raw form where it differs (the
+    password of a user registered before passwords were normalised). None: bcrypt cannot
+    take that form, and it can match nothing."""
+    normal = normalize_password(password)
+    return [_bcrypt_input(form) for form in dict.fromkeys((normal, password))]
+
+
+def _bcrypt_input(form: str) -> bytes | None:
+    try:
+        data = form.encode()
+    except UnicodeEncodeError:  # a lone surrogate
+        return None
+    return data if len(data) <= PASSWORD_MAX_BYTES else None
 
 
 def _lower_priority(nice: int) -> None:
@@ -51,27 +76,35 @@ class BcryptPasswordHasher:
 
     async def hash(self, password: str) -> str:
         salt = bcrypt.gensalt(self._rounds)
-        hashed: bytes = await self._run(bcrypt.hashpw, password.encode(), salt)
+        hashed: bytes = await self._run(bcrypt.hashpw, normalize_password(password).encode(), salt)
         return hashed.decode()
 
     async def verify(self, password: str, hashed: str) -> bool:
-        try:
-            ok: bool = await self._run(bcrypt.checkpw, password.encode(), hashed.encode())
-            return ok
-        except ValueError:  # a malformed stored hash never verifies
-            return False
+        """Any input gets an answer, never an error, in the time of as many checks as a
+        wrong password of its kind takes (which `burn` spends too)."""
+        for candidate in candidates(password):
+            try:
+                ok: bool = await self._run(bcrypt.checkpw, candidate or STAND_IN, hashed.encode())
+            except ValueError:  # a malformed stored hash never verifies
+                return False
+            if ok and candidate is not None:
+                return True
+        return False
 
     async def burn(self, password: str) -> None:
         if self._dummy is None:
             self._dummy = (await self.hash(new_id())).encode()
-        await self._run(bcrypt.checkpw, password.encode(), self._dummy)
+        for candidate in candidates(password):
+            await self._run(bcrypt.checkpw, candidate or STAND_IN, self._dummy)
 
     async def _run(self, fn: Any, *args: Any) -> Any:
         queued = time.perf_counter()
 
         def timed() -> Any:
             BCRYPT_WAIT.observe(time.perf_counter() - queued)  # time spent waiting for a thread
-            return fn(*args)
+            result = fn(*args)
+            BCRYPT_DONE.inc()  # the work was done: bcrypt did not refuse its input at once
+            return result
 
         self.waiting += 1
         try:

@@ -17,10 +17,13 @@ from domain.errors import (
     ValidationFailed,
 )
 from handlers import protocol
+from handlers.wire import load_json
 from web.problems import problem_from_error
 from web.routes import Route
 
 FORM = "application/x-www-form-urlencoded"
+# RPC header -> the HTTP header the edge reads it from, for the locations of errors.
+HTTP_HEADERS = {"idempotency-key": "Idempotency-Key", "authorization": "Authorization"}
 
 Networks = tuple[IPv4Network | IPv6Network, ...]
 
@@ -52,9 +55,9 @@ async def _json_object(request: web.Request, optional: bool) -> dict[str, Any]:
     if request.content_type != "application/json":
         raise UnsupportedMediaType
     try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise MalformedJson from None
+        data = load_json(raw)
+    except ValueError as exc:
+        raise MalformedJson(str(exc) or None) from None
     if not isinstance(data, dict):
         raise ValidationFailed(
             [FieldError(("body",), "the body must be a JSON object", "dict_type")]
@@ -121,7 +124,7 @@ def _valid_ip(text: str) -> bool:
 def rpc_headers(request: web.Request, rid: str, trusted: Networks) -> dict[str, str]:
     headers = {protocol.REQUEST_ID: rid}
     if auth := request.headers.get("Authorization"):
-        headers[protocol.AUTHORIZATION] = auth
+        headers[protocol.AUTHORIZATION] = _sent_text(auth)
     if ip := client_ip(request, trusted):
         headers[protocol.CLIENT_IP] = ip
     if "Idempotency-Key" in request.headers:
@@ -131,6 +134,15 @@ def rpc_headers(request: web.Request, rid: str, trusted: Networks) -> dict[str, 
             raise ValidationFailed([FieldError(("header", "Idempotency-Key"), msg, "value_error")])
         headers[protocol.IDEMPOTENCY_KEY] = key
     return headers
+
+
+def _sent_text(value: str) -> str:
+    """A header value as text an AMQP header can carry.
+
+    aiohttp keeps bytes that are not UTF-8 as lone surrogates, which have no UTF-8 form;
+    here they become U+FFFD, as the worker reads such bytes (and a token never holds one).
+    """
+    return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def http_response(route: Route, envelope: dict[str, Any]) -> web.Response:
@@ -158,11 +170,14 @@ def http_response(route: Route, envelope: dict[str, Any]) -> web.Response:
 
 
 def _relocate(error: dict[str, Any], route: Route) -> dict[str, Any]:
-    """Worker locations say "body"; over HTTP a field may come from the query or the path."""
+    """Worker locations say "body" and name RPC headers; over HTTP a field may come from the
+    query or the path, and a header has its HTTP name."""
     loc = list(error.get("loc") or [])
     if loc and loc[0] == "body" and len(loc) > 1:
         if route.body == "query":
             loc[0] = "query"
         elif loc[1] == "id" and "{id" in route.path:
             loc[0] = "path"
+    if loc[:1] == ["header"] and len(loc) > 1:
+        loc[1] = HTTP_HEADERS.get(str(loc[1]), loc[1])
     return {**error, "loc": loc}

@@ -337,8 +337,8 @@ async def test_every_warden_key_in_the_db_has_a_ttl(
     for key in keys:
         pipe.pttl(key)
     ttls = dict(zip(keys, await pipe.execute(), strict=True))
-    # -1: no expiry. (A heartbeat lives 1.5 s: one may expire between the scan and its PTTL,
-    # -2, and one in its last half second would read 0 from TTL, which rounds.)
+    # -1: a key without a TTL. (-2 is a key that expired between the scan and its PTTL: a
+    # heartbeat lives 1.5 s, and the e2e tests leave hundreds of counters of a minute.)
     assert [k for k, ttl in ttls.items() if ttl == -1] == []
 
 

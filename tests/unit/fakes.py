@@ -50,6 +50,12 @@ class FakeClock:
         self._now += timedelta(seconds=seconds)
 
 
+def _as_postgres_keeps(*texts: object) -> None:
+    """Postgres text holds no NUL: asyncpg fails such a statement, and so does the fake."""
+    if any(isinstance(text, str) and "\x00" in text for text in texts):
+        raise ValueError("invalid byte sequence for encoding UTF8: 0x00")
+
+
 class FakeUserRepository:
     """Users in a dict; email and username are unique case-insensitively, as the indexes are."""
 
@@ -60,6 +66,7 @@ class FakeUserRepository:
         self.superuser_locks = 0
 
     async def add(self, new: NewUser) -> User:
+        _as_postgres_keeps(*dataclasses.astuple(new))
         await self.clash(new.email, new.username, exclude=None)
         now = self._clock.now()
         user = User(
@@ -81,6 +88,7 @@ class FakeUserRepository:
         return self._users.get(user_id)
 
     async def get_by_login(self, login: str) -> User | None:
+        _as_postgres_keeps(login)
         wanted = login.lower()
         for user in self._users.values():
             if wanted in (user.username.lower(), user.email.lower()):
@@ -99,6 +107,7 @@ class FakeUserRepository:
         if current is None:
             raise UserNotFound
         fields = changes.as_dict()
+        _as_postgres_keeps(*fields.values())
         await self.clash(fields.get("email"), fields.get("username"), exclude=user.id)
         updated = dataclasses.replace(current.with_changes(changes), updated_at=self._clock.now())
         self._users[user.id] = updated

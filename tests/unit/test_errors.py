@@ -96,8 +96,32 @@ def test_a_validation_error_lists_its_field_errors() -> None:
     }
 
 
-def test_a_validation_error_without_field_errors_has_an_empty_list() -> None:
-    assert ValidationFailed(detail="Bad query.").as_error()["errors"] == []
+def test_a_validation_error_without_field_errors_names_the_body() -> None:
+    assert ValidationFailed(detail="Bad query.").as_error()["errors"] == [
+        {"loc": ["body"], "msg": "Bad query.", "type": "value_error"}
+    ]
+
+
+@pytest.mark.parametrize(
+    "error", [error for error, status, _ in CONTRACT if status == 422], ids=lambda e: e.__name__
+)
+def test_every_422_names_at_least_one_input_from_the_callers_side(
+    error: type[WardenError],
+) -> None:
+    rendered = error().as_error()
+
+    assert rendered["errors"], rendered
+    assert all(e["loc"][0] in ("body", "header") for e in rendered["errors"]), rendered
+
+
+def test_a_reused_idempotency_key_names_the_header() -> None:
+    assert errors.IdempotencyKeyReused().as_error()["errors"] == [
+        {
+            "loc": ["header", "idempotency-key"],
+            "msg": "This Idempotency-Key was used with a different request body.",
+            "type": "idempotency_key_reused",
+        }
+    ]
 
 
 def test_too_many_attempts_carries_retry_after() -> None:

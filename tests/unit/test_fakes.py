@@ -7,7 +7,7 @@ import pytest
 from domain import events
 from domain.errors import InvalidToken, TokenExpired
 from domain.events import Event
-from domain.model import NewUser
+from domain.model import NewUser, UserChanges
 from domain.ports import Lockout, Rotation
 from tests.unit.fakes import (
     FakeClock,
@@ -45,6 +45,19 @@ async def test_a_committed_unit_of_work_keeps_its_changes_and_events(
     assert await uow.users.get(user.id) == user
     assert uow.events() == [event]
     assert [e.event_id for e in uow.audit.entries] == [event.id]
+
+
+async def test_the_user_repository_fails_on_a_nul_as_postgres_does(
+    uow: FakeUnitOfWorkFactory,
+) -> None:
+    async with uow() as tx:
+        with pytest.raises(ValueError, match="0x00"):
+            await tx.users.get_by_login("al\x00ice")
+        with pytest.raises(ValueError, match="0x00"):
+            await tx.users.add(NewUser("a@b.io", "alice", "hashed:x", full_name="A\x00"))
+        user = await tx.users.add(NewUser("a@b.io", "alice", "hashed:x"))
+        with pytest.raises(ValueError, match="0x00"):
+            await tx.users.update(user, UserChanges(full_name="A\x00"))
 
 
 async def test_the_session_store_accepts_only_the_newest_refresh_id() -> None:

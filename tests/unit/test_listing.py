@@ -108,8 +108,8 @@ def assert_bad_cursor(cursor: str, fingerprint: str = "fingerprint") -> Validati
     with pytest.raises(ValidationFailed) as refused:
         CODEC.decode(cursor, fingerprint)
     [error] = refused.value.errors
-    assert error.loc == ("query", "cursor")
-    assert refused.value.as_error()["errors"][0]["loc"] == ["query", "cursor"]
+    assert error.loc == ("body", "cursor")
+    assert refused.value.as_error()["errors"][0]["loc"] == ["body", "cursor"]
     return refused.value
 
 

@@ -97,6 +97,16 @@ async def test_an_unknown_user_burns_one_hash_like_a_wrong_password_costs_one(
     assert (hasher.burn_calls, hasher.verify_calls) == (1, 1)
 
 
+@pytest.mark.parametrize("login", ["alice\x00", "\x00", "al\x00ice@example.com"], ids=ascii)
+async def test_a_login_name_no_store_can_keep_is_an_unknown_user(
+    auth: Auth, hasher: FakePasswordHasher, alice: User, login: str
+) -> None:
+    with pytest.raises(InvalidCredentials):
+        await auth.login(LogIn(login, PASSWORD))
+
+    assert (hasher.burn_calls, hasher.verify_calls) == (1, 0)  # the time of a wrong password
+
+
 async def test_an_inactive_user_with_the_right_password_is_inactive_user(
     auth: Auth, people: People, sessions: FakeSessionStore
 ) -> None:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Iterator
 from datetime import UTC, datetime, timedelta
 
+import bcrypt
 import jwt
 import pytest
+from prometheus_client import REGISTRY
 
 from domain.errors import InvalidToken, TokenExpired
-from warden.security import BcryptPasswordHasher, JwtTokenIssuer
+from warden.security import STAND_IN, BcryptPasswordHasher, JwtTokenIssuer, candidates
 
 SECRET = "s" * 32
 # Parametrised tokens are made at collection, minutes before they are read: a day of life.
@@ -16,7 +19,7 @@ COLLECTED = datetime.now(UTC)
 
 
 @pytest.fixture
-def hasher() -> BcryptPasswordHasher:
+def hasher() -> Iterator[BcryptPasswordHasher]:
     h = BcryptPasswordHasher(rounds=4, threads=1)
     yield h
     h.close()
@@ -38,12 +41,96 @@ async def test_a_malformed_stored_hash_never_verifies(hasher: BcryptPasswordHash
     assert not await hasher.verify("correct horse", "not a bcrypt hash")
 
 
+def bcrypt_calls() -> float:
+    """bcrypt hashes and checks the pool worked through (one refused at once is not one)."""
+    return REGISTRY.get_sample_value("warden_bcrypt_calls_total") or 0.0
+
+
+async def spent(work: Awaitable[object]) -> float:
+    before = bcrypt_calls()
+    await work
+    return bcrypt_calls() - before
+
+
 async def test_burning_for_an_unknown_user_spends_a_real_check(
     hasher: BcryptPasswordHasher,
 ) -> None:
-    await hasher.burn("anything")
-    await hasher.burn("anything else")  # the dummy hash is made once
+    assert await spent(hasher.burn("anything")) == 2  # the dummy hash, then the check
+    assert await spent(hasher.burn("anything else")) == 1  # the dummy hash is made once
     assert hasher.waiting == 0
+
+
+# A wrong password costs one check, or two when its NFKC form differs from what was typed:
+# an unknown user's login must cost the same, or the time would tell who exists.
+ATTEMPTS = [
+    "a wrong password",
+    "x" * 100,  # over 72 bytes: a stand-in is checked
+    "\ud800 lone surrogate",  # no UTF-8 form: a stand-in is checked
+    "ｗｒｏｎｇ ｐａｓｓｗｏｒｄ",  # NFKC differs: both forms are tried
+    "ｘ" * 30,  # NFKC is 30 bytes, the typed form 90: the NFKC form, then a stand-in
+    "with a \x00 NUL",
+]
+
+
+@pytest.mark.parametrize("attempt", ATTEMPTS, ids=ascii)
+async def test_a_burn_spends_what_a_wrong_password_of_its_kind_spends(
+    hasher: BcryptPasswordHasher, attempt: str
+) -> None:
+    hashed = await hasher.hash("the real password")
+    await hasher.burn("make the dummy hash first")
+
+    wrong = await spent(hasher.verify(attempt, hashed))
+    burnt = await spent(hasher.burn(attempt))
+
+    assert burnt == wrong == len(candidates(attempt)) >= 1
+
+
+@pytest.mark.parametrize("attempt", ["x" * 73, "é" * 37, "x" * 5000, "\udcff" * 3], ids=len)
+async def test_input_bcrypt_cannot_take_is_a_wrong_password_never_an_error(
+    hasher: BcryptPasswordHasher, attempt: str
+) -> None:
+    hashed = await hasher.hash("the real password")
+
+    assert await spent(hasher.verify(attempt, hashed)) == 1  # one check, on the stand-in
+    assert await spent(hasher.burn(attempt)) >= 1
+
+
+async def test_the_stand_in_never_passes_even_for_its_own_hash(
+    hasher: BcryptPasswordHasher,
+) -> None:
+    own = bcrypt.hashpw(STAND_IN, bcrypt.gensalt(4)).decode()
+
+    assert not await hasher.verify("x" * 73, own)
+
+
+async def test_a_password_is_hashed_in_nfkc_form_and_checks_in_any_form_of_it(
+    hasher: BcryptPasswordHasher,
+) -> None:
+    hashed = await hasher.hash("ｆｕｌｌ ｗｉｄｔｈ")
+
+    assert bcrypt.checkpw(b"full width", hashed.encode())
+    assert await hasher.verify("full width", hashed)
+    assert await hasher.verify("ｆｕｌｌ ｗｉｄｔｈ", hashed)
+    assert await hasher.verify("ｆull width", hashed)
+
+
+async def test_a_user_hashed_before_normalisation_logs_in_with_the_form_typed_then(
+    hasher: BcryptPasswordHasher,
+) -> None:
+    typed = "ｆｕｌｌ ｗｉｄｔｈ"
+    legacy = bcrypt.hashpw(typed.encode(), bcrypt.gensalt(4)).decode()  # as it was hashed
+
+    assert await spent(hasher.verify(typed, legacy)) == 2  # the NFKC form fails, then raw
+    assert await hasher.verify(typed, legacy)
+    assert not await hasher.verify("full width", legacy)  # raw was the password, not NFKC
+
+
+async def test_a_raw_form_bcrypt_cannot_take_is_not_tried(hasher: BcryptPasswordHasher) -> None:
+    typed = "ｘ" * 30  # NFKC: 30 bytes; as typed: 90, which was refused at registration
+    hashed = await hasher.hash(typed)
+
+    assert await hasher.verify(typed, hashed)
+    assert candidates(typed) == [b"x" * 30, None]
 
 
 def test_an_access_token_carries_the_contract_claims(tokens: JwtTokenIssuer) -> None:
@@ -74,6 +161,13 @@ def test_tokens_of_one_type_are_refused_as_the_other(tokens: JwtTokenIssuer) -> 
 def test_an_expired_token_is_expired(tokens: JwtTokenIssuer) -> None:
     with pytest.raises(TokenExpired):
         tokens.read_access(tokens.issue_access(7, "sid", datetime.now(UTC) - timedelta(minutes=5)))
+
+
+def test_an_expired_refresh_token_is_expired(tokens: JwtTokenIssuer) -> None:
+    issued = datetime.now(UTC) - timedelta(minutes=20)  # the refresh lifetime is 10 minutes
+
+    with pytest.raises(TokenExpired):
+        tokens.read_refresh(tokens.issue_refresh(7, "sid", "rid", issued))
 
 
 def test_a_remembered_token_still_expires(
