@@ -20,7 +20,7 @@ test: sync services
 check: sync
 	$(UV) run --frozen ruff check .
 	$(UV) run --frozen ruff format --check .
-	$(UV) run --frozen mypy domain storage handlers web warden
+	$(UV) run --frozen mypy domain storage handlers web warden tests
 	$(UV) run --frozen lint-imports
 	.ci/validate-compose
 

@@ -68,7 +68,7 @@ def make_settings(urls: Urls, **overrides: Any) -> Settings:
         "trusted_proxies": "127.0.0.1",
         "log_format": "console",
     }
-    return Settings(**(values | overrides))  # type: ignore[arg-type]
+    return Settings(**(values | overrides))
 
 
 @pytest.fixture(scope="session")
@@ -129,6 +129,7 @@ class AmqpCaller:
         self, queue: str, body: bytes, headers: dict[str, Any] | None = None, wait: float = 10
     ) -> aio_pika.abc.AbstractIncomingMessage:
         correlation_id = uuid.uuid4().hex
+        future: asyncio.Future[aio_pika.abc.AbstractIncomingMessage]
         future = asyncio.get_running_loop().create_future()
         self._replies[correlation_id] = future
         message = aio_pika.Message(
@@ -150,7 +151,9 @@ class AmqpCaller:
         reply = await self.raw(
             queue, orjson.dumps(body), {k.replace("_", "-"): v for k, v in headers.items()}
         )
-        return orjson.loads(reply.body)
+        decoded = orjson.loads(reply.body)
+        assert isinstance(decoded, dict), f"a reply is a JSON object, not {decoded!r}"
+        return decoded
 
 
 @pytest_asyncio.fixture(scope="session")

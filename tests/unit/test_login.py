@@ -16,7 +16,7 @@ from tests.unit.fakes import (
     FakeTokenIssuer,
     FakeUnitOfWorkFactory,
 )
-from tests.unit.support import ACCESS_TTL, REFRESH_TTL, People
+from tests.unit.support import ACCESS_TTL, REFRESH_TTL, People, holder
 
 PASSWORD = "alice-password"
 
@@ -152,7 +152,7 @@ async def test_a_blocked_account_may_log_in_again_once_the_window_is_over(
 
     clock.advance(100)
 
-    assert await auth.login(LogIn("alice", PASSWORD))
+    assert await holder(auth, await auth.login(LogIn("alice", PASSWORD))) == alice.id
 
 
 async def test_a_blocked_unknown_login_is_refused_as_well(
@@ -173,7 +173,7 @@ async def test_a_successful_login_clears_the_account_count(
 
     await fail_logins(auth, "alice", throttle.max_failures - 1)
 
-    assert await auth.login(LogIn("alice", PASSWORD))
+    assert await holder(auth, await auth.login(LogIn("alice", PASSWORD))) == alice.id
 
 
 async def test_only_invalid_credentials_count_as_failures(
@@ -196,7 +196,8 @@ async def test_too_many_failures_from_one_address_block_every_account_from_it(
 
     with pytest.raises(TooManyAttempts):
         await auth.login(LogIn("alice", PASSWORD, client_ip="203.0.113.9"))
-    assert await auth.login(LogIn("alice", PASSWORD, client_ip="198.51.100.7"))
+    elsewhere = await auth.login(LogIn("alice", PASSWORD, client_ip="198.51.100.7"))
+    assert await holder(auth, elsewhere) == alice.id
 
 
 async def test_a_login_records_logged_in_with_the_session_and_client_ip(

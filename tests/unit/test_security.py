@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import jwt
@@ -16,7 +17,7 @@ COLLECTED = datetime.now(UTC)
 
 
 @pytest.fixture
-def hasher() -> BcryptPasswordHasher:
+def hasher() -> Iterator[BcryptPasswordHasher]:
     h = BcryptPasswordHasher(rounds=4, threads=1)
     yield h
     h.close()
