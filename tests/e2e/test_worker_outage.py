@@ -34,6 +34,7 @@ from warden.settings import Settings
 RPC_TIMEOUT = 2.0
 STARTUP = 60.0  # generous: a worker process imports for many seconds on a busy machine
 RECOVERY = 15.0
+STOP_WITHIN = 20.0
 # The contract's times: readiness answers within 3 s; the broker unreachable is a 503 at once
 # rather than after WARDEN_RPC_TIMEOUT. What a loaded two-core machine adds on top, at most.
 READINESS_PROMISE = 3.0
@@ -76,7 +77,7 @@ def worker_env(settings: Settings) -> dict[str, str]:
 
 @contextlib.asynccontextmanager
 async def worker_process(settings: Settings, log: Path) -> AsyncIterator[Process]:
-    """A `warden worker` process held back until `release`; killed when the block ends."""
+    """A `warden worker` process held back until `release`; stopped when the block ends."""
     with log.open("ab") as out:
         process = await asyncio.create_subprocess_exec(
             sys.executable,
@@ -91,8 +92,14 @@ async def worker_process(settings: Settings, log: Path) -> AsyncIterator[Process
         yield process
     finally:
         if process.returncode is None:
-            process.kill()
-            await process.wait()
+            # SIGTERM: a worker shuts down and writes its coverage data; SIGKILL if it hangs.
+            process.terminate()
+            try:
+                async with asyncio.timeout(STOP_WITHIN):
+                    await process.wait()
+            except TimeoutError:
+                process.kill()
+                await process.wait()
 
 
 async def release(process: Process) -> None:
