@@ -72,7 +72,7 @@ def make_settings(urls: Urls, **overrides: Any) -> Settings:
         "trusted_proxies": "127.0.0.1",
         "log_format": "console",
     }
-    return Settings(**(values | overrides))  # type: ignore[arg-type]
+    return Settings(**(values | overrides))
 
 
 @pytest.fixture(scope="session")
@@ -172,8 +172,9 @@ class AmqpCaller:
             headers["authorization"] = f"Bearer {token}"
         headers = {k.replace("_", "-"): v for k, v in headers.items()}
         reply = await self.raw(queue, orjson.dumps(body), headers, user_id=user_id)
-        envelope: dict[str, Any] = orjson.loads(reply.body)
-        return envelope
+        decoded = orjson.loads(reply.body)
+        assert isinstance(decoded, dict), f"a reply is a JSON object, not {decoded!r}"
+        return decoded
 
 
 @pytest_asyncio.fixture(scope="session")

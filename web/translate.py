@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ipaddress import IPv4Network, IPv6Network, ip_address
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -91,34 +91,30 @@ def request_id(request: web.Request) -> str:
 def client_ip(request: web.Request, trusted: Networks) -> str | None:
     """The TCP peer, or the first untrusted hop of X-Forwarded-For when the peer is trusted."""
     peer = request.remote
-    if not peer or not trusted or not _trusted(peer, trusted):
+    if not peer or not trusted or not _trusted(_address(peer), trusted):
         return peer
     # A proxy may add its own header line instead of appending to the last one: every line
     # counts, in order (RFC 9110 5.3), or the hop it added would be missed.
     forwarded = ",".join(request.headers.getall("X-Forwarded-For", []))
     hops = [h.strip() for h in forwarded.split(",") if h.strip()]
     for hop in reversed(hops):
-        if not _valid_ip(hop):
+        address = _address(hop)
+        if address is None:  # a header we cannot read names nobody: the peer answers for it
             return peer
-        if not _trusted(hop, trusted):
+        if not _trusted(address, trusted):
             return hop
     return peer
 
 
-def _trusted(address: str, trusted: Networks) -> bool:
+def _address(text: str) -> IPv4Address | IPv6Address | None:
     try:
-        ip = ip_address(address)
+        return ip_address(text)
     except ValueError:
-        return False
-    return any(ip in net for net in trusted)
+        return None
 
 
-def _valid_ip(text: str) -> bool:
-    try:
-        ip_address(text)
-    except ValueError:
-        return False
-    return True
+def _trusted(address: IPv4Address | IPv6Address | None, trusted: Networks) -> bool:
+    return address is not None and any(address in net for net in trusted)
 
 
 def rpc_headers(request: web.Request, rid: str, trusted: Networks) -> dict[str, str]:

@@ -32,7 +32,6 @@ from tests.e2e.test_faults import (
     EMAIL_TAKEN,
     RECOVERY,
     edge_client,
-    eventually,
     post_user,
     registration,
     users_by_email,
@@ -40,6 +39,7 @@ from tests.e2e.test_faults import (
     workers,
 )
 from tests.support.infra import Urls, own_vhost, with_database
+from tests.support.waiting import eventually
 from warden.cli import migrate
 
 LOAD = 30  # registrations in flight when the worker dies
@@ -117,7 +117,7 @@ async def test_a_killed_workers_keys_are_taken_over_within_2_s_and_nothing_is_do
             async def victim_holds_claims() -> bool:
                 return await claims_held_by(client, pid) > 0
 
-            assert await eventually(victim_holds_claims, 30, 0.01), "the victim never worked"
+            await eventually(victim_holds_claims, 30, "the victim never held a claim", 0.01)
             killed_at = time.monotonic()
             victim.signal(signal.SIGKILL)
             assert await victim.wait(10) == -signal.SIGKILL

@@ -16,7 +16,7 @@ import signal
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,7 @@ from tests.conftest import PASSWORD, make_settings, unique
 from tests.e2e.test_edge_errors import assert_problem
 from tests.support.infra import Urls, own_vhost, with_database
 from tests.support.proxy import TcpProxy
+from tests.support.waiting import eventually
 from warden.bootstrap import build_edge, running_worker
 from warden.cli import migrate
 from warden.settings import Settings
@@ -48,7 +49,12 @@ from web.app import RPC_CLIENT
 
 WARDEN = Path(sys.executable).with_name("warden")
 STARTUP = 90.0  # a worker process imports for many seconds on a busy machine
-RECOVERY = 10.0  # the contract: requests succeed again within 10 s of a dependency's return
+RECOVERY = 10.0  # issue 5's promise: requests succeed again within 10 s of a dependency's return
+# The contract: the broker unreachable is a 503 "at once rather than after the timeout" (10 s
+# here); what a loaded two-core machine adds stays well inside this.
+AT_ONCE = 3.0
+READINESS_BOUND = 5.0  # the contract's 3 s for a readiness answer, and the load's share
+RETRY_PAUSE = 0.2  # a careful client's pause before it sends a request again
 DELIVERY = 15.0  # events committed while the broker was away, delivered after its return
 EVENTS = 20
 KILLED_LOAD = 30
@@ -116,18 +122,6 @@ async def users_by_email(database_url: str, emails: list[str]) -> dict[str, int]
     return counts
 
 
-async def eventually(
-    check: Callable[[], Awaitable[bool]], within: float, step: float = 0.1
-) -> bool:
-    deadline = time.monotonic() + within
-    while True:
-        if await check():
-            return True
-        if time.monotonic() > deadline:
-            return False
-        await asyncio.sleep(step)
-
-
 # --- HTTP ------------------------------------------------------------------------------------
 
 
@@ -159,16 +153,20 @@ async def post_user(
 
 
 async def readiness(http: aiohttp.ClientSession) -> tuple[int, dict[str, Any]]:
-    async with asyncio.timeout(5), http.get("/health/ready") as r:
-        return r.status, await r.json()
+    try:
+        async with asyncio.timeout(READINESS_BOUND), http.get("/health/ready") as r:
+            return r.status, await r.json()
+    except TimeoutError:
+        raise AssertionError(
+            f"readiness answers within 3 s, even with a dependency cut: none in {READINESS_BOUND} s"
+        ) from None
 
 
 async def wait_ready(http: aiohttp.ClientSession, within: float, log: Path | None = None) -> None:
     async def ready() -> bool:
         return (await readiness(http))[0] == 200
 
-    if not await eventually(ready, within, 0.2):
-        pytest.fail(f"Warden was not ready within {within} s\n{tail_of(log)}")
+    await eventually(ready, within, lambda: f"Warden was not ready\n{tail_of(log)}", 0.2)
 
 
 def tail_of(log: Path | None) -> str:
@@ -196,7 +194,7 @@ async def register_until_created(
             status, reply = await post_user(http, body, outcome.key)
         except aiohttp.ClientConnectionError as exc:  # an edge going away mid-request
             outcome.statuses.append(type(exc).__name__)
-            await asyncio.sleep(0.2)
+            await asyncio.sleep(RETRY_PAUSE)
             continue
         outcome.statuses.append(f"{status} {reply.get('code', '')}".strip())
         if status == 201:
@@ -204,7 +202,7 @@ async def register_until_created(
             return outcome
         if (status, reply.get("code")) not in RETRYABLE and status not in RETRYABLE_STATUS:
             return outcome  # a final answer that is not a 201: the assertions report it
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(RETRY_PAUSE)
     return outcome
 
 
@@ -296,8 +294,10 @@ class WardenProcess:
                 pytest.fail(f"warden {self.command} exited early:\n{self.output()[-3000:]}")
             return text in self.output()
 
-        if not await eventually(logged, within, 0.1):
-            pytest.fail(f"warden {self.command} did not log {text!r}:\n{self.output()[-3000:]}")
+        def failure() -> str:
+            return f"warden {self.command} did not log {text!r}:\n{self.output()[-3000:]}"
+
+        await eventually(logged, within, failure, 0.1)
 
     def signal(self, sig: signal.Signals) -> None:
         assert self.process is not None
@@ -376,12 +376,12 @@ async def test_events_committed_while_the_broker_is_away_go_out_and_requests_res
             async def all_delivered() -> bool:
                 return {e.get("subject") for e in received.values()} >= {str(i) for i in ids}
 
-            assert await eventually(all_delivered, DELIVERY), f"{len(received)}/{EVENTS} arrived"
+            await eventually(all_delivered, DELIVERY, lambda: f"{len(received)}/{EVENTS} arrived")
 
             async def outbox_drained() -> bool:
                 return bool(await fetch_value(isolated.database, waiting, ids) == 0)
 
-            assert await eventually(outbox_drained, 5)
+            await eventually(outbox_drained, 5, "the outbox was not drained")
 
             # The worker's consumers came back too: it answers requests again, unrestarted.
             async with edge_client(make_settings(isolated, rpc_timeout=5)) as http:
@@ -462,11 +462,16 @@ async def test_with_the_edge_cut_from_the_broker_requests_get_503_at_once_and_re
                 status, ready = await readiness(http)
                 return status == 503 and ready["checks"]["broker"]["status"] == "fail"
 
-            assert await eventually(broker_failing, 5)
+            await eventually(broker_failing, 5, "readiness did not report the broker cut")
             during = registration()
-            async with asyncio.timeout(3):  # well before the 10 s RPC timeout: at once
-                async with http.post("/api/v1/users", json=during) as r:
-                    await assert_problem(r, 503, "service_unavailable")
+            started = time.monotonic()
+            async with http.post("/api/v1/users", json=during) as r:
+                await assert_problem(r, 503, "service_unavailable")
+            took = time.monotonic() - started
+            assert took < AT_ONCE, (
+                f"the broker unreachable is a 503 at once, not after the "
+                f"{edge_settings.rpc_timeout} s RPC timeout: took {took:.2f} s"
+            )
 
             proxy.restore()
             await assert_recovered(http, during)
@@ -495,7 +500,7 @@ async def test_a_worker_killed_with_requests_in_flight_loses_and_duplicates_noth
         async def some_created() -> bool:
             return sum((await users_by_email(isolated.database, emails)).values()) >= 3
 
-        assert await eventually(some_created, 30, 0.02)
+        await eventually(some_created, 30, "no registration went through before the kill")
         victim.signal(signal.SIGKILL)
         assert await victim.wait(10) == -signal.SIGKILL
         outcomes = await asyncio.gather(*callers)

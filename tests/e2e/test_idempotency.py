@@ -19,6 +19,7 @@ from storage.idempotency import PREFIX, RedisIdempotencyStore
 from storage.redis_store import SESSION, USER_SESSIONS
 from tests.conftest import PASSWORD, AmqpCaller, unique
 from tests.e2e.test_sessions import sid_of
+from tests.support.waiting import eventually
 from warden.bootstrap import Services
 
 WITHIN = 10.0  # seconds an awaited event may take; only keeps a broken test from hanging
@@ -92,17 +93,18 @@ async def test_a_repeat_while_the_first_is_worked_on_is_told_the_key_is_in_use(
     http: aiohttp.ClientSession, worker: Any
 ) -> None:
     body, key = registration(), unique("key-")
-    gate = asyncio.Event()
+    gate, working = asyncio.Event(), asyncio.Event()
     register = worker.accounts.register
 
     async def slow_register(cmd: Any) -> Any:
+        working.set()  # the first request holds the key's claim from here on
         await gate.wait()
         return await register(cmd)
 
     worker.accounts.register = slow_register
     try:
         first = asyncio.create_task(post(http, "/api/v1/users", body, key))
-        await asyncio.sleep(0.3)
+        await eventually(working.is_set, 10, "the first request never reached the use case")
         status, problem = await post(http, "/api/v1/users", body, key)
         assert status == 409
         assert problem["code"] == "idempotency_key_in_use"

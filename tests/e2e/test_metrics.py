@@ -3,7 +3,6 @@ parsed as Prometheus text exposition."""
 
 from __future__ import annotations
 
-import asyncio
 import re
 import socket
 from collections.abc import AsyncIterator, Callable
@@ -17,6 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import PASSWORD, AmqpCaller, make_settings, unique
 from tests.support.infra import Urls
+from tests.support.waiting import eventually
 from warden.bootstrap import build_edge
 from warden.metrics_server import serve_worker_metrics
 from web.app import RPC_CLIENT
@@ -128,15 +128,14 @@ async def until(
     http: aiohttp.ClientSession, url: str, done: Callable[[Scrape], bool], what: str
 ) -> Scrape:
     """Scrape until `done`: events and dead letters are counted a moment after the request."""
-    try:
-        async with asyncio.timeout(WAIT):
-            while True:
-                metrics = await scrape(http, url)
-                if done(metrics):
-                    return metrics
-                await asyncio.sleep(0.05)
-    except TimeoutError:
-        raise AssertionError(what) from None
+    scrapes: list[Scrape] = []
+
+    async def counted() -> bool:
+        scrapes.append(await scrape(http, url))
+        return done(scrapes[-1])
+
+    await eventually(counted, WAIT, what)
+    return scrapes[-1]
 
 
 async def test_the_worker_counts_messages_by_queue_and_outcome_and_times_them(

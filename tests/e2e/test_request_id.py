@@ -4,7 +4,6 @@ command configures it (JSON lines through the redacting processors) and read bac
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import io
 import json
@@ -21,6 +20,7 @@ import structlog
 from sqlalchemy import text
 
 from tests.conftest import AmqpCaller, unique
+from tests.support.waiting import eventually
 from warden import logs
 from warden.settings import Settings
 
@@ -109,21 +109,17 @@ async def events_of(settings: Settings, *routing_keys: str) -> AsyncIterator[lis
 
 
 async def event_about(received: list[Delivered], username: str) -> Delivered:
-    async with asyncio.timeout(WAIT):
-        while True:
-            for delivered in received:
-                if delivered.event["data"]["user"]["username"] == username:
-                    return delivered
-            await asyncio.sleep(0.02)
+    def about() -> list[Delivered]:
+        return [d for d in received if d.event["data"]["user"]["username"] == username]
+
+    await eventually(lambda: bool(about()), WAIT, f"no event about {username}")
+    return about()[0]
 
 
 async def lines_with(json_logs: LogLines, **fields: Any) -> list[dict[str, Any]]:
     """The lines with `fields`; the worker may write its line a moment after the reply."""
-    async with asyncio.timeout(WAIT):
-        while True:
-            if found := json_logs.find(**fields):
-                return found
-            await asyncio.sleep(0.02)
+    await eventually(lambda: bool(json_logs.find(**fields)), WAIT, f"no line with {fields}")
+    return json_logs.find(**fields)
 
 
 def registration(name: str, password: str) -> dict[str, str]:

@@ -28,7 +28,6 @@ from tests.e2e.test_faults import (
     WardenProcess,
     assert_each_created_once,
     edge_client,
-    eventually,
     post_user,
     registration,
     summary,
@@ -36,11 +35,13 @@ from tests.e2e.test_faults import (
     worker_env,
 )
 from tests.support.infra import Urls, own_vhost
+from tests.support.waiting import eventually
 from warden.settings import Settings
 
 EXIT_WITHIN = 20.0  # seconds from SIGTERM to exit 0
 IN_FLIGHT = 4  # the worker's prefetch on the registration queue (WARDEN_WORKER_LOGIN_PREFETCH)
 REGISTER_QUEUE = "warden.users.register"
+PACE = 0.05  # seconds each caller of the steady load waits between two registrations
 
 
 def free_port() -> int:
@@ -147,7 +148,7 @@ class SteadyLoad:
             outcome.statuses.append(f"{status} {reply.get('code', '')}".strip())
             if status == 201:
                 outcome.user = reply
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(PACE)
 
     async def until_created(self, more: int, within: float = 30) -> None:
         target = self.created + more
@@ -155,7 +156,7 @@ class SteadyLoad:
         async def enough() -> bool:
             return self.created >= target
 
-        assert await eventually(enough, within), summary(self.outcomes)
+        await eventually(enough, within, lambda: str(summary(self.outcomes)))
 
     async def stop(self) -> list[Outcome]:
         self._stop.set()
@@ -212,7 +213,7 @@ async def test_an_edge_given_sigterm_completes_its_in_flight_requests_and_exits_
         async def all_in_flight() -> bool:
             return await edge_in_flight(http) >= len(bodies)
 
-        assert await eventually(all_in_flight, 10, 0.02)
+        await eventually(all_in_flight, 10, "the edge never held every request at once")
         fleet.edge.signal(signal.SIGTERM)
         replies = await asyncio.gather(*calls)
         assert [status for status, _ in replies] == [201] * len(bodies), replies
@@ -249,7 +250,7 @@ async def test_a_worker_given_sigterm_answers_the_requests_it_holds_and_exits_0(
             async def all_taken() -> bool:  # the worker is working on every one of them
                 return await rds.exists(*(claim_key(k) for k in keys)) == len(keys)
 
-            assert await eventually(all_taken, 10, 0.01)
+            await eventually(all_taken, 10, "the worker never held every request", 0.01)
             worker.signal(signal.SIGTERM)
             replies = await asyncio.gather(*calls)
     finally:

@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from tests.conftest import PASSWORD, unique
+from tests.conftest import PASSWORD, AmqpCaller, unique
 from warden.settings import Settings
 
 WARDEN = str(Path(sys.executable).parent / "warden")
@@ -41,7 +41,7 @@ async def warden(settings: Settings, *args: str, stdin: str = "", **env: str) ->
 
 
 async def test_create_superuser_makes_an_active_superuser_who_can_log_in(
-    settings: Settings, database: str, amqp: object
+    settings: Settings, database: str, amqp: AmqpCaller
 ) -> None:
     name = unique("root")
     code, out = await warden(
@@ -55,8 +55,8 @@ async def test_create_superuser_makes_an_active_superuser_who_can_log_in(
     )
     assert code == 0, out
     assert PASSWORD not in out
-    login = await amqp.call("warden.auth.login", {"username": name, "password": PASSWORD})  # type: ignore[attr-defined]
-    me = await amqp.call("warden.users.me", {}, token=login["data"]["access_token"])  # type: ignore[attr-defined]
+    login = await amqp.call("warden.auth.login", {"username": name, "password": PASSWORD})
+    me = await amqp.call("warden.users.me", {}, token=login["data"]["access_token"])
     assert me["data"]["is_superuser"] is True
     assert me["data"]["is_active"] is True
 

@@ -16,6 +16,7 @@ from sqlalchemy.engine import make_url
 from storage.db import create_database_if_missing, drop_database
 from tests.conftest import make_settings, unique
 from tests.support.infra import Urls, with_database
+from tests.support.waiting import eventually
 from warden.cli import migrate
 from warden.settings import Settings
 
@@ -155,11 +156,12 @@ async def test_the_next_holder_of_the_migration_lock_sees_the_finished_migration
     observer = await asyncpg.connect(asyncpg_dsn(fresh_url), timeout=10)
     try:
         upgrade = asyncio.create_task(asyncio.to_thread(command.upgrade, config, "head"))
+
+        async def upgrade_holds_the_lock() -> bool:
+            return bool(await observer.fetchval(LOCK_HELD, MIGRATION_LOCK_ID))
+
+        await eventually(upgrade_holds_the_lock, 30)
         async with asyncio.timeout(30):
-            while True:  # until the upgrade holds the lock
-                if await observer.fetchval(LOCK_HELD, MIGRATION_LOCK_ID):
-                    break
-                await asyncio.sleep(0.01)
             await observer.execute(TAKE_LOCK_AND_LOOK)
         version = await observer.fetchval("SELECT current_setting('warden.seen_version')")
         await observer.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK_ID)

@@ -26,6 +26,7 @@ from storage.lone import LoneStatements
 from storage.outbox import SqlAlchemyEventOutbox
 from storage.tables import audit_log, outbox
 from tests.conftest import PASSWORD, USER_FIELDS, AmqpCaller, unique
+from tests.support.waiting import eventually
 from warden.bootstrap import asyncpg_dsn
 from warden.settings import Settings
 
@@ -88,14 +89,14 @@ async def register(amqp: AmqpCaller, **headers: Any) -> dict[str, Any]:
     return user
 
 
-async def eventually(engine: AsyncEngine, query: Any, expected: int) -> None:
-    """Poll `query` (a count) until it is `expected`, within WITHIN seconds."""
-    async with asyncio.timeout(WITHIN):
-        while True:
-            async with engine.connect() as conn:
-                if await conn.scalar(query) == expected:
-                    return
-            await asyncio.sleep(0.02)
+async def counted(engine: AsyncEngine, query: Any, expected: int) -> None:
+    """Until `query` (a count) is `expected`, within WITHIN seconds."""
+
+    async def reached() -> bool:
+        async with engine.connect() as conn:
+            return bool(await conn.scalar(query) == expected)
+
+    await eventually(reached, WITHIN, f"the count never reached {expected}: {query}")
 
 
 def outbox_rows(event_id: str) -> Any:
@@ -123,7 +124,7 @@ async def test_a_registration_is_published_as_a_persistent_cloudevent_without_se
     assert event["subject"] == str(user["id"])
     assert event["datacontenttype"] == "application/json"
     assert event["time"].endswith("Z")
-    assert uuid.UUID(event["id"])
+    assert str(uuid.UUID(event["id"])) == event["id"]  # a UUID in its canonical form
     assert event["data"]["user"] == user
     assert set(event["data"]["user"]) == USER_FIELDS
     assert PASSWORD.encode() not in message.body
@@ -136,8 +137,8 @@ async def test_a_published_event_leaves_the_outbox_and_is_audited_exactly_once(
 ) -> None:
     user = await register(amqp)
     event = (await tap.wait_for("user.registered", str(user["id"]))).event
-    await eventually(engine, outbox_rows(event["id"]), 0)
-    await eventually(engine, audit_rows(event["id"]), 1)
+    await counted(engine, outbox_rows(event["id"]), 0)
+    await counted(engine, audit_rows(event["id"]), 1)
     async with engine.connect() as conn:
         stored = (
             (await conn.execute(select(audit_log).where(audit_log.c.event_id == event["id"])))
@@ -153,7 +154,7 @@ async def test_storing_one_cloudevent_twice_keeps_it_once(
 ) -> None:
     user = await register(amqp)
     delivered = (await tap.wait_for("user.registered", str(user["id"]))).event
-    await eventually(engine, audit_rows(delivered["id"]), 1)
+    await counted(engine, audit_rows(delivered["id"]), 1)
     redelivery = delivered | {"id": str(uuid.uuid4())}
     lone = LoneStatements(asyncpg_dsn(settings), 1)
     try:

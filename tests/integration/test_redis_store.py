@@ -219,8 +219,8 @@ async def test_of_twenty_concurrent_refusals_in_a_locked_window_exactly_one_is_r
     # The mark ends with the window that refused: the same moment, not a rounded second.
     counter, mark = FAILURES + "account:" + account, REPORTED + "account:" + account
     pipe = client.pipeline(transaction=True)
-    pipe.pttl(counter)
-    pipe.pttl(mark)
+    pipe.pttl(counter)  # type: ignore[unused-awaitable]
+    pipe.pttl(mark)  # type: ignore[unused-awaitable]
     counter_left, mark_left = await pipe.execute()
     assert 0 < mark_left <= counter_left <= mark_left + 50
     # A success clears the mark with the count: the account's next lockout is reported.
@@ -335,10 +335,11 @@ async def test_every_warden_key_in_the_db_has_a_ttl(
     }
     pipe = client.pipeline(transaction=False)
     for key in keys:
-        pipe.pttl(key)
+        # redis-py types a pipeline's commands as its client's (awaitables); here they queue.
+        pipe.pttl(key)  # type: ignore[unused-awaitable]
     ttls = dict(zip(keys, await pipe.execute(), strict=True))
-    # -1: a key without a TTL. (-2 is a key that expired between the scan and its PTTL: a
-    # heartbeat lives 1.5 s, and the e2e tests leave hundreds of counters of a minute.)
+    # -1 is a key without a TTL. A key may expire between SCAN and PTTL (-2, gone): a
+    # heartbeat lives 1.5 s, and the e2e tests leave hundreds of counters of a minute.
     assert [k for k, ttl in ttls.items() if ttl == -1] == []
 
 

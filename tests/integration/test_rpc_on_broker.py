@@ -15,6 +15,7 @@ from sqlalchemy import func, select
 from handlers.rpc import DEADLINE_HEADER
 from storage.tables import users
 from tests.conftest import PASSWORD, AmqpCaller, unique
+from tests.support.waiting import eventually
 from warden.bootstrap import Services
 
 REGISTER = "warden.users.register"
@@ -201,10 +202,10 @@ async def test_a_request_without_reply_to_is_worked_on_acknowledged_and_the_work
     message = aio_pika.Message(orjson.dumps(body), content_type="application/json")
     await amqp.channel.default_exchange.publish(message, routing_key=REGISTER)
     stored = count_users(body["username"])
-    async with asyncio.timeout(10):
-        while True:  # until the fire-and-forget registration has been stored
-            async with worker.engine.connect() as conn:
-                if await conn.scalar(stored) == 1:
-                    break
-            await asyncio.sleep(0.02)
+
+    async def registered() -> bool:  # the fire-and-forget registration
+        async with worker.engine.connect() as conn:
+            return bool(await conn.scalar(stored) == 1)
+
+    await eventually(registered, 10, "the registration without reply_to was not stored")
     await assert_settled(amqp, dead_before)

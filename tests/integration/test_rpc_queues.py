@@ -9,8 +9,6 @@ already killed workers are stood in for by its count in Redis.
 
 from __future__ import annotations
 
-import asyncio
-import time
 import uuid
 from collections.abc import AsyncIterator
 
@@ -23,6 +21,7 @@ from handlers.rpc import RPC_REDELIVERY_LIMIT
 from storage.redis_store import REDELIVERIES
 from tests.conftest import make_settings
 from tests.support.infra import Urls, own_vhost
+from tests.support.waiting import eventually
 from warden.bootstrap import running_worker
 from warden.settings import Settings
 
@@ -58,23 +57,26 @@ async def returned_once(
         )
         await channel.default_exchange.publish(message, routing_key=QUEUE)
     taken = [await next_message(channel, QUEUE) for _ in message_ids]
-    assert [m.message_id for m in taken if m is not None] == message_ids
+    assert [m.message_id for m in taken] == message_ids
     for m in taken:
-        assert m is not None
         await m.nack(requeue=True)
 
 
 async def next_message(
     channel: aio_pika.abc.AbstractChannel, name: str
-) -> aio_pika.abc.AbstractIncomingMessage | None:
+) -> aio_pika.abc.AbstractIncomingMessage:
+    """The next message on the queue, once there is one (unacknowledged)."""
     queue = await channel.get_queue(name, ensure=False)
-    deadline = time.monotonic() + WITHIN
-    while time.monotonic() < deadline:
+    taken: list[aio_pika.abc.AbstractIncomingMessage] = []
+
+    async def arrived() -> bool:
         message = await queue.get(fail=False, no_ack=False)
         if message is not None:
-            return message
-        await asyncio.sleep(0.02)
-    return None
+            taken.append(message)
+        return message is not None
+
+    await eventually(arrived, WITHIN, f"no message on {name}")
+    return taken[0]
 
 
 async def test_a_request_that_keeps_coming_back_is_dead_lettered_unworked(
@@ -92,16 +94,22 @@ async def test_a_request_that_keeps_coming_back_is_dead_lettered_unworked(
         async with running_worker(isolated):
             reply = await next_message(channel, replies.name)
             dead = await next_message(channel, "warden.dlq")
-            await asyncio.sleep(0.5)  # time for a (wrong) second reply to arrive
-            assert await replies.get(fail=False) is None  # the poison got no reply
+            # The worker answers in order: a request sent now is answered after any (wrong)
+            # reply it sent the poison, so the next reply being this one's means none was.
+            probe = uuid.uuid4().hex
+            message = aio_pika.Message(
+                b"{}", message_id=probe, correlation_id=probe, reply_to=replies.name
+            )
+            await channel.default_exchange.publish(message, routing_key=QUEUE)
+            after = await next_message(channel, replies.name)
+            assert after.correlation_id == probe  # the poison got no reply
 
-        assert reply is not None  # a request back once is worked on as usual
+        # A request back once is worked on as usual.
         assert reply.correlation_id == survivor
         assert orjson.loads(reply.body)["error"]["status"] == 401
         assert await client.get(f"{REDELIVERIES}{QUEUE}:{survivor}") == b"1"
         assert 0 < await client.ttl(f"{REDELIVERIES}{QUEUE}:{survivor}") <= 3600
 
-        assert dead is not None
         assert dead.message_id == poison
         headers = dead.headers or {}
         assert headers["x-first-death-queue"] == QUEUE

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from typing import Any
 
 import orjson
 import pytest
@@ -20,6 +21,7 @@ from storage.tables import outbox, users
 from storage.uow import SqlAlchemyUnitOfWork
 from tests.conftest import make_settings, unique
 from tests.support.infra import Urls, with_database
+from tests.support.waiting import eventually
 from warden.cli import migrate
 
 HASH = "$2b$04$" + "x" * 53  # shaped like a bcrypt hash; never checked here
@@ -48,14 +50,14 @@ async def quiet_engine(urls: Urls) -> AsyncIterator[AsyncEngine]:
     await drop_database(url)
 
 
-def new_user(name: str | None = None, **fields: object) -> NewUser:
+def new_user(name: str | None = None, **fields: Any) -> NewUser:
     name = name or unique()
-    values: dict[str, object] = {
+    values: dict[str, Any] = {
         "email": f"{name}@example.com",
         "username": name,
         "hashed_password": HASH,
     }
-    return NewUser(**(values | fields))  # type: ignore[arg-type]
+    return NewUser(**(values | fields))
 
 
 async def add(engine: AsyncEngine, new: NewUser) -> User:
@@ -70,20 +72,19 @@ async def get(engine: AsyncEngine, user_id: int) -> User | None:
         return await uow.users.get(user_id)
 
 
-async def outbox_rows(engine: AsyncEngine, user_id: int) -> list[dict[str, object]]:
+async def outbox_rows(engine: AsyncEngine, user_id: int) -> list[dict[str, Any]]:
     async with engine.connect() as conn:
         rows = await conn.execute(select(outbox).where(outbox.c.user_id == user_id))
         return [dict(r) for r in rows.mappings()]
 
 
 async def until_a_transaction_waits_on_a_lock(engine: AsyncEngine) -> None:
-    async with asyncio.timeout(10):
-        while True:
-            # A transaction of its own each time: pg_stat_activity is a per-transaction snapshot.
-            async with engine.connect() as observer:
-                if await observer.scalar(text(WAITING_ON_A_LOCK)):
-                    return
-            await asyncio.sleep(0.01)
+    async def waiting() -> bool:
+        # A transaction of its own each time: pg_stat_activity is a per-transaction snapshot.
+        async with engine.connect() as observer:
+            return bool(await observer.scalar(text(WAITING_ON_A_LOCK)))
+
+    await eventually(waiting, 10, "no transaction waited on a lock")
 
 
 async def test_an_added_user_is_read_back_by_id_with_its_stored_fields(
@@ -277,7 +278,7 @@ async def test_commit_writes_the_outbox_rows_as_cloudevents_without_the_hash(
         uow.outbox.add(registered)
         uow.outbox.add(updated)
         await uow.commit()
-    rows = sorted(await outbox_rows(quiet_engine, user.id), key=lambda r: r["id"])  # type: ignore[arg-type, return-value]
+    rows = sorted(await outbox_rows(quiet_engine, user.id), key=lambda r: r["id"])
     assert [(r["event_id"], r["type"]) for r in rows] == [
         (registered.id, "user.registered"),
         (updated.id, "user.updated"),

@@ -67,3 +67,8 @@ class People:
         pair = await self._auth.login(LogIn(user.username, self._passwords[user.id], origin))
         principal = await self._auth.authenticate(f"Bearer {pair.access_token}")
         return SignedIn(pair, principal)
+
+
+async def holder(auth: Auth, pair: TokenPair) -> int:
+    """The id of the user a pair's access token stands for: a pair that works, not just one."""
+    return (await auth.authenticate(f"Bearer {pair.access_token}")).user.id

@@ -22,7 +22,7 @@ from tests.unit.fakes import (
     FakePasswordHasher,
     FakeUnitOfWorkFactory,
 )
-from tests.unit.support import People
+from tests.unit.support import People, holder
 
 OLD = "alice-password"
 NEW = "a-brand-new-password"
@@ -126,8 +126,8 @@ async def test_a_wrong_current_password_is_wrong_password_and_changes_nothing(
         await accounts.change_password(me.principal, ChangePassword("not-my-password", NEW))
 
     assert hasher.hash_calls == hashes
-    assert await auth.authenticate(other.bearer)
-    assert await auth.login(LogIn("alice", OLD))
+    assert (await auth.authenticate(other.bearer)).user.id == alice.id
+    assert await holder(auth, await auth.login(LogIn("alice", OLD))) == alice.id
     assert uow.events(events.USER_PASSWORD_CHANGED) == []
 
 
@@ -175,7 +175,7 @@ async def test_an_account_locked_by_failed_logins_cannot_change_its_password_unt
 
     clock.advance(throttle.window)
     await accounts.change_password(me.principal, ChangePassword(OLD, NEW))
-    assert await auth.login(LogIn("alice", NEW))
+    assert await holder(auth, await auth.login(LogIn("alice", NEW))) == alice.id
 
 
 async def test_a_password_change_clears_the_accounts_failures(
@@ -198,7 +198,7 @@ async def test_a_new_password_replaces_the_old_one(
 
     await accounts.change_password(me.principal, ChangePassword(OLD, NEW))
 
-    assert await auth.login(LogIn("alice", NEW))
+    assert await holder(auth, await auth.login(LogIn("alice", NEW))) == alice.id
     with pytest.raises(InvalidCredentials):
         await auth.login(LogIn("alice", OLD))
 
@@ -213,7 +213,7 @@ async def test_a_password_change_revokes_every_other_session_and_keeps_the_curre
     await accounts.change_password(me.principal, ChangePassword(OLD, NEW))
 
     assert (await auth.authenticate(me.bearer)).user.id == alice.id
-    assert await auth.refresh(me.pair.refresh_token)
+    assert await holder(auth, await auth.refresh(me.pair.refresh_token)) == alice.id
     for other in (laptop, phone):
         with pytest.raises(TokenRevoked):
             await auth.authenticate(other.bearer)
@@ -229,7 +229,7 @@ async def test_a_password_change_leaves_other_users_sessions_alone(
 
     await accounts.change_password(me.principal, ChangePassword(OLD, NEW))
 
-    assert await auth.authenticate(bob.bearer)
+    assert (await auth.authenticate(bob.bearer)).user.id == bob.principal.user.id
 
 
 async def test_a_password_change_records_password_changed_without_a_hash(

@@ -207,7 +207,7 @@ def forged(**changes: object) -> str:
         forged(exp=float(COLLECTED.timestamp()) + 86400.5),
         jwt.encode({"sub": "7"}, SECRET, algorithm="HS256"),
         jwt.encode({"iss": "warden", "sub": "7"}, "another secret" * 3, algorithm="HS256"),
-        jwt.encode({"iss": "warden", "sub": "7"}, None, algorithm="none"),
+        jwt.encode({"iss": "warden", "sub": "7"}, None, algorithm="none"),  # type: ignore[arg-type]
         "garbage",
     ],
 )
