@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
+import hashlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -9,12 +12,17 @@ import pytest_asyncio
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from domain.errors import EmailTaken
 from domain.model import NewUser
+from handlers.idempotency import Idempotency
+from handlers.rpc import failure
 from storage.db import make_engine
-from storage.idempotency import PostgresReplyLedger
+from storage.idempotency import PostgresReplyLedger, RedisIdempotencyStore
 from storage.lone import LoneStatements
+from storage.redis_store import make_redis
 from storage.uow import SqlAlchemyUnitOfWorkFactory
 from tests.conftest import unique
+from tests.support.infra import Urls
 from warden.bootstrap import asyncpg_dsn
 from warden.keys import IDEMPOTENCY_REPLY, AesGcmSealer, subkey
 from warden.settings import Settings
@@ -131,3 +139,43 @@ async def test_a_kept_reply_is_sealed_and_opens_only_in_its_own_slot_and_under_i
 
 def keep_email(outcome: Any) -> dict[str, Any]:
     return {"ok": True, "data": outcome.email}
+
+
+async def test_a_refusal_defers_to_the_change_another_holder_committed_under_its_key(
+    engine: AsyncEngine, ledger: PostgresReplyLedger, urls: Urls
+) -> None:
+    """A holder taken for dead commits after its successor looked in the ledger: the
+    successor's work then meets that change (a registration meets its own email) and the
+    caller gets the committed reply, not the refusal."""
+    redis = make_redis(urls.redis)
+    store = RedisIdempotencyStore(redis, 60, SEALER)
+    fingerprints = subkey(b"fingerprints, 32 bytes or more", "fp")
+    idempotency = Idempotency(store, anonymous, fingerprints, ledger)
+    units = SqlAlchemyUnitOfWorkFactory(engine)
+    key, body = unique("key-"), b'{"username": "late"}'
+    slot = f"anonymous:warden.users.register:{hashlib.sha256(key.encode()).hexdigest()}"
+
+    async def the_other_holder_commits() -> None:
+        with ledger.recording(slot, "fp-of-the-other-holder", keep):
+            async with units() as uow:
+                await uow.commit(await uow.users.add(new_user()))
+
+    async def refused_by_the_change_just_committed() -> dict[str, Any]:
+        # In a context of its own, as the other worker's task would be.
+        await asyncio.create_task(the_other_holder_commits(), context=contextvars.Context())
+        return failure(EmailTaken())
+
+    try:
+        reply = await idempotency.once(
+            "warden.users.register", None, key, body, refused_by_the_change_just_committed, keep
+        )
+    finally:
+        await redis.aclose()
+    kept = await ledger.get(slot)
+    assert kept is not None
+    assert reply == kept["reply"]
+    assert reply["ok"] is True
+
+
+async def anonymous(_authorization: str | None) -> str:
+    return "anonymous"
