@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -73,6 +74,19 @@ def make_settings(urls: Urls, **overrides: Any) -> Settings:
         "log_format": "console",
     }
     return Settings(**(values | overrides))
+
+
+@contextlib.asynccontextmanager
+async def own_world(urls: Urls, name: str) -> AsyncIterator[Urls]:
+    """A migrated database and a vhost of their own (the session's Redis), dropped after."""
+    database = with_database(urls.database, f"warden_{name}_{uuid.uuid4().hex[:10]}")
+    with own_vhost(urls.amqp) as amqp:
+        own = Urls(database, amqp, urls.redis)
+        await migrate(make_settings(own))
+        try:
+            yield own
+        finally:
+            await drop_database(database)
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,9 +24,8 @@ import orjson
 import pytest_asyncio
 import redis.asyncio as aioredis
 
-from storage.db import drop_database
 from storage.idempotency import PREFIX
-from tests.conftest import make_settings, unique
+from tests.conftest import make_settings, own_world, unique
 from tests.e2e.test_faults import (
     EMAIL_TAKEN,
     RECOVERY,
@@ -38,9 +36,8 @@ from tests.e2e.test_faults import (
     wait_ready,
     workers,
 )
-from tests.support.infra import Urls, own_vhost, with_database
+from tests.support.infra import Urls
 from tests.support.waiting import eventually
-from warden.cli import migrate
 
 LOAD = 30  # registrations in flight when the worker dies
 TAKEOVER = 2.0  # the issue's promise: seconds after the kill until a retry gets through
@@ -55,14 +52,8 @@ CLAIMS = f"{PREFIX}anonymous:warden.users.register:*"
 @pytest_asyncio.fixture(scope="module")
 async def isolated(urls: Urls) -> AsyncIterator[Urls]:
     """A migrated database and a vhost of this module's own (the session's Redis)."""
-    database = with_database(urls.database, f"warden_takeover_{uuid.uuid4().hex[:10]}")
-    with own_vhost(urls.amqp) as amqp:
-        own = Urls(database, amqp, urls.redis)
-        await migrate(make_settings(own))
-        try:
-            yield own
-        finally:
-            await drop_database(database)
+    async with own_world(urls, "takeover") as own:
+        yield own
 
 
 @dataclass

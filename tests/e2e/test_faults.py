@@ -15,7 +15,6 @@ import os
 import signal
 import sys
 import time
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,16 +33,15 @@ from sqlalchemy.engine import make_url
 from domain.accounts import RegisterUser
 from domain.errors import ServiceUnavailable
 from domain.model import NewUser
-from storage.db import drop_database, make_engine
+from storage.db import make_engine
 from storage.idempotency import PENDING_TTL
 from storage.uow import SqlAlchemyUnitOfWorkFactory
-from tests.conftest import PASSWORD, make_settings, unique
+from tests.conftest import PASSWORD, make_settings, own_world, unique
 from tests.e2e.test_edge_errors import assert_problem
-from tests.support.infra import Urls, own_vhost, with_database
+from tests.support.infra import Urls
 from tests.support.proxy import TcpProxy
 from tests.support.waiting import eventually
 from warden.bootstrap import build_edge, running_worker
-from warden.cli import migrate
 from warden.settings import Settings
 from web.app import RPC_CLIENT
 
@@ -70,14 +68,8 @@ RETRYABLE_STATUS = {504}  # upstream_timeout: the caller cannot know whether the
 @pytest_asyncio.fixture(scope="module")
 async def isolated(urls: Urls) -> AsyncIterator[Urls]:
     """A migrated database and a vhost of this module's own (the session's Redis)."""
-    database = with_database(urls.database, f"warden_faults_{uuid.uuid4().hex[:10]}")
-    with own_vhost(urls.amqp) as amqp:
-        own = Urls(database, amqp, urls.redis)
-        await migrate(make_settings(own))
-        try:
-            yield own
-        finally:
-            await drop_database(database)
+    async with own_world(urls, "faults") as own:
+        yield own
 
 
 def through(proxy: TcpProxy, url: str) -> str:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import logging
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -16,12 +15,11 @@ import aio_pika
 import aiohttp
 import orjson
 import pytest
-import structlog
 from sqlalchemy import text
 
 from tests.conftest import AmqpCaller, unique
+from tests.support.logs import captured_logs
 from tests.support.waiting import eventually
-from warden import logs
 from warden.settings import Settings
 
 API = "/api/v1"
@@ -55,29 +53,8 @@ class LogLines:
 @pytest.fixture
 def json_logs(capsys: pytest.CaptureFixture[str]) -> Iterator[LogLines]:
     """`warden.logs.configure("json")` for one test, read back; what it changed is put back."""
-    config = structlog.get_config()
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    levels = {
-        name: logger.level
-        for name, logger in logging.root.manager.loggerDict.items()
-        if isinstance(logger, logging.Logger)
-    }
-    logs.configure("json", "info")
-    # Cached loggers would keep this configuration after the test: no caching here.
-    structlog.configure(cache_logger_on_first_use=False)
-    (handler,) = root.handlers
-    assert isinstance(handler, logging.StreamHandler)
-    stream = io.StringIO()
-    handler.setStream(stream)  # the configured handler, writing where the test can read
-    try:
-        yield LogLines(stream, capsys)
-    finally:
-        structlog.configure(**config)
-        root.handlers[:] = handlers
-        root.setLevel(level)
-        for name, value in levels.items():
-            logging.getLogger(name).setLevel(value)
+    with captured_logs() as captured:
+        yield LogLines(captured.stream, capsys)
 
 
 @dataclass

@@ -13,7 +13,8 @@ from typing import Any
 import aiohttp
 import jwt
 
-from tests.conftest import PASSWORD, AmqpCaller, unique
+from tests.conftest import PASSWORD, AmqpCaller
+from tests.e2e.test_sessions import new_user
 from warden.settings import Settings
 
 Answer = tuple[int, str | None]
@@ -31,14 +32,6 @@ def signed(settings: Settings, claims: dict[str, Any]) -> str:
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
-
-
-async def new_user(http: aiohttp.ClientSession) -> tuple[int, str]:
-    name = unique()
-    body = {"email": f"{name}@example.com", "username": name, "password": PASSWORD}
-    async with http.post("/api/v1/users", json=body) as r:
-        assert r.status == 201, await r.text()
-        return int((await r.json())["id"]), name
 
 
 async def signed_in(http: aiohttp.ClientSession) -> tuple[int, dict[str, Any]]:
