@@ -70,7 +70,7 @@ class Services:
 
 def build_services(settings: Settings) -> Services:
     from handlers.idempotency import Idempotency
-    from storage.db import make_engine
+    from storage.db import asyncpg_dsn, make_engine
     from storage.idempotency import PostgresReplyLedger, RedisIdempotencyStore
     from storage.lone import LoneStatements
     from storage.redis_store import (
@@ -106,7 +106,9 @@ def build_services(settings: Settings) -> Services:
     )
     # The bearer check's read of the user skips SQLAlchemy: see storage/uow.py.
     # Hot single statements skip SQLAlchemy's transaction: see storage/lone.py.
-    lone = LoneStatements(asyncpg_dsn(settings), settings.db_pool_size)
+    lone = LoneStatements(
+        asyncpg_dsn(settings.database_url.get_secret_value()), settings.db_pool_size
+    )
     uow = SqlAlchemyUnitOfWorkFactory(engine, lone)
     clock = UtcClock()
     lifetimes = TokenLifetimes(settings.access_token_ttl, settings.refresh_token_ttl)
@@ -209,23 +211,17 @@ def broker_users(settings: Settings) -> BrokerUsers:
     return BrokerUsers(warden=warden, edge=settings.amqp_edge_user or warden)
 
 
-def asyncpg_dsn(settings: Settings) -> str:
-    from sqlalchemy.engine import make_url
-
-    url = make_url(settings.database_url.get_secret_value())
-    return url.set(drivername="postgresql").render_as_string(hide_password=False)
-
-
 @contextlib.asynccontextmanager
 async def running_worker(settings: Settings) -> AsyncIterator[Services]:
     """One worker: subscribers consuming and the outbox relay publishing, until the block ends."""
     from handlers.app import declare_topology
     from handlers.events import OutboxRelay
+    from storage.db import asyncpg_dsn
     from storage.outbox import PostgresOutboxSource
 
     services = build_services(settings)
     broker = build_broker(settings, services)
-    source = PostgresOutboxSource(asyncpg_dsn(settings))
+    source = PostgresOutboxSource(asyncpg_dsn(settings.database_url.get_secret_value()))
     relay = OutboxRelay(source, broker, broker_users(settings).warden)
     relay_task: asyncio.Task[None] | None = None
     # The worker's heartbeat: while it beats, no other worker takes over its claimed keys.
