@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from handlers.idempotency import Idempotency
     from handlers.trust import BrokerUsers
     from storage.lone import LoneStatements
+    from storage.uow import SqlAlchemyUnitOfWorkFactory
 
 log = structlog.get_logger("warden")
 
@@ -54,6 +55,7 @@ class Services:
     settings: Settings
     engine: AsyncEngine
     lone: LoneStatements
+    uow: SqlAlchemyUnitOfWorkFactory
     redis: aioredis.Redis
     hasher: BcryptPasswordHasher
     auth: Auth
@@ -119,6 +121,7 @@ def build_services(settings: Settings) -> Services:
         settings=settings,
         engine=engine,
         lone=lone,
+        uow=uow,
         redis=client,
         hasher=hasher,
         auth=auth,
@@ -158,7 +161,6 @@ def _caller_of(auth: Auth) -> Callable[[str | None], Awaitable[str]]:
 def build_broker(settings: Settings, services: Services) -> RabbitBroker:
     """The worker's broker with every subscriber attached (not connected)."""
     from faststream.rabbit import RabbitBroker
-    from sqlalchemy import text
 
     from handlers.app import WorkerDeps, include_routers
     from handlers.events import audit_router
@@ -172,10 +174,6 @@ def build_broker(settings: Settings, services: Services) -> RabbitBroker:
         log_level=logging.DEBUG,  # FastStream's own per-message lines; ours are at INFO
     )
 
-    async def postgres() -> None:
-        async with services.engine.connect() as conn:
-            await conn.execute(text("SELECT 1"))
-
     async def redis() -> None:
         await services.redis.ping()
 
@@ -184,7 +182,7 @@ def build_broker(settings: Settings, services: Services) -> RabbitBroker:
         auth=services.auth,
         accounts=services.accounts,
         cursors=services.cursors,
-        probes={"postgres": postgres, "redis": redis},
+        probes={"postgres": services.uow.ping, "redis": redis},
         prefetch=settings.worker_prefetch,
         login_prefetch=settings.worker_login_prefetch,
         edge_user=users.edge,
