@@ -233,13 +233,10 @@ def _caller_of(auth: Auth) -> Callable[[str | None], Awaitable[str]]:
     The token must pass the whole bearer check (its session live and its user's, the user
     active), not only its signature: a revoked token is nobody's, so it never reaches the
     replies kept for its user. Its request is worked in the anonymous scope, where a bearer
-    operation refuses it as it would without a key.
+    operation refuses it as it would without a key. So is a request with no bearer header.
     """
 
     async def caller_of(authorization: str | None) -> str:
-        scheme, _, token = (authorization or "").partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            return "anonymous"
         try:
             principal = await auth.authenticate(authorization)
         except BearerError:
