@@ -55,10 +55,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from domain.listing import CursorCodec, Sort, UserKey, UserQuery
 from domain.model import NewUser
 from handlers.wire import ListUsersQuery
-from storage.db import drop_database
+from storage.db import asyncpg_dsn, drop_database
 from storage.users import SqlAlchemyUserRepository
 from tests.support.infra import own_redis_db, own_vhost, with_database
-from warden.bootstrap import asyncpg_dsn, build_services
+from warden.bootstrap import build_services
 from warden.cli import migrate
 from warden.settings import Settings
 
@@ -549,7 +549,7 @@ async def _run_sizes(bench: Bench, sizes: list[int], log_path: Path) -> None:
     await migrate(bench.settings)
     hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(bench.settings.bcrypt_rounds)).decode()
     await create_admin(bench.settings, hashed)
-    dsn = asyncpg_dsn(bench.settings)
+    dsn = asyncpg_dsn(bench.settings.database_url.get_secret_value())
     have = 1
     for size in sorted(sizes):
         took = await seed(dsn, have, size, max(sizes), hashed, bench.rng)

@@ -24,16 +24,20 @@ def make_engine(
     )
 
 
+def asyncpg_dsn(url: str, database: str | None = None) -> str:
+    """The DSN asyncpg takes for `url` (SQLAlchemy's form); `database` names another one."""
+    target = make_url(url).set(drivername="postgresql")
+    if database is not None:
+        target = target.set(database=database)
+    return target.render_as_string(hide_password=False)
+
+
 async def create_database_if_missing(url: str) -> bool:
     """Create the database named in `url` unless it exists; True when it was created."""
-    target = make_url(url)
-    name = target.database
+    name = make_url(url).database
     if not name:
         raise ValueError("the database URL names no database")
-    admin_dsn = target.set(drivername="postgresql", database="postgres").render_as_string(
-        hide_password=False
-    )
-    conn = await asyncpg.connect(admin_dsn, timeout=10)
+    conn = await asyncpg.connect(asyncpg_dsn(url, database="postgres"), timeout=10)
     try:
         exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name)
         if exists:
@@ -52,13 +56,9 @@ async def create_database_if_missing(url: str) -> bool:
 
 async def drop_database(url: str) -> None:
     """Drop the database named in `url` (tests use it to clean up their own databases)."""
-    target = make_url(url)
-    admin_dsn = target.set(drivername="postgresql", database="postgres").render_as_string(
-        hide_password=False
-    )
-    conn = await asyncpg.connect(admin_dsn, timeout=10)
+    conn = await asyncpg.connect(asyncpg_dsn(url, database="postgres"), timeout=10)
     try:
-        quoted = '"' + (target.database or "").replace('"', '""') + '"'
+        quoted = '"' + (make_url(url).database or "").replace('"', '""') + '"'
         await conn.execute(f"DROP DATABASE IF EXISTS {quoted} WITH (FORCE)")
     finally:
         await conn.close()

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from types import TracebackType
 from typing import Literal
 
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from domain.errors import ServiceUnavailable, UpstreamTimeout
@@ -206,3 +207,8 @@ class SqlAlchemyUnitOfWorkFactory:
 
     def __call__(self) -> SqlAlchemyUnitOfWork:
         return SqlAlchemyUnitOfWork(self.engine, self.lone)
+
+    async def ping(self) -> None:
+        """Readiness: one statement on the pool the units of work take their connections from."""
+        async with self.engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypedDict, Unpack
 
 import structlog
 
@@ -20,6 +21,15 @@ from domain.accounts import Accounts
 from domain.auth import Auth, TokenLifetimes
 from domain.errors import BearerError
 from domain.listing import CursorCodec
+from domain.ports import (
+    Clock,
+    LoginThrottle,
+    PasswordHasher,
+    RegistrationThrottle,
+    SessionStore,
+    TokenIssuer,
+    UnitOfWorkFactory,
+)
 from warden.keys import IDEMPOTENCY_FINGERPRINT, IDEMPOTENCY_REPLY, AesGcmSealer, subkey
 from warden.security import BcryptPasswordHasher, JwtTokenIssuer
 from warden.settings import Settings
@@ -33,9 +43,10 @@ if TYPE_CHECKING:
     from faststream.rabbit import RabbitBroker
     from sqlalchemy.ext.asyncio import AsyncEngine
 
-    from handlers.idempotency import Idempotency
+    from handlers.idempotency import Idempotency, IdempotencyStore, ReplyLedger
     from handlers.trust import BrokerUsers
     from storage.lone import LoneStatements
+    from storage.uow import SqlAlchemyUnitOfWorkFactory
 
 log = structlog.get_logger("warden")
 
@@ -47,88 +58,173 @@ class UtcClock:
         return datetime.now(UTC)
 
 
+class Overrides(TypedDict, total=False):
+    """Adapters given by name instead of built from the settings (the unit tests' fakes)."""
+
+    uow: UnitOfWorkFactory
+    hasher: PasswordHasher
+    tokens: TokenIssuer
+    sessions: SessionStore
+    throttle: LoginThrottle
+    registrations: RegistrationThrottle
+    clock: Clock
+    idempotency_store: IdempotencyStore
+    reply_ledger: ReplyLedger
+
+
+class Resources:
+    """What the adapters built from the settings hold open, each made at its first use.
+
+    Making one connects nothing: the engine, the asyncpg pool and the Redis client connect at
+    their first statement or command, bcrypt's threads start at the first hash. `close`
+    closes what was made and nothing else: an adapter given instead is its giver's to close.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._made = contextlib.AsyncExitStack()
+
+    @functools.cached_property
+    def engine(self) -> AsyncEngine:
+        from storage.db import make_engine
+
+        s = self._settings
+        engine = make_engine(s.database_url.get_secret_value(), s.db_pool_size, s.db_max_overflow)
+        self._made.push_async_callback(engine.dispose)
+        return engine
+
+    @functools.cached_property
+    def lone(self) -> LoneStatements:
+        """The asyncpg pool of the hot statements that skip SQLAlchemy (storage/lone.py)."""
+        from storage.db import asyncpg_dsn
+        from storage.lone import LoneStatements
+
+        s = self._settings
+        lone = LoneStatements(asyncpg_dsn(s.database_url.get_secret_value()), s.db_pool_size)
+        self._made.push_async_callback(lone.close)
+        return lone
+
+    @functools.cached_property
+    def uow(self) -> SqlAlchemyUnitOfWorkFactory:
+        """The units of work, and the readiness probe of the pool they take connections from."""
+        from storage.uow import SqlAlchemyUnitOfWorkFactory
+
+        return SqlAlchemyUnitOfWorkFactory(self.engine, self.lone)
+
+    @functools.cached_property
+    def redis(self) -> aioredis.Redis:
+        from storage.redis_store import make_redis
+
+        client = make_redis(self._settings.redis_url.get_secret_value())
+        self._made.push_async_callback(client.aclose)
+        return client
+
+    @functools.cached_property
+    def hasher(self) -> BcryptPasswordHasher:
+        s = self._settings
+        hasher = BcryptPasswordHasher(s.bcrypt_rounds, s.bcrypt_threads, s.bcrypt_nice)
+        self._made.callback(hasher.close)
+        return hasher
+
+    async def close(self) -> None:
+        await self._made.aclose()
+
+
 @dataclass
 class Services:
     """The use cases and the adapters they hold, for one process."""
 
     settings: Settings
-    engine: AsyncEngine
-    lone: LoneStatements
-    redis: aioredis.Redis
-    hasher: BcryptPasswordHasher
     auth: Auth
     accounts: Accounts
+    hasher: PasswordHasher
     cursors: CursorCodec
     idempotency: Idempotency
+    resources: Resources
+
+    @property
+    def engine(self) -> AsyncEngine:
+        """The SQLAlchemy pool, for tools and tests that look into the database."""
+        return self.resources.engine
+
+    @property
+    def redis(self) -> aioredis.Redis:
+        """The Redis client, for tools and tests that look into Redis."""
+        return self.resources.redis
 
     async def close(self) -> None:
-        await self.engine.dispose()
-        await self.lone.close()
-        await self.redis.aclose()
-        self.hasher.close()
+        """Close what was built for these services (not the adapters given to them)."""
+        await self.resources.close()
 
 
-def build_services(settings: Settings) -> Services:
-    from handlers.idempotency import Idempotency
-    from storage.db import make_engine
-    from storage.idempotency import PostgresReplyLedger, RedisIdempotencyStore
-    from storage.lone import LoneStatements
+def build_services(settings: Settings, **overrides: Unpack[Overrides]) -> Services:
+    """The use cases, on adapters built from `settings` but for those given by name.
+
+    Nothing connects here: pools connect at their first use. Nothing is made that no adapter
+    built here needs: services on a fake unit of work make no engine. (An adapter is never
+    falsy, so `or` takes the one given whenever there is one.)
+    """
     from storage.redis_store import (
         RedisLoginThrottle,
         RedisRegistrationThrottle,
         RedisSessionStore,
-        make_redis,
     )
-    from storage.uow import SqlAlchemyUnitOfWorkFactory
 
-    engine = make_engine(
-        settings.database_url.get_secret_value(), settings.db_pool_size, settings.db_max_overflow
+    made = Resources(settings)
+    uow = overrides.get("uow") or made.uow
+    hasher = overrides.get("hasher") or made.hasher
+    tokens = overrides.get("tokens") or _tokens(settings)
+    sessions = overrides.get("sessions") or RedisSessionStore(
+        made.redis, settings.refresh_token_ttl
     )
-    client = make_redis(settings.redis_url.get_secret_value())
-    secret = settings.jwt_secret.get_secret_value()
-    hasher = BcryptPasswordHasher(
-        settings.bcrypt_rounds, settings.bcrypt_threads, settings.bcrypt_nice
+    throttle = overrides.get("throttle") or RedisLoginThrottle(
+        made.redis,
+        settings.login_max_failures,
+        settings.login_ip_max_failures,
+        settings.login_window,
     )
-    tokens = JwtTokenIssuer(
-        secret,
+    registrations = overrides.get("registrations") or RedisRegistrationThrottle(
+        made.redis, settings.register_ip_max, settings.register_window
+    )
+    clock = overrides.get("clock") or UtcClock()
+    lifetimes = TokenLifetimes(settings.access_token_ttl, settings.refresh_token_ttl)
+    auth = Auth(uow, hasher, tokens, sessions, throttle, clock, lifetimes)
+    return Services(
+        settings=settings,
+        auth=auth,
+        accounts=Accounts(uow, hasher, sessions, throttle, registrations, clock),
+        hasher=hasher,
+        cursors=CursorCodec(settings.jwt_secret.get_secret_value().encode()),
+        idempotency=_idempotency(settings, made, auth, overrides),
+        resources=made,
+    )
+
+
+def _tokens(settings: Settings) -> JwtTokenIssuer:
+    return JwtTokenIssuer(
+        settings.jwt_secret.get_secret_value(),
         settings.jwt_issuer,
         settings.access_token_ttl,
         settings.refresh_token_ttl,
         settings.jwt_algorithm,
         settings.jwt_leeway,
     )
-    sessions = RedisSessionStore(client, settings.refresh_token_ttl)
-    throttle = RedisLoginThrottle(
-        client, settings.login_max_failures, settings.login_ip_max_failures, settings.login_window
-    )
-    registrations = RedisRegistrationThrottle(
-        client, settings.register_ip_max, settings.register_window
-    )
-    # The bearer check's read of the user skips SQLAlchemy: see storage/uow.py.
-    # Hot single statements skip SQLAlchemy's transaction: see storage/lone.py.
-    lone = LoneStatements(asyncpg_dsn(settings), settings.db_pool_size)
-    uow = SqlAlchemyUnitOfWorkFactory(engine, lone)
-    clock = UtcClock()
-    lifetimes = TokenLifetimes(settings.access_token_ttl, settings.refresh_token_ttl)
-    auth = Auth(uow, hasher, tokens, sessions, throttle, clock, lifetimes)
+
+
+def _idempotency(
+    settings: Settings, made: Resources, auth: Auth, overrides: Overrides
+) -> Idempotency:
+    """Claims and replies in Redis; a change's reply also in its own transaction (the ledger)."""
+    from handlers.idempotency import Idempotency
+    from storage.idempotency import PostgresReplyLedger, RedisIdempotencyStore
+
     master = settings.key_encryption_key.get_secret_value().encode()
     sealer = AesGcmSealer(subkey(master, IDEMPOTENCY_REPLY))
-    return Services(
-        settings=settings,
-        engine=engine,
-        lone=lone,
-        redis=client,
-        hasher=hasher,
-        auth=auth,
-        accounts=Accounts(uow, hasher, sessions, throttle, registrations, clock),
-        cursors=CursorCodec(secret.encode()),
-        idempotency=Idempotency(
-            RedisIdempotencyStore(client, settings.idempotency_ttl, sealer),
-            _caller_of(auth),
-            subkey(master, IDEMPOTENCY_FINGERPRINT),
-            PostgresReplyLedger(lone, settings.idempotency_ttl, sealer),
-        ),
-    )
+    ttl = settings.idempotency_ttl
+    store = overrides.get("idempotency_store") or RedisIdempotencyStore(made.redis, ttl, sealer)
+    ledger = overrides.get("reply_ledger") or PostgresReplyLedger(made.lone, ttl, sealer)
+    fingerprints = subkey(master, IDEMPOTENCY_FINGERPRINT)
+    return Idempotency(store, _caller_of(auth), fingerprints, ledger)
 
 
 def _caller_of(auth: Auth) -> Callable[[str | None], Awaitable[str]]:
@@ -137,13 +233,10 @@ def _caller_of(auth: Auth) -> Callable[[str | None], Awaitable[str]]:
     The token must pass the whole bearer check (its session live and its user's, the user
     active), not only its signature: a revoked token is nobody's, so it never reaches the
     replies kept for its user. Its request is worked in the anonymous scope, where a bearer
-    operation refuses it as it would without a key.
+    operation refuses it as it would without a key. So is a request with no bearer header.
     """
 
     async def caller_of(authorization: str | None) -> str:
-        scheme, _, token = (authorization or "").partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            return "anonymous"
         try:
             principal = await auth.authenticate(authorization)
         except BearerError:
@@ -156,7 +249,6 @@ def _caller_of(auth: Auth) -> Callable[[str | None], Awaitable[str]]:
 def build_broker(settings: Settings, services: Services) -> RabbitBroker:
     """The worker's broker with every subscriber attached (not connected)."""
     from faststream.rabbit import RabbitBroker
-    from sqlalchemy import text
 
     from handlers.app import WorkerDeps, include_routers
     from handlers.events import audit_router
@@ -170,28 +262,22 @@ def build_broker(settings: Settings, services: Services) -> RabbitBroker:
         log_level=logging.DEBUG,  # FastStream's own per-message lines; ours are at INFO
     )
 
-    async def postgres() -> None:
-        async with services.engine.connect() as conn:
-            await conn.execute(text("SELECT 1"))
-
-    async def redis() -> None:
-        await services.redis.ping()
-
+    made = services.resources
     users = broker_users(settings)
     deps = WorkerDeps(
         auth=services.auth,
         accounts=services.accounts,
         cursors=services.cursors,
-        probes={"postgres": postgres, "redis": redis},
+        probes={"postgres": made.uow.ping, "redis": made.redis.ping},
         prefetch=settings.worker_prefetch,
         login_prefetch=settings.worker_login_prefetch,
         edge_user=users.edge,
         idempotency=services.idempotency,
-        redeliveries=RedisRedeliveryCounter(services.redis),
+        redeliveries=RedisRedeliveryCounter(made.redis),
     )
     include_routers(broker, deps)
 
-    audit = PostgresAuditWriter(services.lone)
+    audit = PostgresAuditWriter(made.lone)
 
     async def store_event(event: dict[str, object]) -> bool:
         return await audit.store(event)
@@ -209,23 +295,17 @@ def broker_users(settings: Settings) -> BrokerUsers:
     return BrokerUsers(warden=warden, edge=settings.amqp_edge_user or warden)
 
 
-def asyncpg_dsn(settings: Settings) -> str:
-    from sqlalchemy.engine import make_url
-
-    url = make_url(settings.database_url.get_secret_value())
-    return url.set(drivername="postgresql").render_as_string(hide_password=False)
-
-
 @contextlib.asynccontextmanager
 async def running_worker(settings: Settings) -> AsyncIterator[Services]:
     """One worker: subscribers consuming and the outbox relay publishing, until the block ends."""
     from handlers.app import declare_topology
     from handlers.events import OutboxRelay
+    from storage.db import asyncpg_dsn
     from storage.outbox import PostgresOutboxSource
 
     services = build_services(settings)
     broker = build_broker(settings, services)
-    source = PostgresOutboxSource(asyncpg_dsn(settings))
+    source = PostgresOutboxSource(asyncpg_dsn(settings.database_url.get_secret_value()))
     relay = OutboxRelay(source, broker, broker_users(settings).warden)
     relay_task: asyncio.Task[None] | None = None
     # The worker's heartbeat: while it beats, no other worker takes over its claimed keys.

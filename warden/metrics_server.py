@@ -17,6 +17,7 @@ from sqlalchemy import text
 from handlers import metrics
 from handlers.app import DLQ
 from warden.bootstrap import Services
+from warden.security import BcryptPasswordHasher
 from warden.settings import Settings
 
 SAMPLE_TIMEOUT = 1.0  # a scrape never hangs on a dependency; the gauge keeps its last value
@@ -49,7 +50,8 @@ class QueueDepth:
 
 
 async def _sample(services: Services, dead_letters: QueueDepth) -> None:
-    metrics.BCRYPT_QUEUE.set(services.hasher.waiting)
+    if isinstance(services.hasher, BcryptPasswordHasher):  # a given hasher keeps no count
+        metrics.BCRYPT_QUEUE.set(services.hasher.waiting)
     with contextlib.suppress(Exception):
         async with asyncio.timeout(SAMPLE_TIMEOUT), services.engine.connect() as conn:
             row = (

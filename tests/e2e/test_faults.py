@@ -28,12 +28,11 @@ import orjson
 import pytest
 import pytest_asyncio
 from aiohttp.test_utils import TestServer
-from sqlalchemy.engine import make_url
 
 from domain.accounts import RegisterUser
 from domain.errors import ServiceUnavailable
 from domain.model import NewUser
-from storage.db import make_engine
+from storage.db import asyncpg_dsn, make_engine
 from storage.idempotency import PENDING_TTL
 from storage.uow import SqlAlchemyUnitOfWorkFactory
 from tests.conftest import PASSWORD, make_settings, own_world, unique
@@ -85,10 +84,6 @@ async def proxy_to(url: str, default_port: int) -> AsyncIterator[TcpProxy]:
     parts = urlsplit(url)
     async with TcpProxy(parts.hostname or "127.0.0.1", parts.port or default_port) as proxy:
         yield proxy
-
-
-def asyncpg_dsn(url: str) -> str:
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 async def fetch_value(database_url: str, query: str, *args: Any) -> Any:

@@ -20,13 +20,12 @@ from sqlalchemy import text
 
 from domain.errors import ServiceUnavailable, UpstreamTimeout, WardenError
 from domain.model import NewUser, User, UserChanges
-from storage.db import make_engine
+from storage.db import asyncpg_dsn, make_engine
 from storage.lone import LoneStatements
 from storage.uow import SqlAlchemyUnitOfWorkFactory
 from storage.users import PostgresUserReader
 from tests.conftest import unique
 from tests.support.proxy import TcpProxy
-from warden.bootstrap import asyncpg_dsn
 from warden.settings import Settings
 
 Side = Literal["client", "server"]
@@ -51,7 +50,7 @@ def assert_timed_out(error: WardenError) -> None:
 @contextlib.asynccontextmanager
 async def holding(settings: Settings, lock: str, *args: object) -> AsyncIterator[None]:
     """Another connection, in a transaction that holds `lock` until the block ends."""
-    conn = await asyncpg.connect(asyncpg_dsn(settings), timeout=10)
+    conn = await asyncpg.connect(asyncpg_dsn(settings.database_url.get_secret_value()), timeout=10)
     try:
         async with conn.transaction():
             await conn.execute("SET LOCAL lock_timeout = '10s'")  # never stuck behind a test
@@ -76,7 +75,7 @@ async def a_user(settings: Settings) -> User:
 
 
 def lone_statements(settings: Settings, side: Side) -> LoneStatements:
-    dsn = asyncpg_dsn(settings)
+    dsn = asyncpg_dsn(settings.database_url.get_secret_value())
     assert "?" not in dsn
     if side == "server":  # Postgres cancels the statement (asyncpg passes it as a setting)
         return LoneStatements(f"{dsn}?statement_timeout={int(SHORT * 1000)}", 2)
@@ -108,7 +107,7 @@ async def test_a_unit_of_work_kept_waiting_by_a_row_lock_is_a_504_and_changes_no
     user = await a_user(settings)
     command_timeout = SHORT if side == "client" else 30.0
     engine = make_engine(database, 2, 0, command_timeout=command_timeout)
-    lone = LoneStatements(asyncpg_dsn(settings), 2)
+    lone = LoneStatements(asyncpg_dsn(settings.database_url.get_secret_value()), 2)
     units = SqlAlchemyUnitOfWorkFactory(engine, lone)
 
     async def rename() -> None:
@@ -137,7 +136,7 @@ async def test_a_database_that_accepts_but_never_answers_is_unreachable_not_slow
     settings: Settings,
 ) -> None:
     """Connecting that times out is a 503, however the statement's own time is counted."""
-    target = urlsplit(asyncpg_dsn(settings))
+    target = urlsplit(asyncpg_dsn(settings.database_url.get_secret_value()))
     async with TcpProxy(target.hostname or "127.0.0.1", target.port or 5432) as proxy:
         proxy.cut("hang")
         netloc = f"{target.netloc.rpartition('@')[0]}@127.0.0.1:{proxy.port}"

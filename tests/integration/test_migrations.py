@@ -11,9 +11,8 @@ import pytest_asyncio
 from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
-from sqlalchemy.engine import make_url
 
-from storage.db import create_database_if_missing, drop_database
+from storage.db import asyncpg_dsn, create_database_if_missing, drop_database
 from tests.conftest import make_settings, unique
 from tests.support.infra import Urls, with_database
 from tests.support.waiting import eventually
@@ -41,10 +40,6 @@ def revisions(config: Config) -> list[str]:
     """Every revision, oldest first."""
     script = ScriptDirectory.from_config(config)
     return [r.revision for r in reversed(list(script.walk_revisions("base", "heads")))]
-
-
-def asyncpg_dsn(url: str) -> str:
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 # Looks in the same round trip as the lock is granted, as quickly as the server can.

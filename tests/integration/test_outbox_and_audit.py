@@ -21,13 +21,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from domain.events import Event
 from domain.model import UserView
 from storage.audit import PostgresAuditWriter
-from storage.db import make_engine
+from storage.db import asyncpg_dsn, make_engine
 from storage.lone import LoneStatements
 from storage.outbox import SqlAlchemyEventOutbox
 from storage.tables import audit_log, outbox
 from tests.conftest import PASSWORD, USER_FIELDS, AmqpCaller, unique
 from tests.support.waiting import eventually
-from warden.bootstrap import asyncpg_dsn
 from warden.settings import Settings
 
 WITHIN = 10.0  # generous: only to keep a broken test from hanging
@@ -156,7 +155,7 @@ async def test_storing_one_cloudevent_twice_keeps_it_once(
     delivered = (await tap.wait_for("user.registered", str(user["id"]))).event
     await counted(engine, audit_rows(delivered["id"]), 1)
     redelivery = delivered | {"id": str(uuid.uuid4())}
-    lone = LoneStatements(asyncpg_dsn(settings), 1)
+    lone = LoneStatements(asyncpg_dsn(settings.database_url.get_secret_value()), 1)
     try:
         audit = PostgresAuditWriter(lone)
         assert await audit.store(delivered) is False  # the audit consumer stored it already
@@ -200,7 +199,7 @@ async def test_events_committed_alone_go_out_in_order_in_one_statement(
     outbox = SqlAlchemyEventOutbox()
     for kind in kinds:
         outbox.add(Event(kind, now, view, {"session_id": "s"}))
-    lone = LoneStatements(asyncpg_dsn(settings), 1)
+    lone = LoneStatements(asyncpg_dsn(settings.database_url.get_secret_value()), 1)
     try:
         await outbox.flush_alone(lone)
         await outbox.flush_alone(lone)  # nothing pending: nothing sent

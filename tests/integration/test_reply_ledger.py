@@ -16,14 +16,13 @@ from domain.errors import EmailTaken
 from domain.model import NewUser
 from handlers.idempotency import Idempotency
 from handlers.rpc import failure
-from storage.db import make_engine
+from storage.db import asyncpg_dsn, make_engine
 from storage.idempotency import PostgresReplyLedger, RedisIdempotencyStore
 from storage.lone import LoneStatements
 from storage.redis_store import make_redis
 from storage.uow import SqlAlchemyUnitOfWorkFactory
 from tests.conftest import unique
 from tests.support.infra import Urls
-from warden.bootstrap import asyncpg_dsn
 from warden.keys import IDEMPOTENCY_REPLY, AesGcmSealer, subkey
 from warden.settings import Settings
 
@@ -43,7 +42,7 @@ async def engine(database: str) -> AsyncIterator[AsyncEngine]:
 
 @pytest_asyncio.fixture
 async def ledger(settings: Settings) -> AsyncIterator[PostgresReplyLedger]:
-    lone = LoneStatements(asyncpg_dsn(settings), 2)
+    lone = LoneStatements(asyncpg_dsn(settings.database_url.get_secret_value()), 2)
     yield PostgresReplyLedger(lone, ttl=60, sealer=SEALER)
     await lone.close()
 
@@ -129,7 +128,7 @@ async def test_a_kept_reply_is_sealed_and_opens_only_in_its_own_slot_and_under_i
     assert await ledger.get(slot) == {"fp": "fp", "reply": {"ok": True, "data": user.email}}
     assert await ledger.get(moved) is None  # another slot's record does not open here
 
-    lone = LoneStatements(asyncpg_dsn(settings), 1)
+    lone = LoneStatements(asyncpg_dsn(settings.database_url.get_secret_value()), 1)
     other_key = AesGcmSealer(subkey(b"another key of 32 bytes or more!!", IDEMPOTENCY_REPLY))
     try:
         assert await PostgresReplyLedger(lone, 60, other_key).get(slot) is None

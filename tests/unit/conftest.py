@@ -1,11 +1,13 @@
-"""The domain's use cases wired to in-memory fakes: the unit tests' composition root."""
+"""The domain's use cases from the composition root, on in-memory fakes."""
 
 from __future__ import annotations
+
+from collections.abc import AsyncIterator
 
 import pytest
 
 from domain.accounts import Accounts
-from domain.auth import Auth, TokenLifetimes
+from domain.auth import Auth
 from tests.unit.fakes import (
     FakeClock,
     FakeLoginThrottle,
@@ -15,7 +17,8 @@ from tests.unit.fakes import (
     FakeTokenIssuer,
     FakeUnitOfWorkFactory,
 )
-from tests.unit.support import ACCESS_TTL, REFRESH_TTL, People
+from tests.unit.support import ACCESS_TTL, REFRESH_TTL, People, unit_settings
+from warden.bootstrap import Services, build_services
 
 
 @pytest.fixture
@@ -55,28 +58,38 @@ def registrations(clock: FakeClock) -> FakeRegistrationThrottle:
 
 
 @pytest.fixture
-def auth(
+async def services(
     uow: FakeUnitOfWorkFactory,
     hasher: FakePasswordHasher,
     tokens: FakeTokenIssuer,
     sessions: FakeSessionStore,
     throttle: FakeLoginThrottle,
+    registrations: FakeRegistrationThrottle,
     clock: FakeClock,
-) -> Auth:
-    lifetimes = TokenLifetimes(access=ACCESS_TTL, refresh=REFRESH_TTL)
-    return Auth(uow, hasher, tokens, sessions, throttle, clock, lifetimes)
+) -> AsyncIterator[Services]:
+    """What the worker runs, built by its own composition root with the fakes in place."""
+    services = build_services(
+        unit_settings(),
+        uow=uow,
+        hasher=hasher,
+        tokens=tokens,
+        sessions=sessions,
+        throttle=throttle,
+        registrations=registrations,
+        clock=clock,
+    )
+    yield services
+    await services.close()
 
 
 @pytest.fixture
-def accounts(
-    uow: FakeUnitOfWorkFactory,
-    hasher: FakePasswordHasher,
-    sessions: FakeSessionStore,
-    throttle: FakeLoginThrottle,
-    registrations: FakeRegistrationThrottle,
-    clock: FakeClock,
-) -> Accounts:
-    return Accounts(uow, hasher, sessions, throttle, registrations, clock)
+def auth(services: Services) -> Auth:
+    return services.auth
+
+
+@pytest.fixture
+def accounts(services: Services) -> Accounts:
+    return services.accounts
 
 
 @pytest.fixture

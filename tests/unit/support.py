@@ -3,14 +3,36 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from domain.accounts import Accounts
 from domain.auth import Auth, LogIn
 from domain.model import NewUser, Origin, Principal, TokenPair, User
 from tests.unit.fakes import FakeClock, FakePasswordHasher
+from warden.settings import Settings
 
 ACCESS_TTL = 1800
 REFRESH_TTL = 604800
+
+
+# Port 1 has no listener: an adapter built from these settings where a fake was meant
+# fails at once, instead of reaching a Postgres or Redis that runs on this machine.
+NOWHERE: dict[str, Any] = {
+    "database_url": "postgresql+asyncpg://nobody@127.0.0.1:1/nowhere",
+    "redis_url": "redis://127.0.0.1:1/0",
+    "amqp_url": "amqp://nobody:nobody@127.0.0.1:1/",
+}
+
+
+def unit_settings(**values: Any) -> Settings:
+    """The settings the unit tests build their services from: the token lifetimes they know,
+    servers nowhere, whatever the environment says (and no .env file)."""
+    known: dict[str, Any] = {
+        "env": "test",
+        "access_token_ttl": ACCESS_TTL,
+        "refresh_token_ttl": REFRESH_TTL,
+    }
+    return Settings(**(NOWHERE | known | values), _env_file=None)  # type: ignore[call-arg]
 
 
 @dataclass(frozen=True)
