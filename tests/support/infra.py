@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import redis
+from sqlalchemy.engine import make_url
 
 from warden.settings import DEFAULT_URLS
 
@@ -89,15 +90,20 @@ def with_database(url: str, name: str) -> str:
     return urlunsplit(parts._replace(path="/" + name))
 
 
+def asyncpg_dsn(url: str) -> str:
+    """The database URL as asyncpg takes it (a plain postgresql:// one, no driver name)."""
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
 @contextlib.contextmanager
-def own_vhost(amqp_url: str) -> Iterator[str]:
+def own_vhost(amqp_url: str, prefix: str = "warden_test") -> Iterator[str]:
     """A RabbitMQ vhost of this session's (rabbitmqctl on a local broker), else the URL as is."""
     parts = urlsplit(amqp_url)
     local = parts.hostname in ("127.0.0.1", "localhost", "::1")
     if not (local and shutil.which("rabbitmqctl")):
         yield amqp_url
         return
-    vhost = f"warden_test_{uuid.uuid4().hex[:8]}"
+    vhost = f"{prefix}_{uuid.uuid4().hex[:8]}"
     user = parts.username or "guest"
     _ctl("add_vhost", vhost)
     try:
