@@ -14,6 +14,7 @@ import asyncio
 import os
 import time
 import uuid
+from typing import Any, cast
 
 import aiormq
 from pamqp.commands import Basic
@@ -28,15 +29,17 @@ async def measure(
     url: str, kind: str, sequential: int, parallel: int
 ) -> tuple[float, float, float]:
     connection = await aiormq.connect(url)
-    channel = await connection.channel(publisher_confirms=False)
+    channel = cast(aiormq.Channel, await connection.channel(publisher_confirms=False))
     queue = f"bench-rtt-{kind}-{uuid.uuid4().hex[:8]}"
-    arguments = {"x-queue-type": "quorum"} if kind == "quorum" else {}
+    arguments: dict[str, Any] = {"x-queue-type": "quorum"} if kind == "quorum" else {}
     await channel.queue_declare(queue, durable=True, arguments=arguments)
     await channel.basic_qos(prefetch_count=32)
     waiting: dict[str, asyncio.Future[None]] = {}
 
     async def on_message(message: aiormq.abc.DeliveredMessage) -> None:
-        await channel.basic_ack(message.delivery.delivery_tag, wait=False)
+        tag = message.delivery_tag
+        assert tag is not None  # a consumer's delivery always has one
+        await channel.basic_ack(tag, wait=False)
         future = waiting.pop(message.header.properties.correlation_id or "", None)
         if future is not None:
             future.set_result(None)

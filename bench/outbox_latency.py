@@ -20,6 +20,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from typing import Any
 
 import aio_pika
 import orjson
@@ -95,9 +96,10 @@ def commit_times() -> Iterator[list[tuple[float, float]]]:
     times: list[tuple[float, float]] = []
     commit = SqlAlchemyUnitOfWork.commit
 
-    async def timed(self: SqlAlchemyUnitOfWork, outcome: object = None) -> None:
+    # Whatever commit() takes is passed on as it is: the timing does not depend on it.
+    async def timed(self: SqlAlchemyUnitOfWork, *args: Any, **kwargs: Any) -> None:
         sent = time.perf_counter()
-        await commit(self, outcome)
+        await commit(self, *args, **kwargs)
         times.append((sent, time.perf_counter()))
 
     SqlAlchemyUnitOfWork.commit = timed  # type: ignore[method-assign]

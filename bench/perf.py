@@ -22,7 +22,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
 import resource
 import signal
 import sys
@@ -31,24 +30,13 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from bench.perf_infra import (
-    Proc,
-    Stack,
-    cpu_seconds,
-    descendants,
-    free_port,
-    log_in_all,
-    one_hash,
-    peak_rss_mib,
-    pids_of,
-    require_tools,
-    seed_peer,
-    seed_warden,
-    wait_http,
-)
 from bench.perf_load import Load, Target, Wrk, bcrypt_ceiling, bearer, form_logins
+from bench.perf_seed import log_in_all, one_hash, seed_peer, seed_warden
+from bench.perf_stack import Stack, require_tools
 from bench.perf_table import Results, Side, cpu_lines, machine, table
-from warden.settings import DEFAULT_URLS
+from bench.procstat import cpu_seconds, descendants, peak_rss_mib, pids_of, settle
+from tests.support.infra import base_urls
+from tests.support.processes import Process, free_port, until_serving
 
 ME = "/api/v1/users/me"
 WARMUP = 2  # seconds of load before each /users/me measurement, not counted
@@ -107,37 +95,37 @@ def _children_cpu() -> float:
 
 async def run(args: argparse.Namespace) -> Results | None:
     require_tools()
-    urls = {k: os.environ.get(k, v) for k, v in DEFAULT_URLS.items()}
     workdir = Path(tempfile.mkdtemp(prefix="warden-bench-"))
-    stack = Stack(urls["WARDEN_DATABASE_URL"], urls["WARDEN_AMQP_URL"], urls["WARDEN_REDIS_URL"],
-                  workdir)  # fmt: skip
     task = asyncio.current_task()
     assert task is not None
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
-    try:
-        return await _run(stack, args, workdir)
-    finally:
-        await asyncio.shield(stack.close())
+    with base_urls() as base:
+        stack = Stack(base, workdir)
+        try:
+            return await _run(stack, args, workdir)
+        finally:
+            await asyncio.shield(stack.close())
 
 
 async def _run(stack: Stack, args: argparse.Namespace, workdir: Path) -> Results | None:
     _say("preparing the database, vhost and Redis db")
     await stack.prepare()
     stack.migrate()
+    assert stack.urls is not None
     hashed = one_hash()
-    names = await seed_warden(stack.database_url, hashed, args.users)
+    names = await seed_warden(stack.urls.database, hashed, args.users)
     edge_port, inproc_port, peer_port = free_port(), free_port(), free_port()
     _say(f"starting the edge, {args.workers} worker(s), the in-process route and the peer")
-    warden = stack.start_warden(edge_port, args.workers, _passthrough())
-    inproc = stack.start_inprocess(inproc_port, _passthrough())
+    warden = stack.start_warden(edge_port, args.workers)
+    inproc = stack.start_inprocess(inproc_port)
     peer = None if args.no_peer else stack.start_peer(peer_port, 2)
     edge, peer_url = f"http://127.0.0.1:{edge_port}", f"http://127.0.0.1:{peer_port}"
     inproc_url = f"http://127.0.0.1:{inproc_port}"
-    await wait_http(f"{edge}/health/ready", warden[-1])
-    await wait_http(f"{inproc_url}/health", inproc)
+    await until_serving(f"{edge}/health/ready", warden[-1])
+    await until_serving(f"{inproc_url}/health", inproc)
     tokens = await log_in_all(f"{edge}/api/v1/auth/login", names)
     if peer is not None:
-        await wait_http(f"{peer_url}/health", peer)
+        await until_serving(f"{peer_url}/health", peer)
         emails = await seed_peer(stack.peer_database_url, hashed, args.users)
         peer_tokens = await log_in_all(f"{peer_url}/auth/jwt/login", emails)
     if args.hold:
@@ -183,33 +171,12 @@ async def _run(stack: Stack, args: argparse.Namespace, workdir: Path) -> Results
     return Results(warden_side, peer_side, inprocess, inprocess_1, ceiling_before, ceiling_after)
 
 
-async def settle(pids: list[int], within: float = 60.0) -> None:
-    """Until `pids` are idle (under 5 % of a core over half a second), or `within` seconds.
-
-    A flood leaves work behind (requests wrk abandoned at its deadline are still served),
-    which must not run into the next measurement.
-    """
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        before = cpu_seconds(pids)
-        await asyncio.sleep(0.5)
-        if cpu_seconds(pids) - before < 0.025:
-            return
-
-
 def _record_rss(side: Side, pids: list[int]) -> None:
     side.rss_mib, side.processes = peak_rss_mib(pids), len(pids)
 
 
-def _passthrough() -> dict[str, str]:
-    """WARDEN_* tuning variables of our environment (not the URLs: those are the bench's)."""
-    return {
-        k: v for k, v in os.environ.items() if k.startswith("WARDEN_") and k not in DEFAULT_URLS
-    }
-
-
-def _check_alive(procs: list[Proc]) -> None:
-    dead = [p for p in procs if p.popen.poll() is not None]
+def _check_alive(procs: list[Process]) -> None:
+    dead = [p for p in procs if p.exited]
     if dead:
         raise RuntimeError(f"{dead[0].name} died during the run:\n{dead[0].tail()}")
 

@@ -13,7 +13,7 @@ from urllib.parse import urlencode, urlsplit
 
 import bcrypt
 
-from bench.perf_infra import BCRYPT_ROUNDS, PASSWORD
+from bench.perf_seed import BCRYPT_ROUNDS, PASSWORD
 
 # Requests are formatted once per thread in init(); request() only picks the next one.
 # done() prints one JSON line: wrk's latencies are in microseconds.

@@ -4,7 +4,6 @@ parsed as Prometheus text exposition."""
 from __future__ import annotations
 
 import re
-import socket
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -16,6 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import PASSWORD, AmqpCaller, make_settings, unique
 from tests.support.infra import Urls
+from tests.support.processes import free_port
 from tests.support.waiting import eventually
 from warden.bootstrap import build_edge
 from warden.metrics_server import serve_worker_metrics
@@ -108,12 +108,6 @@ async def test_the_edge_counts_rpc_timeouts(
         assert (await r.json())["code"] == "upstream_timeout"
     after = await scrape(http, "/metrics")
     assert grew(before, after, "warden_rpc_timeouts_total") == 1
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest_asyncio.fixture

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import signal
-import socket
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -35,6 +34,7 @@ from tests.e2e.test_faults import (
     worker_env,
 )
 from tests.support.infra import Urls, own_vhost
+from tests.support.processes import free_port
 from tests.support.waiting import eventually
 from warden.settings import Settings
 
@@ -42,12 +42,6 @@ EXIT_WITHIN = 20.0  # seconds from SIGTERM to exit 0
 IN_FLIGHT = 4  # the worker's prefetch on the registration queue (WARDEN_WORKER_LOGIN_PREFETCH)
 REGISTER_QUEUE = "warden.users.register"
 PACE = 0.05  # seconds each caller of the steady load waits between two registrations
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Fleet:

@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import socket
 import sys
 import time
 from asyncio.subprocess import PIPE, Process
@@ -26,6 +25,7 @@ import pytest_asyncio
 from tests.conftest import PASSWORD, AmqpCaller, make_settings, unique
 from tests.e2e.test_worker_outage import LAUNCHER, STARTUP, release, tail, worker_env
 from tests.support.infra import Urls, own_vhost
+from tests.support.processes import free_port
 from warden.settings import Settings
 
 REGISTER = "warden.users.register"
@@ -64,12 +64,6 @@ async def worker_process(settings: Settings, log: Path) -> AsyncIterator[Process
         if process.returncode is None:
             process.kill()
             await process.wait()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def logged(log: Path) -> str:

@@ -13,13 +13,13 @@ import asyncio
 import os
 import re
 import signal
-import socket
 import sys
 from pathlib import Path
 
 import pytest
 from ruamel.yaml import YAML
 
+from tests.support.processes import free_port
 from warden.cli import refuse_a_public_dev_secret
 from warden.settings import DEV_JWT_SECRET, MIN_PRODUCTION_SECRET_BYTES, Settings, is_loopback
 
@@ -30,12 +30,6 @@ DEV_SECRET_WARNING = "the built-in dev JWT secret is in use"
 REFUSAL = "refusing to listen on"
 WAIT = 60.0  # generous: a process imports for seconds on a busy machine
 WARDEN_SERVICES = ("migrate", "worker", "edge")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def environment(**warden: str) -> dict[str, str]:

@@ -90,14 +90,14 @@ def with_database(url: str, name: str) -> str:
 
 
 @contextlib.contextmanager
-def own_vhost(amqp_url: str) -> Iterator[str]:
+def own_vhost(amqp_url: str, prefix: str = "warden_test") -> Iterator[str]:
     """A RabbitMQ vhost of this session's (rabbitmqctl on a local broker), else the URL as is."""
     parts = urlsplit(amqp_url)
     local = parts.hostname in ("127.0.0.1", "localhost", "::1")
     if not (local and shutil.which("rabbitmqctl")):
         yield amqp_url
         return
-    vhost = f"warden_test_{uuid.uuid4().hex[:8]}"
+    vhost = f"{prefix}_{uuid.uuid4().hex[:8]}"
     user = parts.username or "guest"
     _ctl("add_vhost", vhost)
     try:
