@@ -2,7 +2,7 @@
 UV := scripts/uv
 PYTEST_ARGS ?=
 
-.PHONY: sync services run test check asyncapi bench
+.PHONY: sync services run test check validate-docs asyncapi bench
 
 sync:
 	@$(UV) sync --frozen --quiet --compile-bytecode
@@ -27,6 +27,12 @@ check: sync
 	$(UV) run --frozen mypy domain storage handlers web warden tests
 	$(UV) run --frozen lint-imports
 	.ci/validate-compose
+	.ci/validate-docs
+
+# The OpenAPI and AsyncAPI documents against the official validators (needs Node.js and npm:
+# the AsyncAPI parser is installed from .ci/asyncapi/package-lock.json on first use).
+validate-docs: sync
+	.ci/validate-docs
 
 asyncapi: sync
 	$(UV) run --frozen python -m handlers.asyncapi > asyncapi/asyncapi.json

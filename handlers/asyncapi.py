@@ -163,7 +163,6 @@ def document() -> dict[str, Any]:
             "contentType": "application/cloudevents+json",
             "headers": EVENT_HEADERS,
             "payload": _ref(f"CloudEvent_{key}"),
-            "bindings": {"amqp": {"deliveryMode": 2, "bindingVersion": "0.3.0"}},
         }
         event_messages[key] = {"$ref": f"#/components/messages/{key}"}
     channels["warden_events"] = {
@@ -193,7 +192,10 @@ def document() -> dict[str, Any]:
             "action": "send",
             "channel": {"$ref": "#/channels/warden_events"},
             "messages": [{"$ref": f"#/channels/warden_events/messages/{key}"}],
-            "bindings": {"amqp": {"cc": [event_type], "bindingVersion": "0.3.0"}},
+            # Persistent (2): in AMQP bindings 0.3.0 the delivery mode is the operation's.
+            "bindings": {
+                "amqp": {"cc": [event_type], "deliveryMode": 2, "bindingVersion": "0.3.0"}
+            },
         }
     return {
         "asyncapi": "3.0.0",

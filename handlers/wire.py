@@ -100,6 +100,7 @@ def _without_null(schema: dict[str, Any]) -> None:
     """The schema of an optional field whose null is refused: only its non-null branch."""
     branches = [b for b in schema.pop("anyOf") if b.get("type") != "null"]
     schema.update(branches[0])
+    schema.pop("default", None)  # None stands for "left out": not a value the type allows
 
 
 # A field that may be left out but not sent as null. Optional (not a union with a hidden
