@@ -117,7 +117,8 @@ class UserRepository(Protocol):
     async def get(self, user_id: int) -> User | None: ...
 
     async def get_by_login(self, login: str) -> User | None:
-        """The user whose username or email equals `login`, case-insensitively."""
+        """The user whose username or email equals `login`, case-insensitively; a username
+        that equals another user's email wins."""
 
     async def clash(self, email: str | None, username: str | None, exclude: int | None) -> None:
         """Raise EmailTaken or UsernameTaken if another user already has either."""

@@ -17,8 +17,10 @@ from domain import events
 from domain.errors import EmailTaken, UsernameTaken
 from domain.model import NewUser, User, UserChanges
 from storage.db import drop_database, make_engine
+from storage.lone import LoneStatements
 from storage.tables import outbox, users
 from storage.uow import SqlAlchemyUnitOfWork
+from storage.users import PostgresUserReader
 from tests.conftest import make_settings, unique
 from tests.support.infra import Urls, with_database
 from tests.support.waiting import eventually
@@ -116,6 +118,24 @@ async def test_a_user_is_found_by_username_or_email_in_any_case(engine: AsyncEng
     async with SqlAlchemyUnitOfWork(engine) as uow:
         assert await uow.users.get_by_login(name.upper()) == user
         assert await uow.users.get_by_login(f"{name}@EXAMPLE.com") == user
+
+
+async def test_a_username_wins_over_another_users_equal_email_alone_or_in_a_transaction(
+    engine: AsyncEngine,
+) -> None:
+    """Both ways a login is looked up run the one statement: alone (a login's first read)
+    or in a unit's transaction. The wire allows no '@' in a username; older names may."""
+    name = unique()
+    await add(engine, new_user(email=f"{name}@example.com"))  # first: the lower id
+    owner = await add(engine, new_user(f"{name}@Example.com", email=f"{unique()}@example.com"))
+    login = f"{name.upper()}@EXAMPLE.COM"
+    async with SqlAlchemyUnitOfWork(engine) as uow:
+        assert await uow.users.get_by_login(login) == owner
+    lone = LoneStatements(engine.url.set(drivername="postgresql").render_as_string(False), 1)
+    try:
+        assert await PostgresUserReader(lone).get_by_login(login) == owner
+    finally:
+        await lone.close()
 
 
 async def test_a_taken_email_in_another_case_is_refused_by_the_database(

@@ -90,10 +90,9 @@ class FakeUserRepository:
     async def get_by_login(self, login: str) -> User | None:
         _as_postgres_keeps(login)
         wanted = login.lower()
-        for user in self._users.values():
-            if wanted in (user.username.lower(), user.email.lower()):
-                return user
-        return None
+        found = [u for u in self._users.values() if wanted in (u.username.lower(), u.email.lower())]
+        # A username may look like another user's email: the username wins, as in Postgres.
+        return max(found, key=lambda u: u.username.lower() == wanted, default=None)
 
     async def clash(self, email: str | None, username: str | None, exclude: int | None) -> None:
         others = [u for u in self._users.values() if u.id != exclude]
