@@ -95,9 +95,9 @@ def commit_times() -> Iterator[list[tuple[float, float]]]:
     times: list[tuple[float, float]] = []
     commit = SqlAlchemyUnitOfWork.commit
 
-    async def timed(self: SqlAlchemyUnitOfWork, outcome: object = None) -> None:
+    async def timed(self: SqlAlchemyUnitOfWork) -> None:
         sent = time.perf_counter()
-        await commit(self, outcome)
+        await commit(self)
         times.append((sent, time.perf_counter()))
 
     SqlAlchemyUnitOfWork.commit = timed  # type: ignore[method-assign]

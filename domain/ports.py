@@ -166,12 +166,8 @@ class UnitOfWork(Protocol):
         tb: TracebackType | None,
     ) -> None: ...
 
-    async def commit(self, outcome: object = None) -> None:
-        """Make the changes stand; `outcome` is what they produced (the changed user, say).
-
-        A unit of work may keep the outcome with the changes, in the same transaction: the
-        answer to a repeat of the same request must exist exactly when the change does.
-        """
+    async def commit(self) -> None:
+        """Make the changes and their events stand together."""
         ...
 
 

@@ -14,7 +14,6 @@ from typing import Any
 
 import asyncpg
 import orjson
-import structlog
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from domain.events import Event
@@ -24,10 +23,15 @@ OUTBOX_CHANNEL = "warden_outbox"
 
 
 class SqlAlchemyEventOutbox:
-    """EventOutbox that inserts its events when the unit of work commits."""
+    """EventOutbox that inserts its events when the unit of work commits.
 
-    def __init__(self) -> None:
+    `request_id` is the request the unit of work was opened for (None outside one, as for
+    the CLI): each event carries it as its CloudEvents `requestid`.
+    """
+
+    def __init__(self, request_id: str | None = None) -> None:
         self.pending: list[Event] = []
+        self._request_id = request_id
 
     def add(self, event: Event) -> None:
         self.pending.append(event)
@@ -51,8 +55,7 @@ class SqlAlchemyEventOutbox:
 
     def _arguments(self) -> tuple[list[str], list[str], list[int | None], list[str], str]:
         """_APPEND's parameters: the pending events column by column, in order, then the channel."""
-        events = self.pending
-        request_id = structlog.contextvars.get_contextvars().get("request_id")
+        events, request_id = self.pending, self._request_id
         return (
             [e.id for e in events],
             [e.type for e in events],

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from handlers.idempotency import Idempotency
     from handlers.trust import BrokerUsers
     from storage.lone import LoneStatements
+    from storage.uow import SqlAlchemyUnitOfWorkFactory
 
 log = structlog.get_logger("warden")
 
@@ -54,6 +55,7 @@ class Services:
     settings: Settings
     engine: AsyncEngine
     lone: LoneStatements
+    units: SqlAlchemyUnitOfWorkFactory
     redis: aioredis.Redis
     hasher: BcryptPasswordHasher
     auth: Auth
@@ -117,6 +119,7 @@ def build_services(settings: Settings) -> Services:
         settings=settings,
         engine=engine,
         lone=lone,
+        units=uow,
         redis=client,
         hasher=hasher,
         auth=auth,
@@ -186,6 +189,7 @@ def build_broker(settings: Settings, services: Services) -> RabbitBroker:
         prefetch=settings.worker_prefetch,
         login_prefetch=settings.worker_login_prefetch,
         edge_user=users.edge,
+        units=services.units,
         idempotency=services.idempotency,
         redeliveries=RedisRedeliveryCounter(services.redis),
     )

@@ -227,7 +227,7 @@ class FakeUnitOfWork:
         self.outbox: EventOutbox = outbox
         self.audit: AuditLog = audit
         self.committed = False
-        self.outcome: object = None
+        self.changed: list[User] = []  # what a recorder would render its reply from
         self._users = users
         self._outbox = outbox
         self._audit = audit
@@ -246,12 +246,12 @@ class FakeUnitOfWork:
         # Like a session closed without commit: whatever was not committed is gone.
         self.rollback()
 
-    async def commit(self, outcome: object = None) -> None:
+    async def commit(self) -> None:
         for event in self._outbox.commit():
             self._audit.record(event)
-        self._snapshot = self._users.snapshot()
+        before, self._snapshot = self._snapshot, self._users.snapshot()
+        self.changed = [u for uid, u in self._snapshot.items() if before.get(uid) != u]
         self.committed = True
-        self.outcome = outcome
 
     def rollback(self) -> None:
         self._users.restore(self._snapshot)
@@ -272,9 +272,10 @@ class FakeUnitOfWorkFactory:
         self.opened.append(uow)
         return uow
 
-    def outcomes(self) -> list[object]:
-        """What each committed unit of work said it produced, oldest first."""
-        return [u.outcome for u in self.opened if u.committed]
+    def changed(self) -> list[User]:
+        """The users each committed unit of work added or changed, oldest first: what the
+        reply of an idempotent change renders (storage.uow)."""
+        return [user for u in self.opened if u.committed for user in u.changed]
 
     def events(self, kind: str | None = None) -> list[Event]:
         """Committed events, optionally of one type, oldest first."""
