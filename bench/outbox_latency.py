@@ -20,7 +20,6 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from typing import Any
 
 import aio_pika
 import orjson
@@ -96,10 +95,9 @@ def commit_times() -> Iterator[list[tuple[float, float]]]:
     times: list[tuple[float, float]] = []
     commit = SqlAlchemyUnitOfWork.commit
 
-    # Whatever commit() takes is passed on as it is: the timing does not depend on it.
-    async def timed(self: SqlAlchemyUnitOfWork, *args: Any, **kwargs: Any) -> None:
+    async def timed(self: SqlAlchemyUnitOfWork) -> None:
         sent = time.perf_counter()
-        await commit(self, *args, **kwargs)
+        await commit(self)
         times.append((sent, time.perf_counter()))
 
     SqlAlchemyUnitOfWork.commit = timed  # type: ignore[method-assign]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 from domain import events
@@ -62,6 +63,12 @@ class Accounts:
         self._registrations = registrations
         self._clock = clock
 
+    def using(self, uow: UnitOfWorkFactory) -> Accounts:
+        """These use cases with their units of work opened by `uow` (one request's, say)."""
+        bound = copy.copy(self)
+        bound._uow = uow
+        return bound
+
     async def register(self, cmd: RegisterUser) -> User:
         """Store a new, active, non-superuser account and announce it."""
         email = normalize_email(cmd.email)
@@ -78,7 +85,7 @@ class Accounts:
         async with self._uow() as uow:
             user = await uow.users.add(new)
             self._record(uow, events.USER_REGISTERED, user)
-            await uow.commit(user)
+            await uow.commit()
         return user
 
     async def update_me(self, principal: Principal, changes: UserChanges) -> User:
@@ -154,14 +161,12 @@ class Accounts:
             updated = await uow.users.update(user, changes)
             self._record(uow, events.USER_UPDATED, updated)
             if updated.is_active:
-                await uow.commit(updated)
+                await uow.commit()
             else:
-                await self._commit_ending_sessions(uow, user_id, updated)
+                await self._commit_ending_sessions(uow, user_id)
         return updated
 
-    async def _commit_ending_sessions(
-        self, uow: UnitOfWork, user_id: int, outcome: object = None
-    ) -> None:
+    async def _commit_ending_sessions(self, uow: UnitOfWork, user_id: int) -> None:
         """Commit a deactivation or deletion with every session of the user gone.
 
         Revoked before the commit, so a Redis failure leaves nothing changed (and no session
@@ -169,7 +174,7 @@ class Accounts:
         raced the commit.
         """
         await self._sessions.revoke_all(user_id)
-        await uow.commit(outcome)
+        await uow.commit()
         await self._sessions.revoke_all(user_id)
 
     async def _admit_registration(self, origin: Origin | None) -> None:

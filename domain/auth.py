@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import secrets
 from dataclasses import dataclass
 from typing import Any
@@ -76,6 +77,12 @@ class Auth:
         self._throttle = throttle
         self._clock = clock
         self._lifetimes = lifetimes
+
+    def using(self, uow: UnitOfWorkFactory) -> Auth:
+        """These use cases with their units of work opened by `uow` (one request's, say)."""
+        bound = copy.copy(self)
+        bound._uow = uow
+        return bound
 
     async def login(self, cmd: LogIn) -> TokenPair:
         """Check the password, open a session and issue its first token pair."""

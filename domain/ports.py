@@ -117,7 +117,8 @@ class UserRepository(Protocol):
     async def get(self, user_id: int) -> User | None: ...
 
     async def get_by_login(self, login: str) -> User | None:
-        """The user whose username or email equals `login`, case-insensitively."""
+        """The user whose username or email equals `login`, case-insensitively; a username
+        that equals another user's email wins."""
 
     async def clash(self, email: str | None, username: str | None, exclude: int | None) -> None:
         """Raise EmailTaken or UsernameTaken if another user already has either."""
@@ -165,12 +166,8 @@ class UnitOfWork(Protocol):
         tb: TracebackType | None,
     ) -> None: ...
 
-    async def commit(self, outcome: object = None) -> None:
-        """Make the changes stand; `outcome` is what they produced (the changed user, say).
-
-        A unit of work may keep the outcome with the changes, in the same transaction: the
-        answer to a repeat of the same request must exist exactly when the change does.
-        """
+    async def commit(self) -> None:
+        """Make the changes and their events stand together."""
         ...
 
 

@@ -13,7 +13,7 @@ from domain.accounts import Accounts
 from domain.auth import Auth
 from domain.listing import CursorCodec
 from handlers.idempotency import Idempotency, Replay
-from handlers.rpc import DEAD_LETTER_EXCHANGE, RedeliveryCounter, UseCase, rpc
+from handlers.rpc import DEAD_LETTER_EXCHANGE, RedeliveryCounter, RequestUnits, UseCase, rpc
 
 EVENTS_EXCHANGE = RabbitExchange("warden.events", type=ExchangeType.TOPIC, durable=True)
 DLX = RabbitExchange(DEAD_LETTER_EXCHANGE, type=ExchangeType.FANOUT, durable=True)
@@ -33,6 +33,7 @@ class WorkerDeps:
     prefetch: int
     login_prefetch: int
     edge_user: str  # the broker user whose x-client-ip is believed
+    units: RequestUnits  # opens units of work; each request binds its own (see rpc.Call)
     idempotency: Idempotency | None = None
     redeliveries: RedeliveryCounter | None = None
 
@@ -43,6 +44,7 @@ class WorkerDeps:
         *,
         bcrypt: bool = False,
         reply: Callable[[Any], Any] | None = None,
+        changes: bool = False,
         idempotent: bool = True,
         replay: Replay | None = None,
     ) -> Callable[[UseCase], UseCase]:
@@ -53,7 +55,16 @@ class WorkerDeps:
         prefetch = self.login_prefetch if bcrypt else self.prefetch
         idempotency = self.idempotency if idempotent else None
         return rpc(
-            router, queue, prefetch, self.edge_user, idempotency, reply, self.redeliveries, replay
+            router,
+            queue,
+            prefetch,
+            self.edge_user,
+            self.units,
+            idempotency,
+            reply,
+            self.redeliveries,
+            replay,
+            changes,
         )
 
 

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from faststream.rabbit import RabbitRouter
 
 from domain.auth import Auth, LogIn
 from domain.errors import TokenRevoked
+from domain.model import Introspection, TokenPair
 from handlers.app import WorkerDeps
 from handlers.idempotency import Envelope, Replay
-from handlers.rpc import Call
+from handlers.rpc import Call, no_content
 from handlers.views import introspection_body, token_body
 from handlers.wire import Empty, IntrospectRequest, LoginRequest, RefreshRequest
 
@@ -19,26 +18,26 @@ def router(deps: WorkerDeps) -> RabbitRouter:
     r = RabbitRouter()
     auth = deps.auth
 
-    @deps.rpc(r, "warden.auth.login", bcrypt=True, replay=login_replay(auth))
-    async def login(call: Call[LoginRequest]) -> dict[str, Any]:
+    @deps.rpc(r, "warden.auth.login", bcrypt=True, reply=token_body, replay=login_replay(auth))
+    async def login(call: Call[LoginRequest]) -> TokenPair:
         """Log in with a username (or email) and password; opens a session."""
         body = call.body
-        return token_body(await auth.login(LogIn(body.username, body.password, call.origin)))
+        return await auth.using(call.units).login(LogIn(body.username, body.password, call.origin))
 
-    @deps.rpc(r, "warden.auth.refresh", replay=refresh_replay(auth))
-    async def refresh(call: Call[RefreshRequest]) -> dict[str, Any]:
+    @deps.rpc(r, "warden.auth.refresh", reply=token_body, replay=refresh_replay(auth))
+    async def refresh(call: Call[RefreshRequest]) -> TokenPair:
         """Spend a refresh token for a new token pair of the same session."""
-        return token_body(await auth.refresh(call.body.refresh_token))
+        return await auth.using(call.units).refresh(call.body.refresh_token)
 
-    @deps.rpc(r, "warden.auth.logout")
+    @deps.rpc(r, "warden.auth.logout", reply=no_content)
     async def logout(call: Call[Empty]) -> None:
         """End the caller's session (bearer)."""
-        await auth.logout(await auth.authenticate(call.authorization))
+        await auth.using(call.units).logout(await auth.authenticate(call.authorization))
 
-    @deps.rpc(r, "warden.auth.introspect", replay=introspect_replay)
-    async def introspect(call: Call[IntrospectRequest]) -> dict[str, Any]:
+    @deps.rpc(r, "warden.auth.introspect", reply=introspection_body, replay=introspect_replay)
+    async def introspect(call: Call[IntrospectRequest]) -> Introspection:
         """RFC 7662 introspection of an access token, for other services."""
-        return introspection_body(await auth.introspect(call.body.token))
+        return await auth.introspect(call.body.token)
 
     return r
 

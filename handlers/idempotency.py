@@ -18,6 +18,7 @@ from domain.errors import (
     ValidationFailed,
 )
 from handlers.protocol import valid_idempotency_key
+from storage.idempotency import Render, ReplyRecorder
 
 RENEW_EVERY = 3.0  # seconds; well inside the store's pending lease
 HEARTBEAT_EVERY = 0.5  # seconds; a third of the store's heartbeat TTL
@@ -25,6 +26,9 @@ Envelope = dict[str, Any]
 # A queue's check of a kept reply before a repeat gets it: the envelope to answer with, or
 # None to do the work again (it may raise a WardenError to answer that instead).
 Replay = Callable[[Envelope], Awaitable[Envelope | None]]
+# A request's work: an idempotent change's runs with the recorder of its reply, to open its
+# units of work with (see storage.uow); anything else with None.
+Work = Callable[[ReplyRecorder | None], Awaitable[Envelope]]
 
 
 class IdempotencyStore(Protocol):
@@ -57,10 +61,9 @@ class ReplyLedger(Protocol):
         """`{"fp", "reply"}` for a change committed under this key, else None."""
         ...
 
-    def recording(
-        self, key: str, fingerprint: str, keep: Callable[[Any], Envelope]
-    ) -> contextlib.AbstractContextManager[None]:
-        """While open, a unit of work that commits writes `keep(outcome)` under the key."""
+    def recorder(self, key: str, fingerprint: str, render: Render) -> ReplyRecorder:
+        """The recorder of one change's reply: a unit of work opened with it that commits
+        writes `render(the user it changed)` under the key, in the same transaction."""
         ...
 
 
@@ -95,17 +98,18 @@ class Idempotency:
         authorization: str | None,
         key: str,
         body: bytes,
-        work: Callable[[], Awaitable[Envelope]],
-        keep: Callable[[Any], Envelope] | None = None,
+        work: Work,
+        render: Render | None = None,
         replay: Replay | None = None,
     ) -> Envelope:
-        """Do `work` once per key; `keep` (for a change in Postgres) renders its outcome.
+        """Do `work` once per key; `render` (for a change in Postgres) renders its reply.
 
         Redis holds the claim and the replies of every queue. A change's reply is also
-        written in the change's own transaction (the ledger), so a worker killed after the
-        commit but before Redis heard of it leaves the reply behind: the retry, which takes
-        the dead worker's claim over and finds no reply in Redis, replays it instead of doing
-        the work again. `replay` checks a kept reply before a repeat gets it.
+        written in the change's own transaction, by the recorder made here and handed to
+        `work`, so a worker killed after the commit but before Redis heard of it leaves the
+        reply behind: the retry, which takes the dead worker's claim over and finds no reply
+        in Redis, replays it instead of doing the work again. `replay` checks a kept reply
+        before a repeat gets it.
         """
         if not valid_idempotency_key(key):
             msg = "Idempotency-Key must be 1-255 printable ASCII characters"
@@ -115,15 +119,15 @@ class Idempotency:
         print_ = fingerprint(self._fingerprint_key, body)
         if (found := await self._store.claim(slot, print_)) is not None:
             return await _replayed(found, print_, work, replay)
-        if self._ledger is not None and keep is not None:
+        if self._ledger is not None and render is not None:
             if (kept := await self._ledger.get(slot)) is not None:
                 # The change committed, but its reply never reached Redis.
                 await self._store.complete(slot, kept["fp"], kept["reply"])
                 return await _replayed(kept, print_, work, replay)
-            reply = await _recorded(self._store, self._ledger, slot, print_, work, keep)
+            reply = await _recorded(self._store, self._ledger, slot, print_, work, render)
         else:
             async with _renewing(self._store, slot, print_):
-                reply = await work()
+                reply = await work(None)
         if reply["ok"] or reply["error"]["status"] < 500:
             await self._store.complete(slot, print_, reply)
         else:  # a 5xx is never kept: a retry must do the work again
@@ -164,17 +168,16 @@ async def _recorded(
     ledger: ReplyLedger,
     slot: str,
     print_: str,
-    work: Callable[[], Awaitable[Envelope]],
-    keep: Callable[[Any], Envelope],
+    work: Work,
+    render: Render,
 ) -> Envelope:
-    """Do a change whose reply is kept in its own transaction.
+    """Do a change whose reply is kept in its own transaction, by the recorder it is given.
 
     A refusal defers to a change committed meanwhile under the same key, by a holder taken
     for dead while it was not (a registration then meets its own email): its reply wins.
     """
     async with _renewing(store, slot, print_):
-        with ledger.recording(slot, print_, keep):
-            reply = await work()
+        reply = await work(ledger.recorder(slot, print_, render))
         refused = not reply["ok"] and reply["error"]["status"] < 500
         if refused and (kept := await ledger.get(slot)) is not None:
             committed: Envelope = kept["reply"]
@@ -185,7 +188,7 @@ async def _recorded(
 async def _replayed(
     stored: dict[str, Any],
     print_: str,
-    work: Callable[[], Awaitable[Envelope]],
+    work: Work,
     replay: Replay | None,
 ) -> Envelope:
     if stored["fp"] != print_:
@@ -196,4 +199,4 @@ async def _replayed(
     if replay is None:
         return reply
     checked = await replay(reply)
-    return await work() if checked is None else checked
+    return await work(None) if checked is None else checked

@@ -7,6 +7,7 @@ would only time out. Every outcome, a fault included, is the contract's envelope
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -32,11 +33,13 @@ from domain.errors import (
     WardenError,
 )
 from domain.model import Origin
+from domain.ports import UnitOfWork
 from handlers import metrics, protocol
 from handlers.catalog import RPC
 from handlers.idempotency import Idempotency, Replay
 from handlers.trust import header_text, origin_of, refused_reply_to
 from handlers.wire import load_json
+from storage.idempotency import ReplyRecorder
 
 log = structlog.get_logger("warden.worker")
 
@@ -49,23 +52,40 @@ RPC_REDELIVERY_LIMIT = 2
 DEADLINE_HEADER = protocol.DEADLINE
 
 
+class RequestUnits(Protocol):
+    """Opens units of work, and binds them to one request (storage.uow)."""
+
+    def __call__(self) -> UnitOfWork: ...
+
+    def for_request(self, request_id: str) -> RequestUnits:
+        """Units whose events carry the request's id."""
+        ...
+
+    def recording(self, recorder: ReplyRecorder) -> RequestUnits:
+        """Units that write an idempotent change's reply in the change's transaction."""
+        ...
+
+
 @dataclass(frozen=True)
 class Call(Generic[B]):
     """One validated request and what travels with it.
 
     `origin` is the one place a request's client address is decided (see origin_of): per-
-    address limits count `origin.address`, events carry `origin.client_ip`.
+    address limits count `origin.address`, events carry `origin.client_ip`. `units` are the
+    request's units of work: a use case that writes runs on them (`Accounts.using`), so its
+    events carry the request id and an idempotent change keeps its reply with it.
     """
 
     body: B
     origin: Origin
     request_id: str  # the caller's if it keeps the contract's pattern, else a new one
+    units: RequestUnits
     authorization: str | None = None
     idempotency_key: str | None = None
 
 
 UseCase = Callable[[Call[Any]], Awaitable[Any]]
-Keep = Callable[[Any], dict[str, Any]]  # a change's outcome -> the envelope kept for repeats
+Keep = Callable[[Any], dict[str, Any]]  # the user a change left -> the envelope kept for it
 
 
 def success(data: Any) -> dict[str, Any]:
@@ -129,14 +149,16 @@ def _message(msg: str) -> str:
     return msg.removeprefix("Value error, ")
 
 
-def received(raw: IncomingMessage, edge_user: str) -> Call[bytes]:
+def received(raw: IncomingMessage, edge_user: str, units: RequestUnits) -> Call[bytes]:
     """A request as it arrived, its body unparsed: headers read as text, its origin decided."""
     headers = raw.headers or {}
+    request_id = protocol.request_id_or_new(headers.get(protocol.REQUEST_ID))
     return Call(
         body=raw.body,
         origin=origin_of(raw.user_id, headers.get(protocol.CLIENT_IP), edge_user),
         authorization=header_text(headers.get(protocol.AUTHORIZATION)),
-        request_id=protocol.request_id_or_new(headers.get(protocol.REQUEST_ID)),
+        request_id=request_id,
+        units=units.for_request(request_id),
         idempotency_key=header_text(headers.get(protocol.IDEMPOTENCY_KEY)),
     )
 
@@ -153,15 +175,18 @@ async def serve(
 ) -> dict[str, Any]:
     """Run one request to its envelope, logging one line with its outcome.
 
-    `keep` renders a change's outcome as its envelope, for an idempotent request's reply to
-    be written in the change's own transaction; `replay` checks a kept reply before a
-    repeat gets it (see Idempotency.once).
+    `keep` renders the user a change left as its envelope, for an idempotent request's
+    reply to be written in the change's own transaction, by the recorder the work is then
+    given; `replay` checks a kept reply before a repeat gets it (see Idempotency.once).
     """
     structlog.contextvars.bind_contextvars(request_id=call.request_id, queue=queue)
     started = time.perf_counter()
 
-    async def work() -> dict[str, Any]:
-        return await _answer(model, use_case, call)
+    async def work(recorder: ReplyRecorder | None) -> dict[str, Any]:
+        if recorder is None:
+            return await _answer(model, use_case, call)
+        recorded = dataclasses.replace(call, units=call.units.recording(recorder))
+        return await _answer(model, use_case, recorded)
 
     try:
         _admit(call, headers)
@@ -171,7 +196,7 @@ async def serve(
                 queue, call.authorization, key, call.body, work, keep, replay
             )
         else:
-            envelope = await work()
+            envelope = await work(None)
     except WardenError as exc:
         envelope = failure(exc)
     except Exception:  # every request gets a reply: a caller never waits out its timeout
@@ -197,7 +222,9 @@ async def _answer(model: type[M], use_case: UseCase, raw: Call[bytes]) -> dict[s
     """Validate and run the use case; every outcome, a fault included, is an envelope."""
     try:
         body = parse(model, raw.body)
-        call = Call(body, raw.origin, raw.request_id, raw.authorization, raw.idempotency_key)
+        call = Call(
+            body, raw.origin, raw.request_id, raw.units, raw.authorization, raw.idempotency_key
+        )
         return success(await use_case(call))
     except WardenError as exc:
         return failure(exc)
@@ -249,28 +276,33 @@ def rpc(
     queue: str,
     prefetch: int,
     edge_user: str,
+    units: RequestUnits,
     idempotency: Idempotency | None = None,
     reply: Callable[[Any], Any] | None = None,
     redeliveries: RedeliveryCounter | None = None,
     replay: Replay | None = None,
+    changes: bool = False,
 ) -> Callable[[UseCase], UseCase]:
     """Register `use_case` as the subscriber of `queue`, replying with the envelope.
 
     The request model comes from the catalogue, which the interface documents read too.
     `edge_user` is the broker user whose x-client-ip is believed (see handlers.trust).
-    `reply`, for a use case that changes Postgres, renders its outcome as the reply's data:
-    the reply to an idempotent request is then kept in the change's own transaction.
+    `units` open each request's units of work (see Call).
+    `reply` renders the use case's result as the reply's data (else it is the data).
+    `changes`: the use case changes Postgres (its result the user it changed, if any), and
+    the reply to an idempotent request is kept in the change's own transaction.
     `replay` checks a kept reply before a repeat with the same Idempotency-Key gets it.
     A request redelivered more than RPC_REDELIVERY_LIMIT times (counted by `redeliveries`)
     is rejected unworked and dead-lettered: a request that kills workers cannot loop.
     A request whose reply_to names one of Warden's own queues is acknowledged unworked.
     """
     model = RPC[queue].request
+    if changes and reply is None:
+        raise TypeError(f"{queue}: a change's reply is rendered from the user it changed")
 
     def register(use_case: UseCase) -> UseCase:
-        answer, keep = use_case, None
-        if reply is not None:
-            answer, keep = _rendered(use_case, reply), _keeper(reply)
+        answer = use_case if reply is None else _rendered(use_case, reply)
+        keep = _keeper(reply) if reply is not None and changes else None
 
         async def handler(message: Any) -> None:
             raw = message.raw_message
@@ -280,7 +312,7 @@ def rpc(
             if raw.redelivered and redeliveries is not None and await _too_often(raw):
                 await message.reject()  # to warden.dlq, with x-death saying where from
                 return
-            call = received(raw, edge_user)
+            call = received(raw, edge_user, units)
             envelope = await serve(
                 queue, model, answer, call, raw.headers or {}, idempotency, keep, replay
             )

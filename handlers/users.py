@@ -40,31 +40,31 @@ def router(deps: WorkerDeps) -> RabbitRouter:
     r = RabbitRouter()
     auth, accounts, cursors = deps.auth, deps.accounts, deps.cursors
 
-    @deps.rpc(r, "warden.users.register", bcrypt=True, reply=user_body)
+    @deps.rpc(r, "warden.users.register", bcrypt=True, reply=user_body, changes=True)
     async def register(call: Call[RegisterRequest]) -> User:
         """Register a new user (anyone)."""
         b = call.body
-        return await accounts.register(
+        return await accounts.using(call.units).register(
             RegisterUser(str(b.email), b.username, b.password, b.full_name, call.origin)
         )
 
-    @deps.rpc(r, "warden.users.me")
-    async def me(call: Call[Empty]) -> dict[str, Any]:
+    @deps.rpc(r, "warden.users.me", reply=user_body)
+    async def me(call: Call[Empty]) -> User:
         """The caller's own user (bearer)."""
-        return user_body((await auth.authenticate(call.authorization)).user)
+        return (await auth.authenticate(call.authorization)).user
 
-    @deps.rpc(r, "warden.users.update_me", reply=user_body)
+    @deps.rpc(r, "warden.users.update_me", reply=user_body, changes=True)
     async def update_me(call: Call[UpdateMeRequest]) -> User:
         """Change the caller's email, username or full name (bearer)."""
         principal = await auth.authenticate(call.authorization)
-        return await accounts.update_me(principal, changes_of(call.body))
+        return await accounts.using(call.units).update_me(principal, changes_of(call.body))
 
-    @deps.rpc(r, "warden.users.change_password", bcrypt=True, reply=no_content)
+    @deps.rpc(r, "warden.users.change_password", bcrypt=True, reply=no_content, changes=True)
     async def change_password(call: Call[ChangePasswordRequest]) -> None:
         """Change the caller's password; the caller's other sessions end (bearer)."""
         principal = await auth.authenticate(call.authorization)
         b = call.body
-        await accounts.change_password(
+        await accounts.using(call.units).change_password(
             principal, ChangePassword(b.current_password, b.new_password)
         )
 
@@ -80,24 +80,24 @@ def router(deps: WorkerDeps) -> RabbitRouter:
         page = await accounts.list_users(principal, query)
         return user_page_body(page, cursors, query.fingerprint())
 
-    @deps.rpc(r, "warden.users.get")
-    async def get_user(call: Call[UserIdMessage]) -> dict[str, Any]:
+    @deps.rpc(r, "warden.users.get", reply=user_body)
+    async def get_user(call: Call[UserIdMessage]) -> User:
         """One user by id (superuser, or the user itself)."""
         principal = await auth.authenticate(call.authorization)
-        return user_body(await accounts.get_user(principal, call.body.id))
+        return await accounts.get_user(principal, call.body.id)
 
-    @deps.rpc(r, "warden.users.update", reply=user_body)
+    @deps.rpc(r, "warden.users.update", reply=user_body, changes=True)
     async def update_user(call: Call[UpdateUserMessage]) -> User:
         """Change any user, including is_active and is_superuser (superuser)."""
         principal = await auth.authenticate(call.authorization)
         changes = changes_of(call.body, exclude={"id"})
-        return await accounts.update_user(principal, call.body.id, changes)
+        return await accounts.using(call.units).update_user(principal, call.body.id, changes)
 
-    @deps.rpc(r, "warden.users.delete", reply=no_content)
+    @deps.rpc(r, "warden.users.delete", reply=no_content, changes=True)
     async def delete_user(call: Call[UserIdMessage]) -> None:
         """Delete a user; its sessions end at once (superuser)."""
         principal = await auth.authenticate(call.authorization)
-        await accounts.delete_user(principal, call.body.id)
+        await accounts.using(call.units).delete_user(principal, call.body.id)
 
     @deps.rpc(r, "warden.audit.list")
     async def list_audit(call: Call[AuditListQuery]) -> dict[str, Any]:

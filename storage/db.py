@@ -1,4 +1,21 @@
-"""Engine construction and database creation."""
+"""How Warden reaches Postgres: the engine here, and two more ways, each for its own reason.
+
+- The SQLAlchemy engine (`make_engine`): every unit of work's transaction (storage.uow),
+  on a pool that pre-pings each checkout, so a connection the server dropped is replaced
+  before a transaction starts on it. Statements that vary with their input (the listing's
+  filters and keyset) are built with SQLAlchemy Core; driver errors are translated once.
+- LoneStatements (storage.lone): a plain asyncpg pool for the single statements of the hot
+  paths (a bearer check's read of its user, a login's, an events-only commit, the audit
+  consumer's insert). Measured: a user read went from 1,733 to 260 µs of worker CPU and
+  from four round trips to one (bench/RESULTS.md); a dropped connection is retried there.
+- The outbox relay's own connection (storage.outbox.PostgresOutboxSource): the session
+  that holds the relay leader's advisory lock and LISTENs for commits; a pooled connection
+  cannot keep either.
+
+A statement is written once whichever of the first two runs it (storage.users, outbox).
+Besides these, `warden migrate` connects to the server's `postgres` database to create
+Warden's (below), and Alembic runs the migrations on an engine of its own.
+"""
 
 from __future__ import annotations
 

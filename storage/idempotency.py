@@ -21,20 +21,19 @@ Keys (every one has a TTL):
 Postgres table idempotent_replies (slot as above, fingerprint, reply: the sealed envelope,
 expires_at)
     the reply of a change (registration, profile and user updates, password change,
-    deletion), written by the unit of work in the change's own transaction, so it exists
-    exactly when the change does; read when a retry finds no reply in Redis (its holder
-    died). A row that does not open under the current key is ignored.
+    deletion), written by the unit of work its ReplyRecorder is handed to, in the change's
+    own transaction, so it exists exactly when the change does; read when a retry finds
+    no reply in Redis (its holder died). A row that does not open under the current key
+    is ignored.
 """
 
 from __future__ import annotations
 
 import base64
-import contextlib
 import os
 import socket
 import uuid
-from collections.abc import Callable, Iterator
-from contextvars import ContextVar
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -45,6 +44,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from domain.errors import InternalError
+from domain.model import User
 from storage.lone import LoneStatements
 from storage.redis_store import unavailable_on_error
 
@@ -54,6 +54,8 @@ PREFIX = "warden:idempotency:"
 ALIVE = "warden:worker-alive:"
 PENDING_TTL = 10  # seconds a claim outlives a holder that stops renewing it
 HEARTBEAT_TTL_MS = 1500  # a holder silent this long is dead: its claims may be taken over
+# How a change's reply renders the user the change left (None when it left none: a deletion).
+Render = Callable[[User | None], dict[str, Any]]
 
 # KEYS[1] the slot, KEYS[2] the claimer's heartbeat. ARGV: the pending value, PENDING_TTL,
 # the fingerprint, the sealing key's id, the heartbeat prefix, HEARTBEAT_TTL_MS.
@@ -175,11 +177,7 @@ def _b64(data: bytes) -> str:
 
 
 class PostgresReplyLedger:
-    """The replies of changes, written by the unit of work in the change's own transaction.
-
-    `recording` marks the current task's request (a context variable: each message runs in
-    its own task); a unit of work that commits meanwhile calls `keep_reply` before COMMIT.
-    """
+    """The replies of changes: read here, written by the unit of work a recorder is handed to."""
 
     def __init__(self, lone: LoneStatements, ttl: int, sealer: Sealer) -> None:
         self._lone = lone
@@ -195,27 +193,34 @@ class PostgresReplyLedger:
             return None
         return {"fp": row["fingerprint"], "reply": orjson.loads(opened)}
 
-    @contextlib.contextmanager
-    def recording(
-        self, key: str, fingerprint: str, keep: Callable[[Any], dict[str, Any]]
-    ) -> Iterator[None]:
-        token = _RECORDING.set(_Recording(key, fingerprint, keep, self._ttl, self._sealer))
-        try:
-            yield
-        finally:
-            _RECORDING.reset(token)
+    def recorder(self, key: str, fingerprint: str, render: Render) -> ReplyRecorder:
+        """The recorder of one idempotent change's reply, to open its units of work with."""
+        return ReplyRecorder(key, fingerprint, render, self._ttl, self._sealer)
 
 
 @dataclass(frozen=True)
-class _Recording:
-    key: str
+class ReplyRecorder:
+    """The reply of one idempotent change, written by its unit of work as it commits.
+
+    Made for one request (its slot, its body's fingerprint, how its reply renders the user
+    the change left) and handed to that request's units of work only (storage.uow): the
+    reply is written in the change's own transaction, so it exists exactly when the change
+    does.
+    """
+
+    slot: str
     fingerprint: str
-    keep: Callable[[Any], dict[str, Any]]
+    render: Render
     ttl: int
     sealer: Sealer
 
+    async def write(self, conn: AsyncConnection, changed: User | None) -> None:
+        """Inside the committing transaction: the reply, sealed for its slot, under the slot."""
+        sealed = self.sealer.seal(orjson.dumps(self.render(changed)), self.slot.encode())
+        params = {"slot": self.slot, "fp": self.fingerprint, "reply": sealed, "ttl": self.ttl}
+        await conn.execute(_KEEP, params)
 
-_RECORDING: ContextVar[_Recording | None] = ContextVar("warden_reply_recording", default=None)
+
 _GET = "SELECT fingerprint, reply FROM idempotent_replies WHERE slot = $1 AND expires_at > now()"
 # Each write also removes a few expired replies (never its own slot), so the table stays
 # bounded by the writes of one key lifetime without a sweeper.
@@ -236,19 +241,3 @@ _KEEP = text(
         expires_at = EXCLUDED.expires_at
     """
 )
-
-
-def recording_reply() -> bool:
-    """Whether a change committed now must keep its request's reply with it."""
-    return _RECORDING.get() is not None
-
-
-async def keep_reply(conn: AsyncConnection, outcome: object) -> None:
-    """Inside a committing transaction: write the reply of the request being recorded, if any."""
-    recording = _RECORDING.get()
-    if recording is None:
-        return
-    reply = orjson.dumps(recording.keep(outcome))
-    sealed = recording.sealer.seal(reply, recording.key.encode())
-    params = {"slot": recording.key, "fp": recording.fingerprint, "reply": sealed}
-    await conn.execute(_KEEP, params | {"ttl": recording.ttl})

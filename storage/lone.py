@@ -5,7 +5,9 @@ events-only commit of a login or logout, the audit consumer's insert. Each is a 
 statement, atomic by itself in autocommit, and under READ COMMITTED a lone SELECT sees
 exactly what the first statement of a transaction would. Going around SQLAlchemy's
 transaction (pool pre-ping, BEGIN, the statement, COMMIT) saves three round trips each,
-and on a small VM every socket write is a system call that shows in the profile.
+and on a small VM every socket write is a system call that shows in the profile (the
+user read: 1,733 → 260 µs of worker CPU, bench/RESULTS.md). Everything else goes through
+the unit of work's SQLAlchemy engine (storage.db says which way is for what).
 """
 
 from __future__ import annotations

@@ -1,4 +1,10 @@
-"""The transactional outbox: events are rows written in the change's own transaction."""
+"""The transactional outbox: events are rows written in the change's own transaction.
+
+One statement writes them (_APPEND: the rows and the relay's wake-up together), whether in
+the unit of work's transaction or, for a unit that wrote nothing else, alone (storage.lone).
+The relay reads them back on a connection of its own (PostgresOutboxSource): a session
+that holds the leader's advisory lock and LISTENs, which a pooled connection cannot do.
+"""
 
 from __future__ import annotations
 
@@ -8,67 +14,59 @@ from typing import Any
 
 import asyncpg
 import orjson
-import structlog
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from domain.events import Event
 from storage.lone import LoneStatements
-from storage.tables import outbox
 
 OUTBOX_CHANNEL = "warden_outbox"
 
 
 class SqlAlchemyEventOutbox:
-    """EventOutbox that inserts its events when the unit of work commits."""
+    """EventOutbox that inserts its events when the unit of work commits.
 
-    def __init__(self) -> None:
+    `request_id` is the request the unit of work was opened for (None outside one, as for
+    the CLI): each event carries it as its CloudEvents `requestid`.
+    """
+
+    def __init__(self, request_id: str | None = None) -> None:
         self.pending: list[Event] = []
+        self._request_id = request_id
 
     def add(self, event: Event) -> None:
         self.pending.append(event)
 
     async def flush(self, conn: AsyncConnection) -> None:
-        """Insert the pending events in the unit's transaction."""
-        if not self.pending:
-            return
-        await conn.execute(outbox.insert(), self._rows())
-        # Wakes the relay at commit (NOTIFY is delivered only if the transaction commits).
-        await conn.execute(text(f"NOTIFY {OUTBOX_CHANNEL}"))
-        self.pending.clear()
+        """Insert the pending events in the unit's transaction; the relay wakes at its commit
+        (a notification is delivered only if the transaction commits)."""
+        if self.pending:
+            await conn.exec_driver_sql(_APPEND, self._arguments())
+            self.pending.clear()
 
     async def flush_alone(self, lone: LoneStatements) -> None:
-        """Insert the pending events as one statement of their own, the NOTIFY with them.
+        """Insert the pending events as one statement of their own, the wake-up with them.
 
         For a unit of work that changed nothing else (a login, a logout): the statement is
         its own transaction, so the events and the wake-up commit together, in one round trip.
         """
-        if not self.pending:
-            return
-        rows = self._rows()
-        await lone.execute(
-            _APPEND,
-            [r["event_id"] for r in rows],
-            [r["type"] for r in rows],
-            [r["user_id"] for r in rows],
-            [orjson.dumps(r["payload"]).decode() for r in rows],
+        if self.pending:
+            await lone.execute(_APPEND, *self._arguments())
+            self.pending.clear()
+
+    def _arguments(self) -> tuple[list[str], list[str], list[int | None], list[str], str]:
+        """_APPEND's parameters: the pending events column by column, in order, then the channel."""
+        events, request_id = self.pending, self._request_id
+        return (
+            [e.id for e in events],
+            [e.type for e in events],
+            [e.user_id for e in events],
+            [orjson.dumps(e.to_cloudevent(request_id)).decode() for e in events],
             OUTBOX_CHANNEL,
         )
-        self.pending.clear()
-
-    def _rows(self) -> list[dict[str, Any]]:
-        request_id = structlog.contextvars.get_contextvars().get("request_id")
-        return [
-            {
-                "event_id": e.id,
-                "type": e.type,
-                "user_id": e.user_id,
-                "payload": e.to_cloudevent(request_id),
-            }
-            for e in self.pending
-        ]
 
 
+# The rows keep the order the events were added in (the ids the relay publishes by), and
+# the channel is notified once, if any row was added.
 _APPEND = """
 WITH added AS (
     INSERT INTO outbox (event_id, type, user_id, payload)
@@ -88,8 +86,10 @@ RELAY_LOCK_ID = 0x5741_5245  # one relay publishes at a time: commit order is ke
 class PostgresOutboxSource:
     """What the relay reads: pending rows in id order, a leader lock, and commit wake-ups.
 
-    Holds one dedicated asyncpg connection: its session-level advisory lock makes this
-    process the only publisher, and LISTEN on it wakes the relay when a commit adds rows.
+    Holds one dedicated asyncpg connection, apart from both pools (storage.db): its
+    session-level advisory lock makes this process the only publisher, and LISTEN on it
+    wakes the relay when a commit adds rows. Both are state of one session that must live
+    as long as the relay leads; a pooled connection is reset and handed to others.
     """
 
     def __init__(self, dsn: str) -> None:

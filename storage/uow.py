@@ -7,12 +7,19 @@ transaction's first statement would, without the pool checkout, pre-ping, BEGIN 
 ROLLBACK round trips. Whatever follows it (a lock, a write, another read after those)
 runs in the transaction. A unit that wrote nothing but events (a login, a logout) commits
 them as one lone statement too.
+
+A unit is opened for a request (SqlAlchemyUnitOfWorkFactory.for_request): its events carry
+the request's id, and, for an idempotent change (`recording`), the unit writes the reply of
+the request in the change's own transaction, rendered from the user the unit changed (as
+cosmicpython's unit of work tracks the aggregates it has seen): the domain never names it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Sequence
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Literal
 
@@ -23,7 +30,7 @@ from domain.errors import ServiceUnavailable, UpstreamTimeout
 from domain.listing import AuditPage, AuditQuery, UserPage, UserQuery
 from domain.model import NewUser, User, UserChanges
 from storage.audit import SqlAlchemyAuditLog
-from storage.idempotency import keep_reply, recording_reply
+from storage.idempotency import ReplyRecorder
 from storage.lone import (
     DATABASE_TIMED_OUT,
     DATABASE_UNREACHABLE,
@@ -35,19 +42,36 @@ from storage.outbox import SqlAlchemyEventOutbox
 from storage.users import PostgresUserReader, SqlAlchemyUserRepository
 
 
+@dataclass(frozen=True)
+class RequestScope:
+    """What the units of work of one request write beside their change."""
+
+    request_id: str | None = None  # on each event, as its CloudEvents `requestid`
+    recorder: ReplyRecorder | None = None  # an idempotent change's reply, kept with it
+
+
+NO_REQUEST = RequestScope()
+
+
 class SqlAlchemyUnitOfWork:
     """UnitOfWork on a pooled connection, taken at first need; leaving without commit rolls back."""
 
-    def __init__(self, engine: AsyncEngine, lone: LoneStatements | None = None) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        lone: LoneStatements | None = None,
+        scope: RequestScope = NO_REQUEST,
+    ) -> None:
         self._engine = engine
         self._lone = lone
+        self._scope = scope
         self._reader = None if lone is None else PostgresUserReader(lone)
         self._conn: AsyncConnection | None = None
         self._repository: SqlAlchemyUserRepository | None = None
 
     async def __aenter__(self) -> SqlAlchemyUnitOfWork:
         self.users = _Users(self)
-        self.outbox = SqlAlchemyEventOutbox()
+        self.outbox = SqlAlchemyEventOutbox(self._scope.request_id)
         self.audit = _Audit(self)
         return self
 
@@ -74,15 +98,17 @@ class SqlAlchemyUnitOfWork:
         if isinstance(exc, Exception):
             _raise_for_database(exc)
 
-    async def commit(self, outcome: object = None) -> None:
+    async def commit(self) -> None:
+        recorder = self._scope.recorder
         if self._conn is None and not self.outbox.pending:
             return  # nothing was written
-        if self._conn is None and self._lone is not None and not recording_reply():
+        if self._conn is None and self._lone is not None and recorder is None:
             await self.outbox.flush_alone(self._lone)  # events only: one lone statement
             return
         conn = await self.connection()
         await self.outbox.flush(conn)
-        await keep_reply(conn, outcome)
+        if recorder is not None:
+            await recorder.write(conn, self.users.changed)
         await conn.commit()
 
     @property
@@ -121,10 +147,15 @@ class SqlAlchemyUnitOfWork:
 
 
 class _Users:
-    """The unit's UserRepository: each call takes the unit's transaction, but a first read."""
+    """The unit's UserRepository: each call takes the unit's transaction, but a first read.
+
+    `changed` is the user as the unit last wrote it (added or updated; None once deleted):
+    what an idempotent change's reply renders.
+    """
 
     def __init__(self, uow: SqlAlchemyUnitOfWork) -> None:
         self._uow = uow
+        self.changed: User | None = None
 
     async def get(self, user_id: int) -> User | None:
         if self._uow.idle:
@@ -132,7 +163,8 @@ class _Users:
         return await (await self._uow.repository()).get(user_id)
 
     async def add(self, new: NewUser) -> User:
-        return await (await self._uow.repository()).add(new)
+        self.changed = await (await self._uow.repository()).add(new)
+        return self.changed
 
     async def get_by_login(self, login: str) -> User | None:
         if self._uow.idle:
@@ -143,10 +175,13 @@ class _Users:
         await (await self._uow.repository()).clash(email, username, exclude)
 
     async def update(self, user: User, changes: UserChanges) -> User:
-        return await (await self._uow.repository()).update(user, changes)
+        self.changed = await (await self._uow.repository()).update(user, changes)
+        return self.changed
 
     async def delete(self, user_id: int) -> None:
         await (await self._uow.repository()).delete(user_id)
+        if self.changed is not None and self.changed.id == user_id:
+            self.changed = None
 
     async def lock_superusers(self) -> Sequence[int]:
         return await (await self._uow.repository()).lock_superusers()
@@ -201,12 +236,29 @@ def _cause(exc: BaseException) -> Literal["timed out", "unreachable"] | None:
 class SqlAlchemyUnitOfWorkFactory:
     """Opens units of work on one engine, with `lone` for the statements that stand alone."""
 
-    def __init__(self, engine: AsyncEngine, lone: LoneStatements | None = None) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        lone: LoneStatements | None = None,
+        scope: RequestScope = NO_REQUEST,
+    ) -> None:
         self.engine = engine
         self.lone = lone
+        self.scope = scope
 
     def __call__(self) -> SqlAlchemyUnitOfWork:
-        return SqlAlchemyUnitOfWork(self.engine, self.lone)
+        return SqlAlchemyUnitOfWork(self.engine, self.lone, self.scope)
+
+    def for_request(self, request_id: str) -> SqlAlchemyUnitOfWorkFactory:
+        """Units of one request: each event they commit carries its id."""
+        return self._scoped(dataclasses.replace(self.scope, request_id=request_id))
+
+    def recording(self, recorder: ReplyRecorder) -> SqlAlchemyUnitOfWorkFactory:
+        """Units of an idempotent change: one that commits writes `recorder`'s reply with it."""
+        return self._scoped(dataclasses.replace(self.scope, recorder=recorder))
+
+    def _scoped(self, scope: RequestScope) -> SqlAlchemyUnitOfWorkFactory:
+        return SqlAlchemyUnitOfWorkFactory(self.engine, self.lone, scope)
 
     async def ping(self) -> None:
         """Readiness: one statement on the pool the units of work take their connections from."""

@@ -52,7 +52,27 @@ SEARCH_EXPRESSION = func.lower(
 )
 
 
-class SqlAlchemyUserRepository:
+class _UserReads:
+    """The reads of one user, each one statement written once (_BY_ID, _BY_LOGIN).
+
+    The unit of work sends them alone while it has no transaction yet (PostgresUserReader:
+    every bearer check's read, every login's) and in its transaction after
+    (SqlAlchemyUserRepository); `_fetchrow` is the way each runs a statement.
+    """
+
+    async def get(self, user_id: int) -> User | None:
+        row = await self._fetchrow(_BY_ID, user_id)
+        return None if row is None else _to_user(row)
+
+    async def get_by_login(self, login: str) -> User | None:
+        row = await self._fetchrow(_BY_LOGIN, login.lower())
+        return None if row is None else _to_user(row)
+
+    async def _fetchrow(self, query: str, *args: Any) -> RowMapping | None:
+        raise NotImplementedError
+
+
+class SqlAlchemyUserRepository(_UserReads):
     """UserRepository over one connection of a unit of work."""
 
     def __init__(self, conn: AsyncConnection) -> None:
@@ -70,20 +90,8 @@ class SqlAlchemyUserRepository:
         row = await self._write(stmt.returning(*users.c))
         return _to_user(row)
 
-    async def get(self, user_id: int) -> User | None:
-        result = await self._conn.execute(select(users).where(users.c.id == user_id))
-        row = result.mappings().first()
-        return None if row is None else _to_user(row)
-
-    async def get_by_login(self, login: str) -> User | None:
-        login = login.lower()
-        stmt = select(users).where(
-            or_(func.lower(users.c.username) == login, func.lower(users.c.email) == login)
-        )
-        # A username may look like someone else's email; the exact username wins.
-        stmt = stmt.order_by((func.lower(users.c.username) == login).desc()).limit(1)
-        row = (await self._conn.execute(stmt)).mappings().first()
-        return None if row is None else _to_user(row)
+    async def _fetchrow(self, query: str, *args: Any) -> RowMapping | None:
+        return (await self._conn.exec_driver_sql(query, args)).mappings().first()
 
     async def clash(self, email: str | None, username: str | None, exclude: int | None) -> None:
         conditions = []
@@ -196,29 +204,25 @@ def _to_user(row: RowMapping) -> User:
     )
 
 
-# The hot reads, each one prepared statement: every bearer request's, and every login's
-# (the same query as SqlAlchemyUserRepository.get_by_login: the exact username wins).
-_GET_BY_ID = (
-    "SELECT id, email, username, hashed_password, full_name, is_active, is_superuser,"
-    " created_at, updated_at FROM users WHERE id = $1"
-)
-_GET_BY_LOGIN = (
-    "SELECT id, email, username, hashed_password, full_name, is_active, is_superuser,"
-    " created_at, updated_at FROM users WHERE lower(username) = $1 OR lower(email) = $1"
-    " ORDER BY (lower(username) = $1) DESC LIMIT 1"
-)
-
-
-class PostgresUserReader:
+class PostgresUserReader(_UserReads):
     """Reads one user (by id, or by login) as a lone statement: one round trip (storage.lone)."""
 
     def __init__(self, lone: LoneStatements) -> None:
         self._lone = lone
 
-    async def get(self, user_id: int) -> User | None:
-        row = await self._lone.fetchrow(_GET_BY_ID, user_id)
-        return None if row is None else _to_user(row)
+    async def _fetchrow(self, query: str, *args: Any) -> RowMapping | None:
+        return await self._lone.fetchrow(query, *args)
 
-    async def get_by_login(self, login: str) -> User | None:
-        row = await self._lone.fetchrow(_GET_BY_LOGIN, login)
-        return None if row is None else _to_user(row)
+
+# Plain SQL, as asyncpg runs it either way (alone, or through SQLAlchemy's connection).
+_BY_ID = (
+    "SELECT id, email, username, hashed_password, full_name, is_active, is_superuser,"
+    " created_at, updated_at FROM users WHERE id = $1"
+)
+# `$1` is the login lower-cased. A username may look like another user's email: the
+# username wins.
+_BY_LOGIN = (
+    "SELECT id, email, username, hashed_password, full_name, is_active, is_superuser,"
+    " created_at, updated_at FROM users WHERE lower(username) = $1 OR lower(email) = $1"
+    " ORDER BY (lower(username) = $1) DESC LIMIT 1"
+)

@@ -272,6 +272,7 @@ def build_broker(settings: Settings, services: Services) -> RabbitBroker:
         prefetch=settings.worker_prefetch,
         login_prefetch=settings.worker_login_prefetch,
         edge_user=users.edge,
+        units=made.uow,
         idempotency=services.idempotency,
         redeliveries=RedisRedeliveryCounter(made.redis),
     )

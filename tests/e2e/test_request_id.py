@@ -204,3 +204,54 @@ async def test_no_log_line_holds_a_password_a_hash_or_a_token(
     assert not leaked, leaked
     # The lines were there to leak into: the test read the real output.
     assert json_logs.find(event="request", route="/api/v1/auth/login", status=200)
+
+
+CAUSES = (
+    "user.registered",
+    "user.login_failed",
+    "user.logged_in",
+    "user.updated",
+    "user.password_changed",
+    "user.token_reuse_detected",
+    "user.logged_out",
+)
+
+
+async def test_every_event_carries_the_id_of_the_request_that_caused_it(
+    amqp: AmqpCaller, settings: Settings
+) -> None:
+    """Each use case that writes runs on its own request's units of work: the event of a
+    login, a profile or password change, a refresh token's reuse or a logout carries that
+    request's id, never another's."""
+    name, password = unique("rid"), unique("pw-")
+    ids = {kind: unique("trace-") for kind in CAUSES}
+
+    async def call(kind: str, queue: str, body: dict[str, Any], token: str | None = None) -> Any:
+        reply = await amqp.call(queue, body, token, x_request_id=ids[kind])
+        return reply.get("data")
+
+    async with events_of(settings, *CAUSES) as received:
+        await call("user.registered", "warden.users.register", registration(name, password))
+        await call("user.login_failed", "warden.auth.login", {"username": name, "password": "no"})
+        login = {"username": name, "password": password}
+        untraced = await amqp.call("warden.auth.login", login)  # a session to spend a token of
+        spent = {"refresh_token": untraced["data"]["refresh_token"]}
+        await amqp.call("warden.auth.refresh", spent)  # rotated: that token is spent now
+        await call("user.token_reuse_detected", "warden.auth.refresh", spent)
+        token = (await call("user.logged_in", "warden.auth.login", login))["access_token"]
+        await call("user.updated", "warden.users.update_me", {"full_name": "Traced"}, token)
+        change = {"current_password": password, "new_password": unique("pw-")}
+        await call("user.password_changed", "warden.users.change_password", change, token)
+        await call("user.logged_out", "warden.auth.logout", {}, token)
+
+        def caused() -> list[tuple[str, str | None]]:
+            about = [d.event for d in received if d.event["data"]["user"]["username"] == name]
+            return [(e["type"], e.get("requestid")) for e in about]
+
+        def arrived() -> bool:  # the logout's comes last: events go out in commit order
+            return {kind for kind, _ in caused()} == set(CAUSES)
+
+        await eventually(arrived, WAIT, "not every kind of event came")
+    # Each traced id is on the one event its request caused (the untraced ones have their own).
+    traced = set(ids.values())
+    assert sorted(e for e in caused() if e[1] in traced) == sorted(ids.items())

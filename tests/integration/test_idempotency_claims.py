@@ -25,7 +25,7 @@ from domain.errors import (
 )
 from handlers.idempotency import Envelope, Idempotency
 from handlers.rpc import failure, success
-from storage.idempotency import PREFIX, RedisIdempotencyStore
+from storage.idempotency import PREFIX, RedisIdempotencyStore, ReplyRecorder
 from storage.redis_store import make_redis
 from tests.conftest import unique
 from tests.support.infra import Urls
@@ -76,7 +76,8 @@ class Work:
         self.replies = list(replies)
         self.runs = 0
 
-    async def __call__(self) -> Envelope:
+    async def __call__(self, recorder: ReplyRecorder | None) -> Envelope:
+        assert recorder is None  # no ledger here: nothing is recorded in Postgres
         self.runs += 1
         return self.replies[self.runs - 1]
 
@@ -115,7 +116,7 @@ async def test_a_claim_whose_work_outlasts_its_lease_is_renewed_and_keeps_refusi
     key, done = unique("key-"), asyncio.Event()
     runs = 0
 
-    async def slow() -> Envelope:
+    async def slow(_: ReplyRecorder | None) -> Envelope:
         nonlocal runs
         runs += 1
         await done.wait()
@@ -151,7 +152,7 @@ async def test_a_request_cancelled_as_its_work_ends_is_cancelled_not_completed(
     key = unique("key-")
     request: asyncio.Task[Envelope]
 
-    async def work() -> Envelope:
+    async def work(_: ReplyRecorder | None) -> Envelope:
         asyncio.get_running_loop().call_soon(request.cancel)  # lands as the renewal is stopped
         return success({"id": 3})
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextvars
 import hashlib
 from collections.abc import AsyncIterator
 from typing import Any
@@ -13,11 +11,11 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from domain.errors import EmailTaken
-from domain.model import NewUser
+from domain.model import NewUser, User, UserChanges
 from handlers.idempotency import Idempotency
 from handlers.rpc import failure
 from storage.db import asyncpg_dsn, make_engine
-from storage.idempotency import PostgresReplyLedger, RedisIdempotencyStore
+from storage.idempotency import PostgresReplyLedger, RedisIdempotencyStore, ReplyRecorder
 from storage.lone import LoneStatements
 from storage.redis_store import make_redis
 from storage.uow import SqlAlchemyUnitOfWorkFactory
@@ -29,8 +27,9 @@ from warden.settings import Settings
 SEALER = AesGcmSealer(subkey(b"a key of this module's own, 32 bytes+", IDEMPOTENCY_REPLY))
 
 
-def keep(outcome: Any) -> dict[str, Any]:
-    return {"ok": True, "data": {"id": outcome.id}}
+def keep(changed: User | None) -> dict[str, Any]:
+    assert changed is not None
+    return {"ok": True, "data": {"id": changed.id}}
 
 
 @pytest_asyncio.fixture
@@ -57,25 +56,71 @@ async def test_a_committed_change_keeps_its_reply_and_a_rolled_back_one_does_not
 ) -> None:
     units = SqlAlchemyUnitOfWorkFactory(engine)
     kept, dropped = unique("slot-"), unique("slot-")
-    with ledger.recording(kept, "fp-1", keep):
-        async with units() as uow:
-            user = await uow.users.add(new_user())
-            await uow.commit(user)
-    with ledger.recording(dropped, "fp-2", keep):
-        async with units() as uow:
-            await uow.users.add(new_user())  # and the unit ends without a commit
+    async with units.recording(ledger.recorder(kept, "fp-1", keep))() as uow:
+        user = await uow.users.add(new_user())
+        await uow.commit()
+    async with units.recording(ledger.recorder(dropped, "fp-2", keep))() as uow:
+        await uow.users.add(new_user())  # and the unit ends without a commit
 
     assert await ledger.get(kept) == {"fp": "fp-1", "reply": {"ok": True, "data": {"id": user.id}}}
     assert await ledger.get(dropped) is None
+
+
+async def test_the_units_of_two_requests_in_one_task_each_keep_their_own_reply(
+    engine: AsyncEngine, ledger: PostgresReplyLedger
+) -> None:
+    """Each unit writes the reply of the recorder it was opened with, and nothing else: no
+    ambient state decides it, even for units interleaved in one task."""
+    units = SqlAlchemyUnitOfWorkFactory(engine)
+    first, second = unique("slot-"), unique("slot-")
+    async with (
+        units.recording(ledger.recorder(first, "fp-1", keep))() as one,
+        units.recording(ledger.recorder(second, "fp-2", keep))() as other,
+    ):
+        mine = await one.users.add(new_user())
+        theirs = await other.users.add(new_user())
+        await other.commit()
+        await one.commit()
+
+    assert await ledger.get(first) == {"fp": "fp-1", "reply": {"ok": True, "data": {"id": mine.id}}}
+    assert await ledger.get(second) == {
+        "fp": "fp-2",
+        "reply": {"ok": True, "data": {"id": theirs.id}},
+    }
+
+
+async def test_a_reply_renders_the_user_as_its_unit_left_it_and_none_once_deleted(
+    engine: AsyncEngine, ledger: PostgresReplyLedger
+) -> None:
+    units = SqlAlchemyUnitOfWorkFactory(engine)
+    async with units() as uow:
+        user = await uow.users.add(new_user())
+        await uow.commit()
+    renamed, deleted = unique("slot-"), unique("slot-")
+
+    def name_of(changed: User | None) -> dict[str, Any]:
+        return {"ok": True, "data": None if changed is None else changed.full_name}
+
+    async with units.recording(ledger.recorder(renamed, "fp", name_of))() as uow:
+        await uow.users.update(user, UserChanges(full_name="First"))
+        await uow.users.update(user, UserChanges(full_name="Second"))
+        await uow.commit()
+    async with units.recording(ledger.recorder(deleted, "fp", name_of))() as uow:
+        await uow.users.update(user, UserChanges(full_name="Gone"))
+        await uow.users.delete(user.id)
+        await uow.commit()
+
+    assert await ledger.get(renamed) == {"fp": "fp", "reply": {"ok": True, "data": "Second"}}
+    assert await ledger.get(deleted) == {"fp": "fp", "reply": {"ok": True, "data": None}}
 
 
 async def test_outside_a_recording_a_commit_keeps_nothing(engine: AsyncEngine) -> None:
     count = text("SELECT count(*) FROM idempotent_replies")
     async with engine.connect() as conn:
         before = (await conn.execute(count)).scalar_one()
-    async with SqlAlchemyUnitOfWorkFactory(engine)() as uow:
-        user = await uow.users.add(new_user())
-        await uow.commit(user)
+    async with SqlAlchemyUnitOfWorkFactory(engine).for_request(unique("request-"))() as uow:
+        await uow.users.add(new_user())
+        await uow.commit()
     async with engine.connect() as conn:
         assert (await conn.execute(count)).scalar_one() == before
 
@@ -95,9 +140,10 @@ async def test_expired_replies_are_not_replayed_and_each_write_prunes_a_few(
         )
     assert await ledger.get(old[0]) is None  # expired: as if never kept
 
-    with ledger.recording(unique("slot-"), "fp", keep):
-        async with SqlAlchemyUnitOfWorkFactory(engine)() as uow:
-            await uow.commit(await uow.users.add(new_user()))
+    recorder = ledger.recorder(unique("slot-"), "fp", keep)
+    async with SqlAlchemyUnitOfWorkFactory(engine).recording(recorder)() as uow:
+        await uow.users.add(new_user())
+        await uow.commit()
 
     async with engine.connect() as conn:
         query = text("SELECT count(*) FROM idempotent_replies WHERE slot = ANY(:s)")
@@ -109,9 +155,11 @@ async def test_a_kept_reply_is_sealed_and_opens_only_in_its_own_slot_and_under_i
 ) -> None:
     slot, moved = unique("slot-"), unique("slot-")
     user = new_user()
-    with ledger.recording(slot, "fp", keep_email):
-        async with SqlAlchemyUnitOfWorkFactory(engine)() as uow:
-            await uow.commit(await uow.users.add(user))
+    async with SqlAlchemyUnitOfWorkFactory(engine).recording(
+        ledger.recorder(slot, "fp", keep_email)
+    )() as uow:
+        await uow.users.add(user)
+        await uow.commit()
 
     async with engine.begin() as conn:
         query = text("SELECT reply FROM idempotent_replies WHERE slot = :s")
@@ -136,8 +184,9 @@ async def test_a_kept_reply_is_sealed_and_opens_only_in_its_own_slot_and_under_i
         await lone.close()
 
 
-def keep_email(outcome: Any) -> dict[str, Any]:
-    return {"ok": True, "data": outcome.email}
+def keep_email(changed: User | None) -> dict[str, Any]:
+    assert changed is not None
+    return {"ok": True, "data": changed.email}
 
 
 async def test_a_refusal_defers_to_the_change_another_holder_committed_under_its_key(
@@ -155,13 +204,15 @@ async def test_a_refusal_defers_to_the_change_another_holder_committed_under_its
     slot = f"anonymous:warden.users.register:{hashlib.sha256(key.encode()).hexdigest()}"
 
     async def the_other_holder_commits() -> None:
-        with ledger.recording(slot, "fp-of-the-other-holder", keep):
-            async with units() as uow:
-                await uow.commit(await uow.users.add(new_user()))
+        async with units.recording(ledger.recorder(slot, "fp-of-the-other-holder", keep))() as uow:
+            await uow.users.add(new_user())
+            await uow.commit()
 
-    async def refused_by_the_change_just_committed() -> dict[str, Any]:
-        # In a context of its own, as the other worker's task would be.
-        await asyncio.create_task(the_other_holder_commits(), context=contextvars.Context())
+    async def refused_by_the_change_just_committed(
+        recorder: ReplyRecorder | None,
+    ) -> dict[str, Any]:
+        assert recorder is not None  # a change's work is handed the recorder of its reply
+        await the_other_holder_commits()
         return failure(EmailTaken())
 
     try:

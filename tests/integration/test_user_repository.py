@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 import pytest
 import pytest_asyncio
+import structlog
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -17,8 +18,10 @@ from domain import events
 from domain.errors import EmailTaken, UsernameTaken
 from domain.model import NewUser, User, UserChanges
 from storage.db import drop_database, make_engine
+from storage.lone import LoneStatements
 from storage.tables import outbox, users
-from storage.uow import SqlAlchemyUnitOfWork
+from storage.uow import SqlAlchemyUnitOfWork, SqlAlchemyUnitOfWorkFactory
+from storage.users import PostgresUserReader
 from tests.conftest import make_settings, unique
 from tests.support.infra import Urls, with_database
 from tests.support.waiting import eventually
@@ -116,6 +119,24 @@ async def test_a_user_is_found_by_username_or_email_in_any_case(engine: AsyncEng
     async with SqlAlchemyUnitOfWork(engine) as uow:
         assert await uow.users.get_by_login(name.upper()) == user
         assert await uow.users.get_by_login(f"{name}@EXAMPLE.com") == user
+
+
+async def test_a_username_wins_over_another_users_equal_email_alone_or_in_a_transaction(
+    engine: AsyncEngine,
+) -> None:
+    """Both ways a login is looked up run the one statement: alone (a login's first read)
+    or in a unit's transaction. The wire allows no '@' in a username; older names may."""
+    name = unique()
+    await add(engine, new_user(email=f"{name}@example.com"))  # first: the lower id
+    owner = await add(engine, new_user(f"{name}@Example.com", email=f"{unique()}@example.com"))
+    login = f"{name.upper()}@EXAMPLE.COM"
+    async with SqlAlchemyUnitOfWork(engine) as uow:
+        assert await uow.users.get_by_login(login) == owner
+    lone = LoneStatements(engine.url.set(drivername="postgresql").render_as_string(False), 1)
+    try:
+        assert await PostgresUserReader(lone).get_by_login(login) == owner
+    finally:
+        await lone.close()
 
 
 async def test_a_taken_email_in_another_case_is_refused_by_the_database(
@@ -306,3 +327,29 @@ async def test_a_commit_without_events_writes_no_outbox_row(quiet_engine: AsyncE
         assert await conn.scalar(select(func.count()).select_from(outbox)) == before
         stored = await conn.scalar(select(users.c.hashed_password).where(users.c.id == user.id))
     assert stored == HASH
+
+
+@pytest.mark.parametrize("alone", [False, True], ids=["in-a-transaction", "events-alone"])
+async def test_the_events_of_a_requests_units_carry_its_id_and_others_none_whatever_is_logged(
+    quiet_engine: AsyncEngine, alone: bool
+) -> None:
+    """The request id comes from the request the unit was opened for, never from the
+    logging context (which is bound to the id of whatever request ran last)."""
+    user = await add(quiet_engine, new_user())
+    dsn = quiet_engine.url.set(drivername="postgresql").render_as_string(False)
+    lone = LoneStatements(dsn, 1) if alone else None
+    units, request_id = SqlAlchemyUnitOfWorkFactory(quiet_engine, lone), unique("request-")
+    structlog.contextvars.bind_contextvars(request_id="the-logs-request")
+    try:
+        for opened in (units.for_request(request_id), units):
+            async with opened() as uow:
+                if not alone:
+                    await uow.users.update(user, UserChanges(full_name=unique()))
+                uow.outbox.add(events.Event(events.USER_UPDATED, datetime.now(UTC), user.view()))
+                await uow.commit()
+    finally:
+        structlog.contextvars.unbind_contextvars("request_id")
+        if lone is not None:
+            await lone.close()
+    rows = sorted(await outbox_rows(quiet_engine, user.id), key=lambda r: r["id"])
+    assert [r["payload"].get("requestid") for r in rows] == [request_id, None]

@@ -90,10 +90,9 @@ class FakeUserRepository:
     async def get_by_login(self, login: str) -> User | None:
         _as_postgres_keeps(login)
         wanted = login.lower()
-        for user in self._users.values():
-            if wanted in (user.username.lower(), user.email.lower()):
-                return user
-        return None
+        found = [u for u in self._users.values() if wanted in (u.username.lower(), u.email.lower())]
+        # A username may look like another user's email: the username wins, as in Postgres.
+        return max(found, key=lambda u: u.username.lower() == wanted, default=None)
 
     async def clash(self, email: str | None, username: str | None, exclude: int | None) -> None:
         others = [u for u in self._users.values() if u.id != exclude]
@@ -228,7 +227,7 @@ class FakeUnitOfWork:
         self.outbox: EventOutbox = outbox
         self.audit: AuditLog = audit
         self.committed = False
-        self.outcome: object = None
+        self.changed: list[User] = []  # what a recorder would render its reply from
         self._users = users
         self._outbox = outbox
         self._audit = audit
@@ -247,12 +246,12 @@ class FakeUnitOfWork:
         # Like a session closed without commit: whatever was not committed is gone.
         self.rollback()
 
-    async def commit(self, outcome: object = None) -> None:
+    async def commit(self) -> None:
         for event in self._outbox.commit():
             self._audit.record(event)
-        self._snapshot = self._users.snapshot()
+        before, self._snapshot = self._snapshot, self._users.snapshot()
+        self.changed = [u for uid, u in self._snapshot.items() if before.get(uid) != u]
         self.committed = True
-        self.outcome = outcome
 
     def rollback(self) -> None:
         self._users.restore(self._snapshot)
@@ -273,9 +272,10 @@ class FakeUnitOfWorkFactory:
         self.opened.append(uow)
         return uow
 
-    def outcomes(self) -> list[object]:
-        """What each committed unit of work said it produced, oldest first."""
-        return [u.outcome for u in self.opened if u.committed]
+    def changed(self) -> list[User]:
+        """The users each committed unit of work added or changed, oldest first: what the
+        reply of an idempotent change renders (storage.uow)."""
+        return [user for u in self.opened if u.committed for user in u.changed]
 
     def events(self, kind: str | None = None) -> list[Event]:
         """Committed events, optionally of one type, oldest first."""

@@ -98,7 +98,7 @@ async def test_a_superuser_updates_a_user_and_it_is_recorded(
     assert await uow.users.get(alice.id) == changed
     [event] = uow.events(events.USER_UPDATED)
     assert event.user == changed.view()
-    assert uow.outcomes()[-1] == changed  # kept with the change for idempotent repeats
+    assert uow.changed()[-1] == changed  # kept with the change for idempotent repeats
 
 
 async def test_an_update_that_changes_nothing_records_no_event(
@@ -124,7 +124,7 @@ async def test_deactivating_a_user_ends_all_their_sessions(
     changed = await accounts.update_user(admin, alice.id, UserChanges(is_active=False))
 
     assert not changed.is_active
-    assert uow.outcomes()[-1] == changed
+    assert uow.changed()[-1] == changed
     assert sessions.of_user(alice.id) == []
     with pytest.raises(TokenRevoked):
         await auth.authenticate(login.bearer)

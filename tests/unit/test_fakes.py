@@ -60,6 +60,32 @@ async def test_the_user_repository_fails_on_a_nul_as_postgres_does(
             await tx.users.update(user, UserChanges(full_name="A\x00"))
 
 
+async def test_the_user_repository_finds_a_username_before_another_users_equal_email(
+    uow: FakeUnitOfWorkFactory,
+) -> None:
+    async with uow() as tx:
+        await tx.users.add(NewUser("eve@example.com", "carol", "hashed:x"))
+        eve = await tx.users.add(NewUser("someone@example.com", "Eve@Example.com", "hashed:y"))
+
+        assert await tx.users.get_by_login("eve@example.com") == eve
+
+
+async def test_a_committed_unit_of_work_names_the_users_it_added_or_changed(
+    uow: FakeUnitOfWorkFactory,
+) -> None:
+    async with uow() as tx:
+        alice = await tx.users.add(NewUser("a@b.io", "alice", "hashed:x"))
+        await tx.commit()
+    async with uow() as tx:
+        await tx.users.update(alice, UserChanges(full_name="Alice"))
+        await tx.users.add(NewUser("b@b.io", "bob", "hashed:x"))  # never committed
+    async with uow() as tx:
+        renamed = await tx.users.update(alice, UserChanges(full_name="Alice L."))
+        await tx.commit()
+
+    assert uow.changed() == [alice, renamed]
+
+
 async def test_the_session_store_accepts_only_the_newest_refresh_id() -> None:
     store = FakeSessionStore()
     await store.create(1, "s1", "r1")

@@ -44,6 +44,19 @@ async def test_a_user_logs_in_by_username_or_email_in_any_case(
     assert tokens.read_refresh(pair.refresh_token).user_id == alice.id
 
 
+async def test_a_login_name_that_is_one_users_username_and_anothers_email_is_the_usernames(
+    auth: Auth, tokens: FakeTokenIssuer, people: People
+) -> None:
+    """The exact username wins, as in Postgres (storage.users). The wire's username rule
+    allows no '@', but a name made before it, or by the CLI, may look like an email."""
+    await people.add("carol", email="eve@example.com")  # first, so a scan in order meets her
+    eve = await people.add("Eve@Example.com", email="someone@example.com")
+
+    pair = await auth.login(LogIn("eve@example.com", people.password_of(eve)))
+
+    assert tokens.read_access(pair.access_token).user_id == eve.id
+
+
 async def test_a_login_opens_a_session_and_returns_a_bearer_pair(
     auth: Auth, tokens: FakeTokenIssuer, sessions: FakeSessionStore, alice: User
 ) -> None:

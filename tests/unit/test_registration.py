@@ -42,13 +42,30 @@ async def test_a_registered_user_is_active_and_no_superuser(
     assert user.created_at == user.updated_at == clock.now()
 
 
-async def test_registration_commits_the_new_user_as_its_outcome(
+async def test_registration_commits_the_new_user_as_its_one_change(
     accounts: Accounts, uow: FakeUnitOfWorkFactory
 ) -> None:
-    # The unit of work keeps an idempotent request's reply with the change it answers.
+    # The unit of work keeps an idempotent request's reply, rendered from the user it
+    # changed, with the change it answers: that user must be the one registration returns.
     user = await accounts.register(ALICE)
 
-    assert uow.outcomes() == [user]
+    assert uow.changed() == [user]
+
+
+async def test_a_registration_using_other_units_of_work_commits_through_them_alone(
+    accounts: Accounts, uow: FakeUnitOfWorkFactory, clock: FakeClock
+) -> None:
+    """A worker binds the use cases to each request's units; the unbound ones stay as they were."""
+    requests = FakeUnitOfWorkFactory(clock)
+
+    user = await accounts.using(requests).register(ALICE)
+
+    assert await requests.users.get(user.id) == user
+    assert requests.changed() == [user]
+    assert [e.type for e in requests.events()] == [events.USER_REGISTERED]
+    assert await uow.users.get(user.id) is None
+    assert uow.events() == []
+    assert await accounts.register(ALICE) == await uow.users.get(user.id)  # its own, unbound
 
 
 async def test_registration_stores_the_hash_never_the_password(

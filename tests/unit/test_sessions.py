@@ -274,6 +274,20 @@ async def test_logout_records_logged_out_with_the_session(
     assert event.extra == {"session_id": login.session_id}
 
 
+async def test_a_logout_using_a_requests_units_of_work_records_its_event_through_them(
+    auth: Auth, people: People, uow: FakeUnitOfWorkFactory, clock: FakeClock, alice: User
+) -> None:
+    """A worker binds the use cases to each request's units (their events carry its id)."""
+    login = await people.sign_in(alice)
+    requests = FakeUnitOfWorkFactory(clock)
+
+    await auth.using(requests).logout(login.principal)
+
+    [event] = requests.events(events.USER_LOGGED_OUT)
+    assert event.extra == {"session_id": login.session_id}
+    assert uow.events(events.USER_LOGGED_OUT) == []
+
+
 # --- is a pair handed out earlier still live? (what an idempotent replay may hand out) ----
 
 
