@@ -52,9 +52,9 @@ import bcrypt
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from contract.wire import ListUsersQuery
 from domain.listing import CursorCodec, Sort, UserKey, UserQuery
 from domain.model import NewUser
-from handlers.wire import ListUsersQuery
 from storage.db import drop_database
 from storage.users import SqlAlchemyUserRepository
 from tests.support.infra import own_redis_db, own_vhost, with_database

@@ -6,13 +6,13 @@ from typing import Any
 
 from faststream.rabbit import RabbitRouter
 
+from contract.wire import Empty, IntrospectRequest, LoginRequest, RefreshRequest
 from domain.auth import Auth, LogIn
 from domain.errors import TokenRevoked
 from handlers.app import WorkerDeps
 from handlers.idempotency import Envelope, Replay
 from handlers.rpc import Call
 from handlers.views import introspection_body, token_body
-from handlers.wire import Empty, IntrospectRequest, LoginRequest, RefreshRequest
 
 
 def router(deps: WorkerDeps) -> RabbitRouter:

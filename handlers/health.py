@@ -8,9 +8,9 @@ from typing import Any
 
 from faststream.rabbit import RabbitRouter
 
+from contract.wire import Empty
 from handlers.app import Probe, WorkerDeps
 from handlers.rpc import Call
-from handlers.wire import Empty
 
 PING_QUEUE = "warden.ping"
 PROBE_TIMEOUT = 1.5

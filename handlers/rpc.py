@@ -23,6 +23,9 @@ from faststream.rabbit import Channel, RabbitQueue, RabbitRouter
 from pamqp.commands import Basic
 from pydantic import BaseModel, ValidationError
 
+from contract import protocol
+from contract.catalog import RPC
+from contract.wire import load_json
 from domain.errors import (
     FieldError,
     InternalError,
@@ -32,11 +35,9 @@ from domain.errors import (
     WardenError,
 )
 from domain.model import Origin
-from handlers import metrics, protocol
-from handlers.catalog import RPC
+from handlers import metrics
 from handlers.idempotency import Idempotency, Replay
 from handlers.trust import header_text, origin_of, refused_reply_to
-from handlers.wire import load_json
 
 log = structlog.get_logger("warden.worker")
 

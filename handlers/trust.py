@@ -16,8 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from ipaddress import ip_address
 
+from contract import protocol
 from domain.model import Origin
-from handlers import protocol
 
 
 @dataclass(frozen=True)

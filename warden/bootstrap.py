@@ -202,7 +202,7 @@ def build_broker(settings: Settings, services: Services) -> RabbitBroker:
 
 def broker_users(settings: Settings) -> BrokerUsers:
     """Warden's own broker user (the worker's URL) and its edge's (the same unless set)."""
-    from handlers.protocol import broker_user
+    from contract.protocol import broker_user
     from handlers.trust import BrokerUsers
 
     warden = broker_user(settings.amqp_url.get_secret_value())

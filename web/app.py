@@ -11,12 +11,12 @@ import orjson
 import structlog
 from aiohttp import web
 
+from contract.protocol import MAX_BODY_BYTES, body_too_large
+from contract.routes import ROUTES, Route
 from domain.errors import InternalError, MethodNotAllowed, NotFound, WardenError
-from handlers.protocol import MAX_BODY_BYTES, body_too_large
 from web import health, metrics
 from web.openapi import openapi_document
 from web.problems import problem
-from web.routes import ROUTES, Route
 from web.rpc_client import RpcClient
 from web.translate import Networks, http_response, message_body, request_id, rpc_headers
 

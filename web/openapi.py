@@ -7,9 +7,9 @@ from typing import Any, Literal
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from handlers import wire
-from handlers.catalog import RPC
-from web.routes import ROUTES, Route
+from contract import wire
+from contract.catalog import RPC
+from contract.routes import ROUTES, Route
 
 REF = "#/components/schemas/{model}"
 

@@ -9,6 +9,9 @@ from urllib.parse import parse_qs
 import orjson
 from aiohttp import web
 
+from contract import protocol
+from contract.routes import Route
+from contract.wire import load_json
 from domain.errors import (
     FieldError,
     MalformedJson,
@@ -16,10 +19,7 @@ from domain.errors import (
     UnsupportedMediaType,
     ValidationFailed,
 )
-from handlers import protocol
-from handlers.wire import load_json
 from web.problems import problem_from_error
-from web.routes import Route
 
 FORM = "application/x-www-form-urlencoded"
 # RPC header -> the HTTP header the edge reads it from, for the locations of errors.

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel
 
-from handlers import wire
+from contract import wire
 
 
 @dataclass(frozen=True)
