@@ -10,7 +10,7 @@ import re
 import uuid
 from urllib.parse import unquote, urlsplit
 
-from domain.errors import PayloadTooLarge
+from contract.errors import PayloadTooLarge
 
 # A request's body, over HTTP or AMQP; a larger one is a 413 payload_too_large.
 MAX_BODY_BYTES = 64 * 1024

@@ -11,13 +11,9 @@ from typing import Any, Protocol
 
 import orjson
 
+from contract.errors import IdempotencyKeyInUse, IdempotencyKeyReused
 from contract.protocol import valid_idempotency_key
-from domain.errors import (
-    FieldError,
-    IdempotencyKeyInUse,
-    IdempotencyKeyReused,
-    ValidationFailed,
-)
+from domain.errors import FieldError, ValidationFailed
 
 RENEW_EVERY = 3.0  # seconds; well inside the store's pending lease
 HEARTBEAT_EVERY = 0.5  # seconds; a third of the store's heartbeat TTL

@@ -25,11 +25,11 @@ from pydantic import BaseModel, ValidationError
 
 from contract import protocol
 from contract.catalog import RPC
+from contract.errors import MalformedMessage
 from contract.wire import load_json
 from domain.errors import (
     FieldError,
     InternalError,
-    MalformedMessage,
     UpstreamTimeout,
     ValidationFailed,
     WardenError,

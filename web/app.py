@@ -11,9 +11,10 @@ import orjson
 import structlog
 from aiohttp import web
 
+from contract.errors import MethodNotAllowed, NotFound
 from contract.protocol import MAX_BODY_BYTES, body_too_large
 from contract.routes import ROUTES, Route
-from domain.errors import InternalError, MethodNotAllowed, NotFound, WardenError
+from domain.errors import InternalError, WardenError
 from web import health, metrics
 from web.openapi import openapi_document
 from web.problems import problem

@@ -10,15 +10,10 @@ import orjson
 from aiohttp import web
 
 from contract import protocol
+from contract.errors import MalformedJson, UnsupportedGrantType, UnsupportedMediaType
 from contract.routes import Route
 from contract.wire import load_json
-from domain.errors import (
-    FieldError,
-    MalformedJson,
-    UnsupportedGrantType,
-    UnsupportedMediaType,
-    ValidationFailed,
-)
+from domain.errors import FieldError, ValidationFailed
 from web.problems import problem_from_error
 
 FORM = "application/x-www-form-urlencoded"

@@ -26,8 +26,8 @@ from hypothesis import HealthCheck, Phase, assume, given, settings
 from hypothesis import strategies as st
 
 from contract.catalog import RPC
+from contract.errors import every_error
 from contract.routes import ID, ROUTES, Route
-from domain import errors
 from domain.auth import LogIn
 from domain.errors import WardenError
 from domain.model import NewUser, Origin
@@ -61,11 +61,7 @@ HYPOTHESIS = settings(
     phases=[Phase.explicit, Phase.generate],  # findings are gathered, never shrunk
     suppress_health_check=list(HealthCheck),
 )
-CODES = {
-    error.code
-    for error in vars(errors).values()
-    if isinstance(error, type) and issubclass(error, WardenError)
-}
+CODES = {error.code for error in every_error()}
 LOCATIONS = {"body", "query", "path", "header"}
 FAULTS = re.compile(r"handler fault|edge fault|Traceback|Unhandled exception", re.I)
 

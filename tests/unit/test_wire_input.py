@@ -9,8 +9,9 @@ import pytest
 from pydantic import BaseModel, ValidationError
 
 from contract.catalog import RPC
+from contract.errors import MalformedMessage
 from contract.wire import MAX_JSON_DEPTH, LoginRequest, UpdateUserMessage, load_json
-from domain.errors import FieldError, MalformedMessage, ValidationFailed
+from domain.errors import FieldError, ValidationFailed
 from handlers.rpc import caller_path, parse, validation_errors
 
 NUL_REFUSED = "text may not contain NUL characters or lone surrogates"
