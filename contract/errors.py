@@ -9,6 +9,7 @@ as the domain's do.
 
 from __future__ import annotations
 
+from contract.protocol import MAX_BODY_BYTES
 from domain.errors import FieldError, ValidationFailed, WardenError
 
 
@@ -57,7 +58,7 @@ class PayloadTooLarge(WardenError):
     status = 413
     code = "payload_too_large"
     title = "Payload too large"
-    default_detail = "The request body is too large."
+    default_detail = f"The request body is larger than {MAX_BODY_BYTES // 1024} KiB."
 
 
 class NotFound(WardenError):

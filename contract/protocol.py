@@ -10,8 +10,6 @@ import re
 import uuid
 from urllib.parse import unquote, urlsplit
 
-from contract.errors import PayloadTooLarge
-
 # A request's body, over HTTP or AMQP; a larger one is a 413 payload_too_large.
 MAX_BODY_BYTES = 64 * 1024
 
@@ -41,11 +39,6 @@ def request_id_or_new(given: object) -> str:
     if isinstance(given, str) and _REQUEST_ID.fullmatch(given):
         return given
     return uuid.uuid4().hex
-
-
-def body_too_large() -> PayloadTooLarge:
-    """The 413 of a body over MAX_BODY_BYTES, naming the limit."""
-    return PayloadTooLarge(f"The request body is larger than {MAX_BODY_BYTES // 1024} KiB.")
 
 
 def valid_idempotency_key(key: str) -> bool:

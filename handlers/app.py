@@ -9,6 +9,7 @@ from typing import Any
 from faststream.rabbit import RabbitBroker, RabbitExchange, RabbitQueue, RabbitRouter
 from faststream.rabbit.schemas import ExchangeType
 
+from contract.catalog import RPC
 from domain.accounts import Accounts
 from domain.auth import Auth
 from domain.listing import CursorCodec
@@ -43,15 +44,15 @@ class WorkerDeps:
         *,
         bcrypt: bool = False,
         reply: Callable[[Any], Any] | None = None,
-        idempotent: bool = True,
         replay: Replay | None = None,
     ) -> Callable[[UseCase], UseCase]:
         """`handlers.rpc.rpc` with this worker's prefetch, idempotency and redelivery count.
 
         `bcrypt` queues get the smaller prefetch: their messages wait for the hash pool.
+        Idempotency-Keys are honoured on the queues the catalogue says.
         """
         prefetch = self.login_prefetch if bcrypt else self.prefetch
-        idempotency = self.idempotency if idempotent else None
+        idempotency = self.idempotency if RPC[queue].idempotent else None
         return rpc(
             router, queue, prefetch, self.edge_user, idempotency, reply, self.redeliveries, replay
         )

@@ -8,11 +8,11 @@ from typing import Any
 
 from faststream.rabbit import RabbitRouter
 
+from contract.catalog import PING_QUEUE
 from contract.wire import Empty
 from handlers.app import Probe, WorkerDeps
 from handlers.rpc import Call
 
-PING_QUEUE = "warden.ping"
 PROBE_TIMEOUT = 1.5
 
 
@@ -34,7 +34,7 @@ async def check(probe: Probe) -> dict[str, Any]:
 def router(deps: WorkerDeps) -> RabbitRouter:
     r = RabbitRouter()
 
-    @deps.rpc(r, PING_QUEUE, idempotent=False)
+    @deps.rpc(r, PING_QUEUE)
     async def ping(call: Call[Empty]) -> dict[str, Any]:
         """Readiness ping: the worker's view of Postgres and Redis."""
         names = list(deps.probes)

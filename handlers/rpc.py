@@ -25,7 +25,7 @@ from pydantic import BaseModel, ValidationError
 
 from contract import protocol
 from contract.catalog import RPC
-from contract.errors import MalformedMessage
+from contract.errors import MalformedMessage, PayloadTooLarge
 from contract.wire import load_json
 from domain.errors import (
     FieldError,
@@ -191,7 +191,7 @@ def _admit(call: Call[bytes], headers: Mapping[str, Any]) -> None:
     if _past_deadline(headers):
         raise UpstreamTimeout("The caller's deadline passed before a worker took the request.")
     if len(call.body) > protocol.MAX_BODY_BYTES:
-        raise protocol.body_too_large()
+        raise PayloadTooLarge
 
 
 async def _answer(model: type[M], use_case: UseCase, raw: Call[bytes]) -> dict[str, Any]:

@@ -11,8 +11,8 @@ import orjson
 import structlog
 from aiohttp import web
 
-from contract.errors import MethodNotAllowed, NotFound
-from contract.protocol import MAX_BODY_BYTES, body_too_large
+from contract.errors import MethodNotAllowed, NotFound, PayloadTooLarge
+from contract.protocol import MAX_BODY_BYTES
 from contract.routes import ROUTES, Route
 from domain.errors import InternalError, WardenError
 from web import health, metrics
@@ -79,7 +79,7 @@ def _http_error(exc: web.HTTPException) -> WardenError:
     if exc.status == 405:
         return MethodNotAllowed()
     if exc.status == 413:
-        return body_too_large()
+        return PayloadTooLarge()
     error = InternalError(exc.reason)
     error.status = exc.status  # type: ignore[misc]
     return error

@@ -10,8 +10,13 @@ import orjson
 from aiohttp import web
 
 from contract import protocol
-from contract.errors import MalformedJson, UnsupportedGrantType, UnsupportedMediaType
-from contract.routes import Route
+from contract.errors import (
+    MalformedJson,
+    PayloadTooLarge,
+    UnsupportedGrantType,
+    UnsupportedMediaType,
+)
+from contract.routes import USER_LOCATION, Route
 from contract.wire import load_json
 from domain.errors import FieldError, ValidationFailed
 from web.problems import problem_from_error
@@ -76,7 +81,7 @@ async def _read(request: web.Request) -> bytes:
     try:
         return await request.read()
     except web.HTTPRequestEntityTooLarge:
-        raise protocol.body_too_large() from None
+        raise PayloadTooLarge from None
 
 
 def request_id(request: web.Request) -> str:
@@ -151,7 +156,7 @@ def http_response(route: Route, envelope: dict[str, Any]) -> web.Response:
         headers["Cache-Control"] = "no-store"
         headers["Pragma"] = "no-cache"
     if route.location and isinstance(data, dict) and "id" in data:
-        headers["Location"] = f"/api/v1/users/{data['id']}"
+        headers["Location"] = USER_LOCATION.format(id=data["id"])
     return web.Response(
         body=orjson.dumps(data),
         status=route.success,
