@@ -16,6 +16,7 @@ from pydantic import (
     EmailStr,
     Field,
     StringConstraints,
+    TypeAdapter,
     field_validator,
 )
 
@@ -214,6 +215,13 @@ def _utc(moment: datetime) -> datetime:
 
 # RFC 3339 in UTC, written with a `Z`, whatever zone the domain's datetime is in.
 Timestamp = Annotated[datetime, AfterValidator(_utc)]
+_TIMESTAMP: TypeAdapter[datetime] = TypeAdapter(Timestamp)
+
+
+def rfc3339(moment: datetime) -> str:
+    """A timestamp as the contract writes it: RFC 3339 in UTC with a `Z`."""
+    written: str = _TIMESTAMP.dump_python(_TIMESTAMP.validate_python(moment), mode="json")
+    return written
 
 
 def _absent(value: object) -> bool:

@@ -9,7 +9,7 @@ from typing import Any
 from faststream.rabbit import RabbitRouter
 
 from contract.catalog import PING_QUEUE
-from contract.wire import Empty
+from contract.wire import Empty, PingOut, dump
 from handlers.app import Probe, WorkerDeps
 from handlers.rpc import Call
 
@@ -39,6 +39,6 @@ def router(deps: WorkerDeps) -> RabbitRouter:
         """Readiness ping: the worker's view of Postgres and Redis."""
         names = list(deps.probes)
         results = await asyncio.gather(*(check(deps.probes[n]) for n in names))
-        return dict(zip(names, results, strict=True))
+        return dump(PingOut, dict(zip(names, results, strict=True)))
 
     return r

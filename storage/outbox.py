@@ -12,6 +12,7 @@ import structlog
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from contract.events import cloudevent
 from domain.events import Event
 from storage.lone import LoneStatements
 from storage.tables import outbox
@@ -63,7 +64,7 @@ class SqlAlchemyEventOutbox:
                 "event_id": e.id,
                 "type": e.type,
                 "user_id": e.user_id,
-                "payload": e.to_cloudevent(request_id),
+                "payload": cloudevent(e, request_id),
             }
             for e in self.pending
         ]

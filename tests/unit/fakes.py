@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Literal
 
+from contract.events import cloudevent
 from domain.errors import EmailTaken, InvalidToken, TokenExpired, UsernameTaken, UserNotFound
 from domain.events import Event
 from domain.listing import (
@@ -199,7 +200,7 @@ class FakeAuditLog:
                 type=event.type,
                 user_id=event.user_id,
                 time=event.time,
-                data=event.to_cloudevent()["data"],
+                data=cloudevent(event)["data"],
             )
         )
 
