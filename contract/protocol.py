@@ -16,7 +16,7 @@ MAX_BODY_BYTES = 64 * 1024
 # Headers of a request message.
 AUTHORIZATION = "authorization"
 REQUEST_ID = "x-request-id"
-CLIENT_IP = "x-client-ip"  # believed only from the edge's broker user (see handlers.rpc)
+CLIENT_IP = "x-client-ip"  # believed only from the edge's broker user (see handlers.trust)
 IDEMPOTENCY_KEY = "idempotency-key"
 DEADLINE = "x-deadline"  # epoch milliseconds after which the caller no longer waits
 

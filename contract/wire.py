@@ -21,6 +21,7 @@ from pydantic import (
 )
 
 from domain import rules
+from domain.errors import FieldError, ValidationFailed
 from domain.listing import DEFAULT_LIMIT, MAX_LIMIT
 
 Username = Annotated[
@@ -79,6 +80,15 @@ def load_json(raw: bytes) -> Any:
         raise ValueError from None
     if _deeper_than(data, MAX_JSON_DEPTH):
         raise ValueError(f"The JSON is nested deeper than {MAX_JSON_DEPTH} levels.")
+    return data
+
+
+def json_object(data: Any) -> dict[str, Any]:
+    """A request body's JSON value, which must be an object (422 where it is anything else)."""
+    if not isinstance(data, dict):
+        raise ValidationFailed(
+            [FieldError(("body",), "the body must be a JSON object", "dict_type")]
+        )
     return data
 
 

@@ -20,7 +20,7 @@ from contract import protocol, wire
 from contract.catalog import RPC
 from contract.events import EVENT_DATA, CloudEvent
 from domain.events import EVENT_TYPES
-from handlers.rpc import RPC_REDELIVERY_LIMIT
+from handlers.queues import RPC_REDELIVERY_LIMIT
 
 REF = "#/components/schemas/{model}"
 

@@ -9,9 +9,9 @@ from faststream.rabbit import RabbitRouter
 from contract.wire import Empty, IntrospectRequest, LoginRequest, RefreshRequest
 from domain.auth import Auth, LogIn
 from domain.errors import TokenRevoked
-from handlers.app import WorkerDeps
+from handlers.deps import WorkerDeps
+from handlers.envelope import Call
 from handlers.idempotency import Envelope, Replay
-from handlers.rpc import Call
 from handlers.views import introspection_body, token_body
 
 

@@ -10,8 +10,8 @@ from faststream.rabbit import RabbitRouter
 
 from contract.catalog import PING_QUEUE
 from contract.wire import Empty, PingOut, dump
-from handlers.app import Probe, WorkerDeps
-from handlers.rpc import Call
+from handlers.deps import Probe, WorkerDeps
+from handlers.envelope import Call
 
 PROBE_TIMEOUT = 1.5
 

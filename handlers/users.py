@@ -20,8 +20,8 @@ from domain.accounts import ChangePassword, RegisterUser
 from domain.errors import FieldError, ValidationFailed
 from domain.listing import AuditQuery, Sort, UserKey, UserQuery
 from domain.model import User, UserChanges
-from handlers.app import WorkerDeps
-from handlers.rpc import Call, no_content
+from handlers.deps import WorkerDeps
+from handlers.envelope import Call, no_content
 from handlers.views import audit_page_body, user_body, user_page_body
 
 

@@ -158,7 +158,8 @@ def build_broker(settings: Settings, services: Services) -> RabbitBroker:
     from faststream.rabbit import RabbitBroker
     from sqlalchemy import text
 
-    from handlers.app import WorkerDeps, include_routers
+    from handlers.app import include_routers
+    from handlers.deps import WorkerDeps
     from handlers.events import audit_router
     from storage.audit import PostgresAuditWriter
     from storage.redis_store import RedisRedeliveryCounter

@@ -159,7 +159,7 @@ async def run(settings: Settings) -> None:
 async def create_superuser(settings: Settings, email: str, username: str, password: str) -> int:
     from contract.wire import RegisterRequest
     from domain.model import NewUser
-    from handlers.rpc import parse
+    from handlers.decoding import parse
     from warden.bootstrap import build_services
 
     try:

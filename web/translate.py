@@ -17,7 +17,7 @@ from contract.errors import (
     UnsupportedMediaType,
 )
 from contract.routes import USER_LOCATION, Route
-from contract.wire import load_json
+from contract.wire import json_object, load_json
 from domain.errors import FieldError, ValidationFailed
 from web.problems import problem_from_error
 
@@ -58,11 +58,7 @@ async def _json_object(request: web.Request, optional: bool) -> dict[str, Any]:
         data = load_json(raw)
     except ValueError as exc:
         raise MalformedJson(str(exc) or None) from None
-    if not isinstance(data, dict):
-        raise ValidationFailed(
-            [FieldError(("body",), "the body must be a JSON object", "dict_type")]
-        )
-    return data
+    return json_object(data)
 
 
 async def _login_form(request: web.Request) -> dict[str, Any]:

@@ -410,7 +410,7 @@ async def test_every_queue_the_worker_declares_is_one_no_reply_may_name(
     settings: Settings, worker: Services
 ) -> None:
     from contract.protocol import reserved
-    from handlers.app import DLQ as DEAD_LETTERS
+    from handlers.queues import DLQ as DEAD_LETTERS
     from warden.bootstrap import build_broker
 
     broker = build_broker(settings, worker)  # not connected: its subscribers name the queues

@@ -19,8 +19,8 @@ import handlers.idempotency
 import storage.idempotency
 from contract.errors import IdempotencyKeyInUse, IdempotencyKeyReused, MalformedMessage
 from domain.errors import ServiceUnavailable
+from handlers.envelope import failure, success
 from handlers.idempotency import Envelope, Idempotency
-from handlers.rpc import failure, success
 from storage.idempotency import PREFIX, RedisIdempotencyStore
 from storage.redis_store import make_redis
 from tests.conftest import unique

@@ -14,8 +14,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from domain.errors import EmailTaken
 from domain.model import NewUser
+from handlers.envelope import failure
 from handlers.idempotency import Idempotency
-from handlers.rpc import failure
 from storage.db import make_engine
 from storage.idempotency import PostgresReplyLedger, RedisIdempotencyStore
 from storage.lone import LoneStatements

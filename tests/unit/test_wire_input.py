@@ -12,7 +12,7 @@ from contract.catalog import RPC
 from contract.errors import MalformedMessage
 from contract.wire import MAX_JSON_DEPTH, LoginRequest, UpdateUserMessage, load_json
 from domain.errors import FieldError, ValidationFailed
-from handlers.rpc import caller_path, parse, validation_errors
+from handlers.decoding import caller_path, parse, validation_errors
 
 NUL_REFUSED = "text may not contain NUL characters or lone surrogates"
 # Every field of every request the worker takes, but the login's (whose any input is a
