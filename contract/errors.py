@@ -9,6 +9,7 @@ as the domain's do.
 
 from __future__ import annotations
 
+from contract import protocol
 from contract.protocol import MAX_BODY_BYTES
 from domain.errors import FieldError, ValidationFailed, WardenError
 
@@ -79,6 +80,14 @@ class MethodNotAllowed(WardenError):
     default_detail = "This method is not allowed on this path."
 
 
+class InvalidIdempotencyKey(ValidationFailed):
+    """An Idempotency-Key that is not 1-255 printable ASCII characters (a 422 like any)."""
+
+    def __init__(self, header: str = protocol.IDEMPOTENCY_KEY) -> None:
+        msg = "Idempotency-Key must be 1-255 printable ASCII characters"
+        super().__init__([FieldError(("header", header), msg, "value_error")])
+
+
 class IdempotencyKeyReused(ValidationFailed):
     """The idempotency key was used before with a different body."""
 
@@ -89,7 +98,9 @@ class IdempotencyKeyReused(ValidationFailed):
     def __init__(self, detail: str | None = None) -> None:
         detail = detail or self.default_detail
         # The header as an RPC caller names it; the edge says Idempotency-Key over HTTP.
-        super().__init__([FieldError(("header", "idempotency-key"), detail, self.code)], detail)
+        super().__init__(
+            [FieldError(("header", protocol.IDEMPOTENCY_KEY), detail, self.code)], detail
+        )
 
 
 class IdempotencyKeyInUse(WardenError):

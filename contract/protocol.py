@@ -20,6 +20,17 @@ CLIENT_IP = "x-client-ip"  # believed only from the edge's broker user (see hand
 IDEMPOTENCY_KEY = "idempotency-key"
 DEADLINE = "x-deadline"  # epoch milliseconds after which the caller no longer waits
 
+# The same headers over HTTP, as the edge reads them (and writes X-Request-ID back).
+HTTP_AUTHORIZATION = "Authorization"
+HTTP_REQUEST_ID = "X-Request-ID"
+HTTP_IDEMPOTENCY_KEY = "Idempotency-Key"
+# A request header -> its HTTP name: where an error the worker located is shown over HTTP.
+HTTP_NAMES = {
+    AUTHORIZATION: HTTP_AUTHORIZATION,
+    REQUEST_ID: HTTP_REQUEST_ID,
+    IDEMPOTENCY_KEY: HTTP_IDEMPOTENCY_KEY,
+}
+
 REQUEST_ID_PATTERN = r"^[A-Za-z0-9._-]{1,128}$"
 IDEMPOTENCY_KEY_PATTERN = r"^[\x20-\x7e]{1,255}$"
 _REQUEST_ID = re.compile(REQUEST_ID_PATTERN)

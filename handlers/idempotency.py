@@ -11,9 +11,8 @@ from typing import Any, Protocol
 
 import orjson
 
-from contract.errors import IdempotencyKeyInUse, IdempotencyKeyReused
+from contract.errors import IdempotencyKeyInUse, IdempotencyKeyReused, InvalidIdempotencyKey
 from contract.protocol import valid_idempotency_key
-from domain.errors import FieldError, ValidationFailed
 
 RENEW_EVERY = 3.0  # seconds; well inside the store's pending lease
 HEARTBEAT_EVERY = 0.5  # seconds; a third of the store's heartbeat TTL
@@ -104,8 +103,7 @@ class Idempotency:
         the work again. `replay` checks a kept reply before a repeat gets it.
         """
         if not valid_idempotency_key(key):
-            msg = "Idempotency-Key must be 1-255 printable ASCII characters"
-            raise ValidationFailed([FieldError(("header", "idempotency-key"), msg, "value_error")])
+            raise InvalidIdempotencyKey
         scope = await self._caller_of(authorization)
         slot = f"{scope}:{queue}:{hashlib.sha256(key.encode()).hexdigest()}"
         print_ = fingerprint(self._fingerprint_key, body)

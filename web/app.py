@@ -12,7 +12,7 @@ import structlog
 from aiohttp import web
 
 from contract.errors import MethodNotAllowed, NotFound, PayloadTooLarge
-from contract.protocol import MAX_BODY_BYTES
+from contract.protocol import HTTP_REQUEST_ID, MAX_BODY_BYTES
 from contract.routes import ROUTES, Route
 from domain.errors import InternalError, WardenError
 from web import health, metrics
@@ -42,7 +42,7 @@ async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamR
         response = await _guarded(request, handler)
     finally:
         metrics.IN_FLIGHT.dec()
-    response.headers["X-Request-ID"] = rid
+    response.headers[HTTP_REQUEST_ID] = rid
     elapsed = time.perf_counter() - started
     metrics.observe(request.method, route, response.status, elapsed)
     log.info(

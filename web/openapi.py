@@ -147,7 +147,7 @@ def _errors(route: Route) -> dict[str, Any]:
 def _operation(route: Route) -> dict[str, Any]:
     parameters: list[dict[str, Any]] = [
         {
-            "name": "X-Request-ID",
+            "name": protocol.HTTP_REQUEST_ID,
             "in": "header",
             "required": False,
             # Not a constraint: a value of another shape is not refused but replaced.
@@ -166,7 +166,7 @@ def _operation(route: Route) -> dict[str, Any]:
     if route.method == "POST":
         op["parameters"].append(
             {
-                "name": "Idempotency-Key",
+                "name": protocol.HTTP_IDEMPOTENCY_KEY,
                 "in": "header",
                 "required": False,
                 "description": "1-255 printable ASCII characters; any other is a 422.",

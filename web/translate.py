@@ -11,6 +11,7 @@ from aiohttp import web
 
 from contract import protocol
 from contract.errors import (
+    InvalidIdempotencyKey,
     MalformedJson,
     PayloadTooLarge,
     UnsupportedGrantType,
@@ -23,7 +24,6 @@ from web.problems import problem_from_error
 
 FORM = "application/x-www-form-urlencoded"
 # RPC header -> the HTTP header the edge reads it from, for the locations of errors.
-HTTP_HEADERS = {"idempotency-key": "Idempotency-Key", "authorization": "Authorization"}
 
 Networks = tuple[IPv4Network | IPv6Network, ...]
 
@@ -81,7 +81,7 @@ async def _read(request: web.Request) -> bytes:
 
 
 def request_id(request: web.Request) -> str:
-    return protocol.request_id_or_new(request.headers.get("X-Request-ID"))
+    return protocol.request_id_or_new(request.headers.get(protocol.HTTP_REQUEST_ID))
 
 
 def client_ip(request: web.Request, trusted: Networks) -> str | None:
@@ -115,15 +115,14 @@ def _trusted(address: IPv4Address | IPv6Address | None, trusted: Networks) -> bo
 
 def rpc_headers(request: web.Request, rid: str, trusted: Networks) -> dict[str, str]:
     headers = {protocol.REQUEST_ID: rid}
-    if auth := request.headers.get("Authorization"):
+    if auth := request.headers.get(protocol.HTTP_AUTHORIZATION):
         headers[protocol.AUTHORIZATION] = _sent_text(auth)
     if ip := client_ip(request, trusted):
         headers[protocol.CLIENT_IP] = ip
-    if "Idempotency-Key" in request.headers:
-        key = request.headers["Idempotency-Key"]
+    if protocol.HTTP_IDEMPOTENCY_KEY in request.headers:
+        key = request.headers[protocol.HTTP_IDEMPOTENCY_KEY]
         if not protocol.valid_idempotency_key(key):
-            msg = "Idempotency-Key must be 1-255 printable ASCII characters"
-            raise ValidationFailed([FieldError(("header", "Idempotency-Key"), msg, "value_error")])
+            raise InvalidIdempotencyKey(protocol.HTTP_IDEMPOTENCY_KEY)
         headers[protocol.IDEMPOTENCY_KEY] = key
     return headers
 
@@ -171,5 +170,5 @@ def _relocate(error: dict[str, Any], route: Route) -> dict[str, Any]:
         elif loc[1] == "id" and "{id" in route.path:
             loc[0] = "path"
     if loc[:1] == ["header"] and len(loc) > 1:
-        loc[1] = HTTP_HEADERS.get(str(loc[1]), loc[1])
+        loc[1] = protocol.HTTP_NAMES.get(str(loc[1]), loc[1])
     return {**error, "loc": loc}
