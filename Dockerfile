@@ -40,6 +40,7 @@ RUN uv sync --frozen --no-dev --no-install-project --no-editable
 # 2) the project itself, built as a wheel and installed non-editable, so the
 #    runtime stage needs no source tree.
 COPY domain ./domain
+COPY contract ./contract
 COPY storage ./storage
 COPY handlers ./handlers
 COPY web ./web

@@ -16,8 +16,8 @@ from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bench.listing_timing import Result
+from contract.wire import ListUsersQuery
 from domain.listing import CursorCodec, Sort, UserKey, UserQuery
-from handlers.wire import ListUsersQuery
 from storage.users import SqlAlchemyUserRepository
 from warden.bootstrap import build_services
 from warden.settings import Settings

@@ -1,7 +1,9 @@
-"""Every failure Warden can answer with, each carrying its contract code and status once.
+"""The business facts Warden answers with, and the failures of what it depends on.
 
-The edge and the worker both translate these to the reply envelope / problem details;
-neither keeps a table of its own.
+Each carries its contract code and status once; the edge and the worker both translate them
+to the reply envelope / problem details, and neither keeps a table of its own. Refusals of a
+request's form (its encoding, size, route, Idempotency-Key) are transport errors, in
+contract/errors.py.
 """
 
 from __future__ import annotations
@@ -67,27 +69,6 @@ class ValidationFailed(WardenError):
         error = super().as_error()
         error["errors"] = [e.as_dict() for e in self.errors]
         return error
-
-
-class MalformedMessage(ValidationFailed):
-    """An AMQP message whose body is not JSON."""
-
-    code = "malformed_message"
-    title = "Malformed message"
-    default_detail = "The message body is not valid UTF-8 JSON."
-
-    def __init__(self, detail: str | None = None) -> None:
-        detail = detail or self.default_detail
-        super().__init__([FieldError(("body",), detail, "json_invalid")], detail)
-
-
-class MalformedJson(WardenError):
-    """An HTTP body that is not JSON."""
-
-    status = 400
-    code = "malformed_json"
-    title = "Malformed JSON"
-    default_detail = "The request body is not valid UTF-8 JSON."
 
 
 class EmailTaken(WardenError):
@@ -157,11 +138,15 @@ class BearerError(WardenError):
     """A failure of bearer authentication (answered with WWW-Authenticate)."""
 
     status = 401
+    # RFC 6750's error code in the WWW-Authenticate challenge: a token was given and is no
+    # good, whatever the reason. None: a bare challenge (no token was given at all).
+    challenge: ClassVar[str | None] = "invalid_token"
 
 
 class MissingToken(BearerError):
     """No Authorization header."""
 
+    challenge = None
     code = "missing_token"
     title = "Missing token"
     default_detail = "This operation needs a bearer token."
@@ -199,15 +184,6 @@ class TokenReused(BearerError):
     default_detail = "This refresh token was already used; the session has been revoked."
 
 
-class UnsupportedGrantType(WardenError):
-    """An OAuth2 form with a grant type other than `password`."""
-
-    status = 400
-    code = "unsupported_grant_type"
-    title = "Unsupported grant type"
-    default_detail = "Only grant_type=password is supported."
-
-
 class Forbidden(WardenError):
     """The caller may not do this."""
 
@@ -233,64 +209,6 @@ class LastSuperuser(WardenError):
     code = "last_superuser"
     title = "Last superuser"
     default_detail = "This would leave no active superuser."
-
-
-class NotFound(WardenError):
-    """No such route."""
-
-    status = 404
-    code = "not_found"
-    title = "Not found"
-    default_detail = "There is nothing at this path."
-
-
-class MethodNotAllowed(WardenError):
-    """The route exists but not with this method."""
-
-    status = 405
-    code = "method_not_allowed"
-    title = "Method not allowed"
-    default_detail = "This method is not allowed on this path."
-
-
-class IdempotencyKeyReused(ValidationFailed):
-    """The idempotency key was used before with a different body."""
-
-    code = "idempotency_key_reused"
-    title = "Idempotency key reused"
-    default_detail = "This Idempotency-Key was used with a different request body."
-
-    def __init__(self, detail: str | None = None) -> None:
-        detail = detail or self.default_detail
-        # The header as an RPC caller names it; the edge says Idempotency-Key over HTTP.
-        super().__init__([FieldError(("header", "idempotency-key"), detail, self.code)], detail)
-
-
-class IdempotencyKeyInUse(WardenError):
-    """A request with this idempotency key is still being worked on."""
-
-    status = 409
-    code = "idempotency_key_in_use"
-    title = "Idempotency key in use"
-    default_detail = "A request with this Idempotency-Key is still in progress."
-
-
-class PayloadTooLarge(WardenError):
-    """The request body is over the limit."""
-
-    status = 413
-    code = "payload_too_large"
-    title = "Payload too large"
-    default_detail = "The request body is too large."
-
-
-class UnsupportedMediaType(WardenError):
-    """The HTTP body has a content type the route does not take."""
-
-    status = 415
-    code = "unsupported_media_type"
-    title = "Unsupported media type"
-    default_detail = "The request body must be application/json."
 
 
 class UpstreamTimeout(WardenError):

@@ -1,4 +1,8 @@
-"""Domain events: past-tense facts, written to the outbox in their change's transaction."""
+"""Domain events: past-tense facts, written to the outbox in their change's transaction.
+
+The type names are the domain's; contract/events.py says what each carries on the wire and
+writes it as a CloudEvent.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from domain.model import UserView, rfc3339
+from domain.model import UserView
 
 USER_REGISTERED = "user.registered"
 USER_UPDATED = "user.updated"
@@ -47,20 +51,3 @@ class Event:
     @property
     def user_id(self) -> int | None:
         return None if self.user is None else self.user.id
-
-    def to_cloudevent(self, request_id: str | None = None) -> dict[str, Any]:
-        """The CloudEvents 1.0 structured form; `requestid` is an extension attribute."""
-        envelope: dict[str, Any] = {
-            "specversion": "1.0",
-            "id": self.id,
-            "source": "warden",
-            "type": self.type,
-            "time": rfc3339(self.time),
-            "datacontenttype": "application/json",
-            "data": {"user": None if self.user is None else self.user.to_dict()} | self.extra,
-        }
-        if self.subject is not None:
-            envelope["subject"] = self.subject
-        if request_id:
-            envelope["requestid"] = request_id
-        return envelope

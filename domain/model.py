@@ -3,13 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
-
-
-def rfc3339(moment: datetime) -> str:
-    """A timestamp as the contract writes it: RFC 3339 in UTC with a `Z`."""
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 @dataclass(frozen=True)
@@ -24,19 +19,6 @@ class UserView:
     is_superuser: bool
     created_at: datetime
     updated_at: datetime
-
-    def to_dict(self) -> dict[str, Any]:
-        """The contract's User object, as JSON-ready values."""
-        return {
-            "id": self.id,
-            "email": self.email,
-            "username": self.username,
-            "full_name": self.full_name,
-            "is_active": self.is_active,
-            "is_superuser": self.is_superuser,
-            "created_at": rfc3339(self.created_at),
-            "updated_at": rfc3339(self.updated_at),
-        }
 
 
 @dataclass(frozen=True)

@@ -16,10 +16,11 @@ from typing import Any, Literal
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
+from contract import protocol, wire
+from contract.catalog import RPC
+from contract.events import EVENT_DATA, CloudEvent
 from domain.events import EVENT_TYPES
-from handlers import protocol, wire
-from handlers.catalog import RPC
-from handlers.rpc import RPC_REDELIVERY_LIMIT
+from handlers.queues import RPC_REDELIVERY_LIMIT
 
 REF = "#/components/schemas/{model}"
 
@@ -71,8 +72,8 @@ def _schemas() -> dict[str, Any]:
         if spec.reply is not None:
             models.add(spec.reply)
     envelopes: dict[type[BaseModel], type[BaseModel]] = {
-        data: wire.CloudEvent[data]  # type: ignore[valid-type]
-        for data in set(wire.EVENT_DATA.values())
+        data: CloudEvent[data]  # type: ignore[valid-type]
+        for data in set(EVENT_DATA.values())
     }
     pairs: list[tuple[type[BaseModel], Literal["validation", "serialization"]]] = [
         (m, "serialization")
@@ -81,7 +82,7 @@ def _schemas() -> dict[str, Any]:
     keys, defs = models_json_schema(pairs, ref_template=REF)
     schemas: dict[str, Any] = defs["$defs"]
     for event_type in EVENT_TYPES:
-        envelope = envelopes[wire.EVENT_DATA[event_type]]
+        envelope = envelopes[EVENT_DATA[event_type]]
         generic = keys[(envelope, "serialization")]["$ref"].rsplit("/", 1)[-1]
         schema = json.loads(json.dumps(schemas[generic]))
         schema["properties"]["type"] = {"const": event_type, "type": "string"}

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from faststream.rabbit import RabbitRouter
 
+from contract.wire import Empty, IntrospectRequest, LoginRequest, RefreshRequest
 from domain.auth import Auth, LogIn
 from domain.errors import TokenRevoked
 from domain.model import Introspection, TokenPair
-from handlers.app import WorkerDeps
+from handlers.deps import WorkerDeps
+from handlers.envelope import Call, no_content
 from handlers.idempotency import Envelope, Replay
-from handlers.rpc import Call, no_content
 from handlers.views import introspection_body, token_body
-from handlers.wire import Empty, IntrospectRequest, LoginRequest, RefreshRequest
 
 
 def router(deps: WorkerDeps) -> RabbitRouter:

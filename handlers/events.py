@@ -15,8 +15,8 @@ from faststream.rabbit import Channel, QueueType, RabbitBroker, RabbitQueue, Rab
 from faststream.rabbit.annotations import RabbitMessage
 
 from handlers import metrics
-from handlers.app import EVENTS_EXCHANGE
-from handlers.rpc import DEAD_LETTER_EXCHANGE, raw_body
+from handlers.decoding import raw_body
+from handlers.queues import DEAD_LETTER_EXCHANGE, EVENTS_EXCHANGE
 from storage.outbox import PostgresOutboxSource
 
 log = structlog.get_logger("warden.events")

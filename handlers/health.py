@@ -8,11 +8,11 @@ from typing import Any
 
 from faststream.rabbit import RabbitRouter
 
-from handlers.app import Probe, WorkerDeps
-from handlers.rpc import Call
-from handlers.wire import Empty
+from contract.catalog import PING_QUEUE
+from contract.wire import Empty, PingOut, dump
+from handlers.deps import Probe, WorkerDeps
+from handlers.envelope import Call
 
-PING_QUEUE = "warden.ping"
 PROBE_TIMEOUT = 1.5
 
 
@@ -34,11 +34,11 @@ async def check(probe: Probe) -> dict[str, Any]:
 def router(deps: WorkerDeps) -> RabbitRouter:
     r = RabbitRouter()
 
-    @deps.rpc(r, PING_QUEUE, idempotent=False)
+    @deps.rpc(r, PING_QUEUE)
     async def ping(call: Call[Empty]) -> dict[str, Any]:
         """Readiness ping: the worker's view of Postgres and Redis."""
         names = list(deps.probes)
         results = await asyncio.gather(*(check(deps.probes[n]) for n in names))
-        return dict(zip(names, results, strict=True))
+        return dump(PingOut, dict(zip(names, results, strict=True)))
 
     return r

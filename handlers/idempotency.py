@@ -11,13 +11,8 @@ from typing import Any, Protocol
 
 import orjson
 
-from domain.errors import (
-    FieldError,
-    IdempotencyKeyInUse,
-    IdempotencyKeyReused,
-    ValidationFailed,
-)
-from handlers.protocol import valid_idempotency_key
+from contract.errors import IdempotencyKeyInUse, IdempotencyKeyReused, InvalidIdempotencyKey
+from contract.protocol import valid_idempotency_key
 from storage.idempotency import Render, ReplyRecorder
 
 RENEW_EVERY = 3.0  # seconds; well inside the store's pending lease
@@ -112,8 +107,7 @@ class Idempotency:
         before a repeat gets it.
         """
         if not valid_idempotency_key(key):
-            msg = "Idempotency-Key must be 1-255 printable ASCII characters"
-            raise ValidationFailed([FieldError(("header", "idempotency-key"), msg, "value_error")])
+            raise InvalidIdempotencyKey
         scope = await self._caller_of(authorization)
         slot = f"{scope}:{queue}:{hashlib.sha256(key.encode()).hexdigest()}"
         print_ = fingerprint(self._fingerprint_key, body)

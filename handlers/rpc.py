@@ -1,266 +1,35 @@
-"""The RPC machinery every subscriber shares: decode, validate, call one use case, reply.
+"""Registering a use case as the subscriber of its RPC queue.
 
-A handler here never raises: FastStream publishes no reply when one does, and the caller
-would only time out. Every outcome, a fault included, is the contract's envelope.
+The queue's request model comes from the catalogue; the use case must declare the same
+(`Call[Model]`), or the worker refuses to start. Everything a request goes through once it is
+taken is in handlers.pipeline; its reply and acknowledgement in handlers.reply.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import hashlib
-import time
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
-from typing import Any, Generic, Protocol, TypeVar, cast
+import typing
+from collections.abc import Callable
+from typing import Any, Protocol
 
-import aiormq
-import orjson
 import structlog
 from aio_pika import IncomingMessage
 from faststream import AckPolicy
-from faststream.message import StreamMessage
-from faststream.rabbit import Channel, RabbitQueue, RabbitRouter
-from pamqp.commands import Basic
-from pydantic import BaseModel, ValidationError
+from faststream.rabbit import Channel, RabbitRouter
+from pydantic import BaseModel
 
-from domain.errors import (
-    FieldError,
-    InternalError,
-    MalformedMessage,
-    UpstreamTimeout,
-    ValidationFailed,
-    WardenError,
-)
-from domain.model import Origin
-from domain.ports import UnitOfWork
-from handlers import metrics, protocol
-from handlers.catalog import RPC
+from contract.catalog import RPC
+from handlers import metrics
+from handlers.decoding import whole_message
+from handlers.envelope import Call, Keep, RequestUnits, UseCase, success
 from handlers.idempotency import Idempotency, Replay
-from handlers.trust import header_text, origin_of, refused_reply_to
-from handlers.wire import load_json
-from storage.idempotency import ReplyRecorder
+from handlers.pipeline import received, serve
+from handlers.queues import RPC_REDELIVERY_LIMIT, rpc_queue
+from handlers.reply import ack, reply_and_ack
+from handlers.trust import refused_reply_to
 
 log = structlog.get_logger("warden.worker")
-
-M = TypeVar("M", bound=BaseModel)
-B = TypeVar("B")
-DEAD_LETTER_EXCHANGE = "warden.dlx"
-# A handler never raises, so a request goes back to its queue only when its worker died (or
-# lost its channel) while holding it: two more deliveries, then warden.dlq.
-RPC_REDELIVERY_LIMIT = 2
-DEADLINE_HEADER = protocol.DEADLINE
-
-
-class RequestUnits(Protocol):
-    """Opens units of work, and binds them to one request (storage.uow)."""
-
-    def __call__(self) -> UnitOfWork: ...
-
-    def for_request(self, request_id: str) -> RequestUnits:
-        """Units whose events carry the request's id."""
-        ...
-
-    def recording(self, recorder: ReplyRecorder) -> RequestUnits:
-        """Units that write an idempotent change's reply in the change's transaction."""
-        ...
-
-
-@dataclass(frozen=True)
-class Call(Generic[B]):
-    """One validated request and what travels with it.
-
-    `origin` is the one place a request's client address is decided (see origin_of): per-
-    address limits count `origin.address`, events carry `origin.client_ip`. `units` are the
-    request's units of work: a use case that writes runs on them (`Accounts.using`), so its
-    events carry the request id and an idempotent change keeps its reply with it.
-    """
-
-    body: B
-    origin: Origin
-    request_id: str  # the caller's if it keeps the contract's pattern, else a new one
-    units: RequestUnits
-    authorization: str | None = None
-    idempotency_key: str | None = None
-
-
-UseCase = Callable[[Call[Any]], Awaitable[Any]]
-Keep = Callable[[Any], dict[str, Any]]  # the user a change left -> the envelope kept for it
-
-
-def success(data: Any) -> dict[str, Any]:
-    return {"ok": True, "data": data}
-
-
-def failure(error: WardenError) -> dict[str, Any]:
-    return {"ok": False, "error": error.as_error()}
-
-
-def parse(model: type[M], body: bytes) -> M:
-    """The body as `model`, or MalformedMessage / ValidationFailed; input values never echoed."""
-    try:
-        data = load_json(body) if body else None
-    except ValueError as exc:
-        raise MalformedMessage(str(exc) or None) from None
-    if not isinstance(data, dict):
-        raise ValidationFailed(
-            [FieldError(("body",), "the body must be a JSON object", "dict_type")]
-        )
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        raise ValidationFailed(validation_errors(exc, "body", data)) from None
-
-
-def validation_errors(exc: ValidationError, where: str, data: Any) -> list[FieldError]:
-    """pydantic's errors, each located where the caller wrote (or left out) the input."""
-    return [
-        FieldError((where, *caller_path(e["loc"], data, e["type"])), _message(e["msg"]), e["type"])
-        for e in exc.errors(include_url=False, include_input=False, include_context=False)
-    ]
-
-
-def caller_path(loc: tuple[str | int, ...], data: Any, kind: str) -> tuple[str | int, ...]:
-    """The part of a pydantic location that is a path in the caller's input.
-
-    pydantic also names the validators it went through (a union's branches, for instance:
-    `function-after[...]`, `none`): those are no place in the input, and are left out. A
-    missing field keeps its name, the one place the caller should have written.
-    """
-    path: list[str | int] = []
-    node = data
-    for i, part in enumerate(loc):
-        if _holds(node, part):
-            node = node[part]
-            path.append(part)
-        elif kind == "missing" and i == len(loc) - 1 and isinstance(node, dict):
-            path.append(part)
-        # anything else is a validator's name (a union's branch, say), not a place in the input
-    return tuple(path)
-
-
-def _holds(node: Any, part: str | int) -> bool:
-    if isinstance(node, dict):
-        return part in node
-    return isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
-
-
-def _message(msg: str) -> str:
-    return msg.removeprefix("Value error, ")
-
-
-def received(raw: IncomingMessage, edge_user: str, units: RequestUnits) -> Call[bytes]:
-    """A request as it arrived, its body unparsed: headers read as text, its origin decided."""
-    headers = raw.headers or {}
-    request_id = protocol.request_id_or_new(headers.get(protocol.REQUEST_ID))
-    return Call(
-        body=raw.body,
-        origin=origin_of(raw.user_id, headers.get(protocol.CLIENT_IP), edge_user),
-        authorization=header_text(headers.get(protocol.AUTHORIZATION)),
-        request_id=request_id,
-        units=units.for_request(request_id),
-        idempotency_key=header_text(headers.get(protocol.IDEMPOTENCY_KEY)),
-    )
-
-
-async def serve(
-    queue: str,
-    model: type[M],
-    use_case: UseCase,
-    call: Call[bytes],
-    headers: Mapping[str, Any],
-    idempotency: Idempotency | None = None,
-    keep: Keep | None = None,
-    replay: Replay | None = None,
-) -> dict[str, Any]:
-    """Run one request to its envelope, logging one line with its outcome.
-
-    `keep` renders the user a change left as its envelope, for an idempotent request's
-    reply to be written in the change's own transaction, by the recorder the work is then
-    given; `replay` checks a kept reply before a repeat gets it (see Idempotency.once).
-    """
-    structlog.contextvars.bind_contextvars(request_id=call.request_id, queue=queue)
-    started = time.perf_counter()
-
-    async def work(recorder: ReplyRecorder | None) -> dict[str, Any]:
-        if recorder is None:
-            return await _answer(model, use_case, call)
-        recorded = dataclasses.replace(call, units=call.units.recording(recorder))
-        return await _answer(model, use_case, recorded)
-
-    try:
-        _admit(call, headers)
-        if idempotency is not None and call.idempotency_key is not None:
-            key = call.idempotency_key
-            envelope = await idempotency.once(
-                queue, call.authorization, key, call.body, work, keep, replay
-            )
-        else:
-            envelope = await work(None)
-    except WardenError as exc:
-        envelope = failure(exc)
-    except Exception:  # every request gets a reply: a caller never waits out its timeout
-        log.exception("handler fault")
-        envelope = failure(InternalError())
-    status = 200 if envelope["ok"] else envelope["error"]["status"]
-    elapsed = time.perf_counter() - started
-    metrics.MESSAGES.labels(queue, str(status)).inc()
-    metrics.HANDLING.labels(queue).observe(elapsed)
-    log.info("message handled", status=status, duration_ms=round(elapsed * 1000, 2))
-    return envelope
-
-
-def _admit(call: Call[bytes], headers: Mapping[str, Any]) -> None:
-    """Refuse, before any parsing or work, a request that came too late or is too large."""
-    if _past_deadline(headers):
-        raise UpstreamTimeout("The caller's deadline passed before a worker took the request.")
-    if len(call.body) > protocol.MAX_BODY_BYTES:
-        raise protocol.body_too_large()
-
-
-async def _answer(model: type[M], use_case: UseCase, raw: Call[bytes]) -> dict[str, Any]:
-    """Validate and run the use case; every outcome, a fault included, is an envelope."""
-    try:
-        body = parse(model, raw.body)
-        call = Call(
-            body, raw.origin, raw.request_id, raw.units, raw.authorization, raw.idempotency_key
-        )
-        return success(await use_case(call))
-    except WardenError as exc:
-        return failure(exc)
-    except Exception:
-        log.exception("handler fault")
-        return failure(InternalError())
-
-
-def _past_deadline(headers: Mapping[str, Any]) -> bool:
-    deadline = headers.get(DEADLINE_HEADER)
-    try:
-        return deadline is not None and time.time() * 1000 > float(deadline)
-    except (TypeError, ValueError):
-        return False
-
-
-async def raw_body(message: StreamMessage[Any]) -> bytes:
-    """Decoder that leaves the body as bytes, so a non-JSON body reaches `parse` as a 422."""
-    return message.body
-
-
-async def whole_message(message: StreamMessage[Any]) -> StreamMessage[Any]:
-    """Decoder that hands the subscriber the message itself: body, headers, correlation id.
-
-    A `RabbitMessage` (context) parameter would cost a thread hop per message: FastDepends
-    resolves that synchronous context lookup on anyio's worker threads.
-    """
-    return message
-
-
-def rpc_queue(name: str) -> RabbitQueue:
-    """A classic queue: requests are transient (they expire with their caller's patience), so
-    nothing is written to disk for them. Redeliveries are bounded by the worker (see rpc)."""
-    return RabbitQueue(
-        name, durable=True, arguments={"x-dead-letter-exchange": DEAD_LETTER_EXCHANGE}
-    )
 
 
 class RedeliveryCounter(Protocol):
@@ -301,6 +70,7 @@ def rpc(
         raise TypeError(f"{queue}: a change's reply is rendered from the user it changed")
 
     def register(use_case: UseCase) -> UseCase:
+        check_declared_request(queue, use_case)
         answer = use_case if reply is None else _rendered(use_case, reply)
         keep = _keeper(reply) if reply is not None and changes else None
 
@@ -335,7 +105,7 @@ def rpc(
                 reply_to=raw.reply_to,
                 publisher=raw.user_id,
             )
-            await _ack(raw)
+            await ack(raw)
 
         async def _too_often(raw: IncomingMessage) -> bool:
             assert redeliveries is not None
@@ -379,36 +149,24 @@ def _keeper(reply: Callable[[Any], Any]) -> Keep:
     return lambda outcome: success(reply(outcome))
 
 
-def no_content(_: object) -> None:
-    """The reply data of a change that answers nothing but success."""
-    return None
-
-
-async def reply_and_ack(raw: IncomingMessage, envelope: dict[str, Any], request_id: str) -> None:
-    """Publish the envelope to the caller's `reply_to`, then acknowledge the request.
-
-    Straight to aiormq (aio-pika's protocol layer, its public channel API), on the channel
-    the request came by, without waiting for either frame to be written: FastStream's reply
-    path (a response object, its publish middlewares, an aio-pika message and a publisher
-    confirm per reply) cost the worker more than the use case itself. The reply needs no
-    confirm: it is its own confirmation, and a caller whose reply is lost times out.
-    """
-    if raw.reply_to:
-        channel = cast(aiormq.Channel, raw.channel)  # raises if the channel is closed
-        properties = Basic.Properties(
-            content_type="application/json",
-            correlation_id=raw.correlation_id,
-            message_id=raw.correlation_id or raw.message_id,
-            headers={protocol.REQUEST_ID: request_id},
-            delivery_mode=1,
+def check_declared_request(queue: str, use_case: UseCase) -> None:
+    """Refuse a use case whose `Call[Model]` is not the queue's request model: the body it
+    reads would not be the one the catalogue (and both documents) describe."""
+    expected = RPC[queue].request
+    declared = _declared_request(use_case)
+    if declared is not expected:
+        name = "nothing" if declared is None else f"Call[{declared.__name__}]"
+        raise TypeError(
+            f"{use_case.__name__} declares {name}, but {queue} takes Call[{expected.__name__}]"
+            " (contract/catalog.py)"
         )
-        await channel.basic_publish(
-            orjson.dumps(envelope), routing_key=raw.reply_to, properties=properties, wait=False
-        )
-    await _ack(raw)
 
 
-async def _ack(raw: IncomingMessage) -> None:
-    channel = cast(aiormq.Channel, raw.channel)  # raises if the channel is closed
-    assert raw.delivery_tag is not None  # a consumed message always has one
-    await channel.basic_ack(raw.delivery_tag, wait=False)
+def _declared_request(use_case: UseCase) -> type[BaseModel] | None:
+    hints = typing.get_type_hints(use_case)
+    hints.pop("return", None)
+    first = next(iter(hints.values()), None)
+    if typing.get_origin(first) is not Call:
+        return None
+    model: type[BaseModel] = typing.get_args(first)[0]
+    return model

@@ -8,7 +8,7 @@ publisher wrote. So:
 - `x-client-ip` is believed only from the edge's broker user; any other request is counted,
   for per-address limits, as its publisher (origin_of);
 - only events published by Warden's own broker user become audit rows (handlers.events);
-- no reply is written to one of Warden's own queues (handlers.rpc).
+- no reply is written to one of Warden's own queues (handlers.rpc, refused_reply_to).
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from ipaddress import ip_address
 
+from contract import protocol
 from domain.model import Origin
-from handlers import protocol
 
 
 @dataclass(frozen=True)

@@ -6,14 +6,7 @@ from typing import Any
 
 from faststream.rabbit import RabbitRouter
 
-from domain.accounts import ChangePassword, RegisterUser
-from domain.errors import FieldError, ValidationFailed
-from domain.listing import AuditQuery, Sort, UserKey, UserQuery
-from domain.model import User, UserChanges
-from handlers.app import WorkerDeps
-from handlers.rpc import Call, no_content
-from handlers.views import audit_page_body, user_body, user_page_body
-from handlers.wire import (
+from contract.wire import (
     AuditListQuery,
     ChangePasswordRequest,
     Empty,
@@ -23,6 +16,13 @@ from handlers.wire import (
     UpdateUserMessage,
     UserIdMessage,
 )
+from domain.accounts import ChangePassword, RegisterUser
+from domain.errors import FieldError, ValidationFailed
+from domain.listing import AuditQuery, Sort, UserKey, UserQuery
+from domain.model import User, UserChanges
+from handlers.deps import WorkerDeps
+from handlers.envelope import Call, no_content
+from handlers.views import audit_page_body, user_body, user_page_body
 
 
 def changes_of(body: UpdateMeRequest, *, exclude: set[str] | None = None) -> UserChanges:

@@ -16,6 +16,7 @@ import asyncpg
 import orjson
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from contract.events import cloudevent
 from domain.events import Event
 from storage.lone import LoneStatements
 
@@ -60,7 +61,7 @@ class SqlAlchemyEventOutbox:
             [e.id for e in events],
             [e.type for e in events],
             [e.user_id for e in events],
-            [orjson.dumps(e.to_cloudevent(request_id)).decode() for e in events],
+            [orjson.dumps(cloudevent(e, request_id)).decode() for e in events],
             OUTBOX_CHANNEL,
         )
 

@@ -16,7 +16,7 @@ import pytest
 import pytest_asyncio
 from aiohttp.test_utils import TestServer
 
-from handlers.protocol import broker_user
+from contract.protocol import broker_user
 from storage.db import drop_database
 from tests.support.infra import Urls, base_urls, own_redis_db, own_vhost, with_database
 from warden.bootstrap import build_edge, running_worker

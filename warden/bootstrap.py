@@ -250,7 +250,8 @@ def build_broker(settings: Settings, services: Services) -> RabbitBroker:
     """The worker's broker with every subscriber attached (not connected)."""
     from faststream.rabbit import RabbitBroker
 
-    from handlers.app import WorkerDeps, include_routers
+    from handlers.app import include_routers
+    from handlers.deps import WorkerDeps
     from handlers.events import audit_router
     from storage.audit import PostgresAuditWriter
     from storage.redis_store import RedisRedeliveryCounter
@@ -289,7 +290,7 @@ def build_broker(settings: Settings, services: Services) -> RabbitBroker:
 
 def broker_users(settings: Settings) -> BrokerUsers:
     """Warden's own broker user (the worker's URL) and its edge's (the same unless set)."""
-    from handlers.protocol import broker_user
+    from contract.protocol import broker_user
     from handlers.trust import BrokerUsers
 
     warden = broker_user(settings.amqp_url.get_secret_value())

@@ -157,9 +157,9 @@ async def run(settings: Settings) -> None:
 
 
 async def create_superuser(settings: Settings, email: str, username: str, password: str) -> int:
+    from contract.wire import RegisterRequest
     from domain.model import NewUser
-    from handlers.rpc import parse
-    from handlers.wire import RegisterRequest
+    from handlers.decoding import parse
     from warden.bootstrap import build_services
 
     try:

@@ -15,7 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
 from handlers import metrics
-from handlers.app import DLQ
+from handlers.queues import DLQ
 from warden.bootstrap import Services
 from warden.security import BcryptPasswordHasher
 from warden.settings import Settings

@@ -11,12 +11,13 @@ import orjson
 import structlog
 from aiohttp import web
 
-from domain.errors import InternalError, MethodNotAllowed, NotFound, WardenError
-from handlers.protocol import MAX_BODY_BYTES, body_too_large
+from contract.errors import MethodNotAllowed, NotFound, PayloadTooLarge
+from contract.protocol import HTTP_REQUEST_ID, MAX_BODY_BYTES
+from contract.routes import ROUTES, Route
+from domain.errors import InternalError, WardenError
 from web import health, metrics
 from web.openapi import openapi_document
 from web.problems import problem
-from web.routes import ROUTES, Route
 from web.rpc_client import RpcClient
 from web.translate import Networks, http_response, message_body, request_id, rpc_headers
 
@@ -41,7 +42,7 @@ async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamR
         response = await _guarded(request, handler)
     finally:
         metrics.IN_FLIGHT.dec()
-    response.headers["X-Request-ID"] = rid
+    response.headers[HTTP_REQUEST_ID] = rid
     elapsed = time.perf_counter() - started
     metrics.observe(request.method, route, response.status, elapsed)
     log.info(
@@ -78,7 +79,7 @@ def _http_error(exc: web.HTTPException) -> WardenError:
     if exc.status == 405:
         return MethodNotAllowed()
     if exc.status == 413:
-        return body_too_large()
+        return PayloadTooLarge()
     error = InternalError(exc.reason)
     error.status = exc.status  # type: ignore[misc]
     return error

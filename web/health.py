@@ -10,10 +10,10 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from contract.catalog import PING_QUEUE
 from domain.errors import WardenError
 from web.rpc_client import RpcClient
 
-PING_QUEUE = "warden.ping"
 READY_BUDGET = 2.5  # seconds for the worker ping; the whole answer stays under 3 s
 UNKNOWN = "no worker answered the readiness ping"
 

@@ -7,9 +7,24 @@ from typing import Any, Literal
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from handlers import wire
-from handlers.catalog import RPC
-from web.routes import ROUTES, Route
+from contract import protocol, wire
+from contract.catalog import IDEMPOTENCY, RPC, Errors
+from contract.errors import (
+    MalformedJson,
+    MalformedMessage,
+    NotFound,
+    PayloadTooLarge,
+    UnsupportedGrantType,
+    UnsupportedMediaType,
+)
+from contract.routes import ROUTES, Route
+from domain.errors import (
+    InternalError,
+    ServiceUnavailable,
+    UpstreamTimeout,
+    ValidationFailed,
+    WardenError,
+)
 
 REF = "#/components/schemas/{model}"
 
@@ -23,9 +38,18 @@ def _request_model(route: Route) -> type[BaseModel] | None:
     return HTTP_BODIES.get(route.queue, RPC[route.queue].request)
 
 
-BEARER_ROUTES = {
-    q for q, spec in RPC.items() if spec.caller in ("bearer", "superuser", "superuser or self")
-}
+# What the edge answers by itself, beside its queue's replies: the broker unreachable, no
+# reply in time, a fault of its own; and, where it reads a body, one it cannot forward.
+EDGE_EVERY_ROUTE: Errors = (ServiceUnavailable, UpstreamTimeout, InternalError)
+EDGE_READING_A_BODY: Errors = (
+    MalformedJson,
+    UnsupportedMediaType,
+    PayloadTooLarge,
+    ValidationFailed,  # JSON that is not an object
+)
+READS_BODY = ("json", "optional_json", "login")
+# What a worker never answers the edge, which forwards only JSON objects within the limit.
+NEVER_OVER_HTTP: Errors = (MalformedMessage, PayloadTooLarge)
 
 PROBLEM = {
     "type": "object",
@@ -83,51 +107,47 @@ def _problem(description: str) -> dict[str, Any]:
     }
 
 
-def _errors(route: Route) -> dict[str, Any]:
-    codes = {
-        "400": "Malformed JSON, unsupported grant type or wrong password",
-        "413": "Body over 64 KiB",
-        "415": "Wrong Content-Type",
-        "422": "Validation error",
-        "500": "Internal error",
-        "503": "A dependency is unavailable",
-        "504": "No reply in time",
-    }
-    if route.method == "GET" and route.body != "query" and "{id" not in route.path:
-        del codes["422"]  # nothing to validate
-    if route.queue in BEARER_ROUTES:
-        codes |= {"401": "Missing, invalid, expired or revoked token", "403": "Forbidden"}
-    if route.queue == "warden.auth.login":
-        codes |= {"401": "Invalid credentials", "403": "Inactive user", "429": "Too many attempts"}
-    if route.queue in {"warden.users.register", "warden.users.change_password"}:
-        codes |= {"429": "Too many attempts (registrations per address; a locked account)"}
-    if route.queue == "warden.auth.refresh":
-        codes |= {"401": "Invalid, expired, revoked or reused token"}
+def route_errors(route: Route) -> list[type[WardenError]]:
+    """Every error this route may answer with: its queue's, as the catalogue lists them, and
+    the edge's own, each once."""
+    left_out = set(NEVER_OVER_HTTP)
+    if route.method != "POST":
+        left_out |= set(IDEMPOTENCY)  # Idempotency-Key is a parameter of POST routes only
+    if route.body == "none" and "{id" not in route.path:
+        left_out.add(ValidationFailed)  # the edge sends `{}`: nothing to validate
+    kinds = [e for e in RPC[route.queue].every_error if e not in left_out]
+    kinds += EDGE_EVERY_ROUTE
+    if route.body in READS_BODY:
+        kinds += EDGE_READING_A_BODY
+    if route.body == "login":
+        kinds.append(UnsupportedGrantType)
     if "{id" in route.path:
-        codes |= {"404": "User not found"}
-    if (
-        route.queue
-        in {
-            "warden.users.register",
-            "warden.users.update_me",
-            "warden.users.update",
-            "warden.users.delete",
-        }
-        or route.method == "POST"
-    ):
-        codes |= {"409": "Conflict"}
-    responses = {code: _problem(text) for code, text in sorted(codes.items())}
+        kinds.append(NotFound)  # an id the route's pattern does not take
+    return list(dict.fromkeys(kinds))
+
+
+def _errors(route: Route) -> dict[str, Any]:
+    by_status: dict[int, list[type[WardenError]]] = {}
+    for error in route_errors(route):
+        by_status.setdefault(error.status, []).append(error)
+    responses = {
+        str(status): _problem("; ".join(f"{e.title} (`{e.code}`)" for e in kinds))
+        for status, kinds in sorted(by_status.items())
+    }
     # The HTTP server itself refuses a request line or a header over 8 KiB, before any route
     # or middleware sees the request, and answers it as plain text.
-    responses["400"]["description"] += "; or, as text/plain, a request line or header over 8 KiB"
-    responses["400"]["content"]["text/plain"] = {"schema": {"type": "string"}}
-    return responses
+    plain = "A request line or header over 8 KiB, as text/plain"
+    bad = responses.setdefault("400", _problem(plain))
+    if bad["description"] != plain:
+        bad["description"] += f"; or {plain[0].lower()}{plain[1:]}"
+    bad["content"]["text/plain"] = {"schema": {"type": "string"}}
+    return dict(sorted(responses.items()))
 
 
 def _operation(route: Route) -> dict[str, Any]:
     parameters: list[dict[str, Any]] = [
         {
-            "name": "X-Request-ID",
+            "name": protocol.HTTP_REQUEST_ID,
             "in": "header",
             "required": False,
             # Not a constraint: a value of another shape is not refused but replaced.
@@ -146,11 +166,11 @@ def _operation(route: Route) -> dict[str, Any]:
     if route.method == "POST":
         op["parameters"].append(
             {
-                "name": "Idempotency-Key",
+                "name": protocol.HTTP_IDEMPOTENCY_KEY,
                 "in": "header",
                 "required": False,
                 "description": "1-255 printable ASCII characters; any other is a 422.",
-                "schema": {"type": "string", "pattern": "^[\\x20-\\x7e]{1,255}$"},
+                "schema": {"type": "string", "pattern": protocol.IDEMPOTENCY_KEY_PATTERN},
             }
         )
     if "{id" in route.path:
@@ -187,7 +207,7 @@ def _operation(route: Route) -> dict[str, Any]:
                 }
             }
         op["requestBody"] = {"required": route.body != "optional_json", "content": content}
-    if route.queue in BEARER_ROUTES:
+    if RPC[route.queue].bearer:
         op["security"] = [{"bearer": []}]
     reply = RPC[route.queue].reply
     if reply is None:

@@ -7,12 +7,18 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from domain.errors import WardenError
+from contract.errors import every_error
+from domain.errors import BearerError, WardenError
 
 PROBLEM_JSON = "application/problem+json"
 TYPE_BASE = "https://warden.dev/problems/"
-# RFC 6750 names one error, invalid_token, for every kind of bad token.
-_TOKEN_CODES = {"invalid_token", "token_expired", "token_revoked", "token_reused"}
+# A bearer failure's code -> its RFC 6750 challenge, as each error states it (BearerError
+# itself names no code of its own).
+_CHALLENGES = {
+    e.code: e.challenge
+    for e in every_error()
+    if issubclass(e, BearerError) and "code" in vars(e) and e.challenge
+}
 
 
 def problem_from_error(error: dict[str, Any]) -> web.Response:
@@ -29,9 +35,8 @@ def problem_from_error(error: dict[str, Any]) -> web.Response:
         body["errors"] = error["errors"]
     headers: dict[str, str] = {}
     if status == 401:
-        headers["WWW-Authenticate"] = (
-            'Bearer error="invalid_token"' if body["code"] in _TOKEN_CODES else "Bearer"
-        )
+        challenge = _CHALLENGES.get(body["code"])
+        headers["WWW-Authenticate"] = f'Bearer error="{challenge}"' if challenge else "Bearer"
     if "retry_after" in error:
         headers["Retry-After"] = str(int(error["retry_after"]))
     return web.Response(

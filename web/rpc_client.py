@@ -25,8 +25,8 @@ import structlog
 from aiormq.abc import AbstractConnection, DeliveredMessage
 from pamqp.commands import Basic
 
+from contract.protocol import DEADLINE, DIRECT_REPLY_TO, broker_user
 from domain.errors import InternalError, ServiceUnavailable, UpstreamTimeout
-from handlers.protocol import DEADLINE, DIRECT_REPLY_TO, broker_user
 
 log = structlog.get_logger("warden.edge")
 

@@ -9,21 +9,21 @@ from urllib.parse import parse_qs
 import orjson
 from aiohttp import web
 
-from domain.errors import (
-    FieldError,
+from contract import protocol
+from contract.errors import (
+    InvalidIdempotencyKey,
     MalformedJson,
+    PayloadTooLarge,
     UnsupportedGrantType,
     UnsupportedMediaType,
-    ValidationFailed,
 )
-from handlers import protocol
-from handlers.wire import load_json
+from contract.routes import USER_LOCATION, Route
+from contract.wire import json_object, load_json
+from domain.errors import FieldError, ValidationFailed
 from web.problems import problem_from_error
-from web.routes import Route
 
 FORM = "application/x-www-form-urlencoded"
 # RPC header -> the HTTP header the edge reads it from, for the locations of errors.
-HTTP_HEADERS = {"idempotency-key": "Idempotency-Key", "authorization": "Authorization"}
 
 Networks = tuple[IPv4Network | IPv6Network, ...]
 
@@ -58,11 +58,7 @@ async def _json_object(request: web.Request, optional: bool) -> dict[str, Any]:
         data = load_json(raw)
     except ValueError as exc:
         raise MalformedJson(str(exc) or None) from None
-    if not isinstance(data, dict):
-        raise ValidationFailed(
-            [FieldError(("body",), "the body must be a JSON object", "dict_type")]
-        )
-    return data
+    return json_object(data)
 
 
 async def _login_form(request: web.Request) -> dict[str, Any]:
@@ -81,11 +77,11 @@ async def _read(request: web.Request) -> bytes:
     try:
         return await request.read()
     except web.HTTPRequestEntityTooLarge:
-        raise protocol.body_too_large() from None
+        raise PayloadTooLarge from None
 
 
 def request_id(request: web.Request) -> str:
-    return protocol.request_id_or_new(request.headers.get("X-Request-ID"))
+    return protocol.request_id_or_new(request.headers.get(protocol.HTTP_REQUEST_ID))
 
 
 def client_ip(request: web.Request, trusted: Networks) -> str | None:
@@ -119,15 +115,14 @@ def _trusted(address: IPv4Address | IPv6Address | None, trusted: Networks) -> bo
 
 def rpc_headers(request: web.Request, rid: str, trusted: Networks) -> dict[str, str]:
     headers = {protocol.REQUEST_ID: rid}
-    if auth := request.headers.get("Authorization"):
+    if auth := request.headers.get(protocol.HTTP_AUTHORIZATION):
         headers[protocol.AUTHORIZATION] = _sent_text(auth)
     if ip := client_ip(request, trusted):
         headers[protocol.CLIENT_IP] = ip
-    if "Idempotency-Key" in request.headers:
-        key = request.headers["Idempotency-Key"]
+    if protocol.HTTP_IDEMPOTENCY_KEY in request.headers:
+        key = request.headers[protocol.HTTP_IDEMPOTENCY_KEY]
         if not protocol.valid_idempotency_key(key):
-            msg = "Idempotency-Key must be 1-255 printable ASCII characters"
-            raise ValidationFailed([FieldError(("header", "Idempotency-Key"), msg, "value_error")])
+            raise InvalidIdempotencyKey(protocol.HTTP_IDEMPOTENCY_KEY)
         headers[protocol.IDEMPOTENCY_KEY] = key
     return headers
 
@@ -156,7 +151,7 @@ def http_response(route: Route, envelope: dict[str, Any]) -> web.Response:
         headers["Cache-Control"] = "no-store"
         headers["Pragma"] = "no-cache"
     if route.location and isinstance(data, dict) and "id" in data:
-        headers["Location"] = f"/api/v1/users/{data['id']}"
+        headers["Location"] = USER_LOCATION.format(id=data["id"])
     return web.Response(
         body=orjson.dumps(data),
         status=route.success,
@@ -175,5 +170,5 @@ def _relocate(error: dict[str, Any], route: Route) -> dict[str, Any]:
         elif loc[1] == "id" and "{id" in route.path:
             loc[0] = "path"
     if loc[:1] == ["header"] and len(loc) > 1:
-        loc[1] = HTTP_HEADERS.get(str(loc[1]), loc[1])
+        loc[1] = protocol.HTTP_NAMES.get(str(loc[1]), loc[1])
     return {**error, "loc": loc}

@@ -26,7 +26,7 @@ import pytest_asyncio
 from prometheus_client import REGISTRY
 from sqlalchemy import func, select
 
-from handlers.protocol import MAX_BODY_BYTES, REQUEST_ID_PATTERN, broker_user
+from contract.protocol import MAX_BODY_BYTES, REQUEST_ID_PATTERN, broker_user
 from storage.tables import audit_log, users
 from tests.conftest import PASSWORD, AmqpCaller, fresh_ip, make_settings, unique
 from tests.support.infra import (
@@ -409,8 +409,8 @@ async def test_a_request_whose_reply_to_names_a_warden_queue_is_refused_unworked
 async def test_every_queue_the_worker_declares_is_one_no_reply_may_name(
     settings: Settings, worker: Services
 ) -> None:
-    from handlers.app import DLQ as DEAD_LETTERS
-    from handlers.protocol import reserved
+    from contract.protocol import reserved
+    from handlers.queues import DLQ as DEAD_LETTERS
     from warden.bootstrap import build_broker
 
     broker = build_broker(settings, worker)  # not connected: its subscribers name the queues

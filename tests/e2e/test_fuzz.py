@@ -25,11 +25,12 @@ import pytest_asyncio
 from hypothesis import HealthCheck, Phase, assume, given, settings
 from hypothesis import strategies as st
 
-from domain import errors
+from contract.catalog import RPC
+from contract.errors import every_error
+from contract.routes import ID, ROUTES, Route
 from domain.auth import LogIn
 from domain.errors import WardenError
 from domain.model import NewUser, Origin
-from handlers.catalog import RPC
 from tests.conftest import PASSWORD, AmqpCaller, fresh_ip, unique
 from tests.support.hostile import (
     HEADER_BYTES,
@@ -47,7 +48,6 @@ from tests.support.hostile import (
 from tests.support.logs import captured_logs
 from tests.support.rawhttp import raw_request
 from warden.bootstrap import Services
-from web.routes import ID, ROUTES, Route
 
 T = TypeVar("T")
 # Cases per route and per queue: the whole fuzz stays well under a minute on a loaded
@@ -61,11 +61,7 @@ HYPOTHESIS = settings(
     phases=[Phase.explicit, Phase.generate],  # findings are gathered, never shrunk
     suppress_health_check=list(HealthCheck),
 )
-CODES = {
-    error.code
-    for error in vars(errors).values()
-    if isinstance(error, type) and issubclass(error, WardenError)
-}
+CODES = {error.code for error in every_error()}
 LOCATIONS = {"body", "query", "path", "header"}
 FAULTS = re.compile(r"handler fault|edge fault|Traceback|Unhandled exception", re.I)
 

@@ -25,10 +25,10 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from contract.routes import ID, ROUTES
 from domain.model import NewUser
 from tests.conftest import PASSWORD, unique
 from tests.conftest import fresh_ip as client_address
-from web.routes import ID, ROUTES
 
 Operation = schemathesis.APIOperation[Any, Any, Any, Any]
 

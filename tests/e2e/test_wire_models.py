@@ -21,10 +21,11 @@ import orjson
 import pytest
 from pydantic import BaseModel
 
+from contract import wire
+from contract.catalog import RPC
+from contract.events import EVENT_DATA, CloudEvent
 from domain.events import EVENT_TYPES
 from domain.model import NewUser
-from handlers import wire
-from handlers.catalog import RPC
 from tests.conftest import PASSWORD, AmqpCaller, fresh_ip, unique
 from tests.support.waiting import eventually
 from warden.bootstrap import Services
@@ -47,8 +48,8 @@ def success_of(reply: type[BaseModel] | None) -> type[BaseModel]:
 
 def cloudevent_of(event_type: str) -> type[BaseModel]:
     """The CloudEvent of `event_type`, its data model as the catalogue says."""
-    data = wire.EVENT_DATA[event_type]
-    return wire.CloudEvent[data]  # type: ignore[valid-type]
+    data = EVENT_DATA[event_type]
+    return CloudEvent[data]  # type: ignore[valid-type]
 
 
 # --- callers ---------------------------------------------------------------------------------
@@ -349,7 +350,7 @@ async def test_every_event_published_has_the_data_model_of_its_type(
             lambda: f"never published: {expected - kinds(received, subjects)}",
         )
 
-    assert set(EVENT_TYPES) == set(wire.EVENT_DATA)
+    assert set(EVENT_TYPES) == set(EVENT_DATA)
     for published in received:
         event_type = published.event["type"]
         assert published.routing_key == event_type

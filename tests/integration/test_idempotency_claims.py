@@ -17,14 +17,10 @@ import redis.asyncio as aioredis
 
 import handlers.idempotency
 import storage.idempotency
-from domain.errors import (
-    IdempotencyKeyInUse,
-    IdempotencyKeyReused,
-    MalformedMessage,
-    ServiceUnavailable,
-)
+from contract.errors import IdempotencyKeyInUse, IdempotencyKeyReused, MalformedMessage
+from domain.errors import ServiceUnavailable
+from handlers.envelope import failure, success
 from handlers.idempotency import Envelope, Idempotency
-from handlers.rpc import failure, success
 from storage.idempotency import PREFIX, RedisIdempotencyStore, ReplyRecorder
 from storage.redis_store import make_redis
 from tests.conftest import unique

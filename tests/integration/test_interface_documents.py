@@ -7,11 +7,11 @@ from typing import Any
 
 import aiohttp
 
+from contract.catalog import RPC
+from contract.routes import ROUTES
 from handlers.asyncapi import render
-from handlers.catalog import RPC
 from warden.bootstrap import build_broker, build_services
 from warden.settings import Settings
-from web.routes import ROUTES
 
 ROOT = Path(__file__).resolve().parents[2]
 

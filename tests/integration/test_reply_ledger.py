@@ -12,8 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from domain.errors import EmailTaken
 from domain.model import NewUser, User, UserChanges
+from handlers.envelope import failure
 from handlers.idempotency import Idempotency
-from handlers.rpc import failure
 from storage.db import asyncpg_dsn, make_engine
 from storage.idempotency import PostgresReplyLedger, RedisIdempotencyStore, ReplyRecorder
 from storage.lone import LoneStatements

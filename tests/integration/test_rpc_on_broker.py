@@ -12,7 +12,7 @@ import orjson
 import pytest
 from sqlalchemy import func, select
 
-from handlers.rpc import DEADLINE_HEADER
+from contract.protocol import DEADLINE as DEADLINE_HEADER
 from storage.tables import users
 from tests.conftest import PASSWORD, AmqpCaller, unique
 from tests.support.waiting import eventually

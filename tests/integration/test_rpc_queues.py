@@ -17,7 +17,7 @@ import orjson
 import pytest_asyncio
 import redis.asyncio as aioredis
 
-from handlers.rpc import RPC_REDELIVERY_LIMIT
+from handlers.queues import RPC_REDELIVERY_LIMIT
 from storage.redis_store import REDELIVERIES
 from tests.conftest import make_settings
 from tests.support.infra import Urls, own_vhost

@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Literal
 
+from contract.events import cloudevent
 from domain.errors import EmailTaken, InvalidToken, TokenExpired, UsernameTaken, UserNotFound
 from domain.events import Event
 from domain.listing import (
@@ -198,7 +199,7 @@ class FakeAuditLog:
                 type=event.type,
                 user_id=event.user_id,
                 time=event.time,
-                data=event.to_cloudevent()["data"],
+                data=cloudevent(event)["data"],
             )
         )
 
@@ -271,6 +272,14 @@ class FakeUnitOfWorkFactory:
         uow = FakeUnitOfWork(self.users, self.outbox, self.audit)
         self.opened.append(uow)
         return uow
+
+    def for_request(self, request_id: str) -> FakeUnitOfWorkFactory:
+        """The same units: in memory, an event needs no request id to be told apart."""
+        return self
+
+    def recording(self, recorder: object) -> FakeUnitOfWorkFactory:
+        """The same units: what a reply would render is `changed()`."""
+        return self
 
     def changed(self) -> list[User]:
         """The users each committed unit of work added or changed, oldest first: what the

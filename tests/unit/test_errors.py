@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import pytest
 
+from contract import errors as transport
 from domain import errors
 from domain.errors import FieldError, TooManyAttempts, ValidationFailed, WardenError
 
 CONTRACT = [
     (errors.ValidationFailed, 422, "validation_error"),
-    (errors.MalformedJson, 400, "malformed_json"),
-    (errors.MalformedMessage, 422, "malformed_message"),
+    (transport.MalformedJson, 400, "malformed_json"),
+    (transport.MalformedMessage, 422, "malformed_message"),
     (errors.EmailTaken, 409, "email_taken"),
     (errors.UsernameTaken, 409, "username_taken"),
     (errors.InvalidCredentials, 401, "invalid_credentials"),
@@ -22,16 +23,16 @@ CONTRACT = [
     (errors.TokenExpired, 401, "token_expired"),
     (errors.TokenRevoked, 401, "token_revoked"),
     (errors.TokenReused, 401, "token_reused"),
-    (errors.UnsupportedGrantType, 400, "unsupported_grant_type"),
+    (transport.UnsupportedGrantType, 400, "unsupported_grant_type"),
     (errors.Forbidden, 403, "forbidden"),
     (errors.UserNotFound, 404, "user_not_found"),
     (errors.LastSuperuser, 409, "last_superuser"),
-    (errors.NotFound, 404, "not_found"),
-    (errors.MethodNotAllowed, 405, "method_not_allowed"),
-    (errors.IdempotencyKeyReused, 422, "idempotency_key_reused"),
-    (errors.IdempotencyKeyInUse, 409, "idempotency_key_in_use"),
-    (errors.PayloadTooLarge, 413, "payload_too_large"),
-    (errors.UnsupportedMediaType, 415, "unsupported_media_type"),
+    (transport.NotFound, 404, "not_found"),
+    (transport.MethodNotAllowed, 405, "method_not_allowed"),
+    (transport.IdempotencyKeyReused, 422, "idempotency_key_reused"),
+    (transport.IdempotencyKeyInUse, 409, "idempotency_key_in_use"),
+    (transport.PayloadTooLarge, 413, "payload_too_large"),
+    (transport.UnsupportedMediaType, 415, "unsupported_media_type"),
     (errors.UpstreamTimeout, 504, "upstream_timeout"),
     (errors.ServiceUnavailable, 503, "service_unavailable"),
     (errors.InternalError, 500, "internal_error"),
@@ -115,7 +116,7 @@ def test_every_422_names_at_least_one_input_from_the_callers_side(
 
 
 def test_a_reused_idempotency_key_names_the_header() -> None:
-    assert errors.IdempotencyKeyReused().as_error()["errors"] == [
+    assert transport.IdempotencyKeyReused().as_error()["errors"] == [
         {
             "loc": ["header", "idempotency-key"],
             "msg": "This Idempotency-Key was used with a different request body.",

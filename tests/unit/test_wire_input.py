@@ -8,10 +8,11 @@ from typing import Any
 import pytest
 from pydantic import BaseModel, ValidationError
 
-from domain.errors import FieldError, MalformedMessage, ValidationFailed
-from handlers.catalog import RPC
-from handlers.rpc import caller_path, parse, validation_errors
-from handlers.wire import MAX_JSON_DEPTH, LoginRequest, UpdateUserMessage, load_json
+from contract.catalog import RPC
+from contract.errors import MalformedMessage
+from contract.wire import MAX_JSON_DEPTH, LoginRequest, UpdateUserMessage, load_json
+from domain.errors import FieldError, ValidationFailed
+from handlers.decoding import caller_path, parse, validation_errors
 
 NUL_REFUSED = "text may not contain NUL characters or lone surrogates"
 # Every field of every request the worker takes, but the login's (whose any input is a

@@ -5,7 +5,7 @@ The edge reads these too, for its OpenAPI document; nothing here does I/O.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
 import orjson
@@ -16,10 +16,12 @@ from pydantic import (
     EmailStr,
     Field,
     StringConstraints,
+    TypeAdapter,
     field_validator,
 )
 
 from domain import rules
+from domain.errors import FieldError, ValidationFailed
 from domain.listing import DEFAULT_LIMIT, MAX_LIMIT
 
 Username = Annotated[
@@ -78,6 +80,15 @@ def load_json(raw: bytes) -> Any:
         raise ValueError from None
     if _deeper_than(data, MAX_JSON_DEPTH):
         raise ValueError(f"The JSON is nested deeper than {MAX_JSON_DEPTH} levels.")
+    return data
+
+
+def json_object(data: Any) -> dict[str, Any]:
+    """A request body's JSON value, which must be an object (422 where it is anything else)."""
+    if not isinstance(data, dict):
+        raise ValidationFailed(
+            [FieldError(("body",), "the body must be a JSON object", "dict_type")]
+        )
     return data
 
 
@@ -205,20 +216,52 @@ class AuditListQuery(Strict):
 
 
 # --- replies -------------------------------------------------------------------------------
+# Every reply is written through its model (see views()): built from the domain object it
+# answers with, validated once, dumped as JSON.
 
 
-class UserOut(BaseModel):
+def _utc(moment: datetime) -> datetime:
+    return moment.astimezone(UTC)
+
+
+# RFC 3339 in UTC, written with a `Z`, whatever zone the domain's datetime is in.
+Timestamp = Annotated[datetime, AfterValidator(_utc)]
+_TIMESTAMP: TypeAdapter[datetime] = TypeAdapter(Timestamp)
+
+
+def rfc3339(moment: datetime) -> str:
+    """A timestamp as the contract writes it: RFC 3339 in UTC with a `Z`."""
+    written: str = _TIMESTAMP.dump_python(_TIMESTAMP.validate_python(moment), mode="json")
+    return written
+
+
+def _absent(value: object) -> bool:
+    return value is None
+
+
+def absent_when_none(**kwargs: Any) -> Any:
+    """A field left out of the JSON, not written as null, when it has no value."""
+    return Field(default=None, exclude_if=_absent, **kwargs)
+
+
+class Reply(BaseModel):
+    """A reply model: read from the attributes of the domain object it answers with."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+
+class UserOut(Reply):
     id: int
     email: str
     username: str
     full_name: str | None
     is_active: bool
     is_superuser: bool
-    created_at: datetime
-    updated_at: datetime
+    created_at: Timestamp
+    updated_at: Timestamp
 
 
-class TokenPairOut(BaseModel):
+class TokenPairOut(Reply):
     access_token: str
     refresh_token: str
     token_type: Literal["bearer"] = "bearer"
@@ -226,42 +269,43 @@ class TokenPairOut(BaseModel):
     refresh_expires_in: int = Field(examples=[604800])
 
 
-class UserPageOut(BaseModel):
+class UserPageOut(Reply):
     items: list[UserOut]
     next_cursor: str | None
 
 
-class AuditEntryOut(BaseModel):
+class AuditEntryOut(Reply):
     id: int
     event_id: str
     type: str
     user_id: int | None
-    time: datetime
+    time: Timestamp
     data: dict[str, Any]
 
 
-class AuditPageOut(BaseModel):
+class AuditPageOut(Reply):
     items: list[AuditEntryOut]
     next_cursor: str | None
 
 
-class IntrospectionOut(BaseModel):
+class IntrospectionOut(Reply):
+    # RFC 7662: every member but `active` is absent for an inactive token.
     active: bool
-    sub: str | None = None
-    sid: str | None = None
-    username: str | None = None
-    is_superuser: bool | None = None
-    exp: int | None = None
-    iat: int | None = None
+    sub: str | None = absent_when_none()
+    sid: str | None = absent_when_none()
+    username: str | None = absent_when_none()
+    is_superuser: bool | None = absent_when_none()
+    exp: int | None = absent_when_none()
+    iat: int | None = absent_when_none()
 
 
-class CheckOut(BaseModel):
+class CheckOut(Reply):
     status: Literal["pass", "fail"]
     latency_ms: float
-    error: str | None = None
+    error: str | None = absent_when_none()
 
 
-class PingOut(BaseModel):
+class PingOut(Reply):
     postgres: CheckOut
     redis: CheckOut
 
@@ -277,8 +321,8 @@ class ErrorOut(BaseModel):
     code: str
     title: str
     detail: str
-    errors: list[FieldErrorOut] | None = None
-    retry_after: int | None = None
+    errors: list[FieldErrorOut] | None = absent_when_none()
+    retry_after: int | None = absent_when_none()
 
 
 T = TypeVar("T")
@@ -294,69 +338,13 @@ class Failure(BaseModel):
     error: ErrorOut
 
 
-# --- events (CloudEvents 1.0, structured JSON) ---------------------------------------------
+R = TypeVar("R", bound=BaseModel)
 
 
-class UserEventData(BaseModel):
-    user: UserOut = Field(description="The user after the change; as it was, for user.deleted.")
+def dump(model: type[R], source: object) -> dict[str, Any]:
+    """`source` (a domain object, or a dict of one's parts) written through `model`.
 
-
-class SessionEventData(UserEventData):
-    session_id: str
-
-
-class LoggedInData(SessionEventData):
-    client_ip: str | None = Field(default=None, description="Present when the caller gave one.")
-
-
-class LoginFailedData(BaseModel):
-    """For too_many_attempts, one event per locked window (see `limited_by`), not per refusal."""
-
-    user: UserOut | None = Field(description="Null when no such user exists.")
-    reason: Literal["invalid_credentials", "inactive_user", "too_many_attempts"]
-    client_ip: str | None = Field(default=None, description="Present when the caller gave one.")
-    attempts: int | None = Field(
-        default=None,
-        description=(
-            "On too_many_attempts only: the failed logins counted in the window that refused "
-            "this login, when the event was written."
-        ),
-        examples=[10],
-    )
-    limited_by: Literal["account", "client_ip"] | None = Field(
-        default=None,
-        description=(
-            "On too_many_attempts only: whose limit refused the login. The event is written "
-            "once per window of that limit: further refusals in it, for this account or "
-            "(client_ip) for any account from that address, write none."
-        ),
-    )
-
-
-D = TypeVar("D")
-
-
-class CloudEvent(BaseModel, Generic[D]):
-    specversion: Literal["1.0"] = "1.0"
-    id: str = Field(description="Unique; subscribers de-duplicate on it.")
-    source: Literal["warden"] = "warden"
-    type: str
-    time: datetime
-    subject: str | None = Field(default=None, description="The user id; absent without a user.")
-    datacontenttype: Literal["application/json"] = "application/json"
-    requestid: str | None = Field(
-        default=None, description="Extension attribute: the request that caused the event."
-    )
-    data: D
-
-
-EVENT_DATA: dict[str, type[BaseModel]] = {
-    "user.registered": UserEventData,
-    "user.updated": UserEventData,
-    "user.deleted": UserEventData,
-    "user.password_changed": UserEventData,
-    "user.logged_in": LoggedInData,
-    "user.logged_out": SessionEventData,
-    "user.login_failed": LoginFailedData,
-    "user.token_reuse_detected": SessionEventData,
-}
+    Validated once, with any member the model does not name refused rather than dropped, so
+    what leaves the service is exactly what the model documents.
+    """
+    return model.model_validate(source, extra="forbid").model_dump(mode="json")

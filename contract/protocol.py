@@ -10,17 +10,26 @@ import re
 import uuid
 from urllib.parse import unquote, urlsplit
 
-from domain.errors import PayloadTooLarge
-
 # A request's body, over HTTP or AMQP; a larger one is a 413 payload_too_large.
 MAX_BODY_BYTES = 64 * 1024
 
 # Headers of a request message.
 AUTHORIZATION = "authorization"
 REQUEST_ID = "x-request-id"
-CLIENT_IP = "x-client-ip"  # believed only from the edge's broker user (see handlers.rpc)
+CLIENT_IP = "x-client-ip"  # believed only from the edge's broker user (see handlers.trust)
 IDEMPOTENCY_KEY = "idempotency-key"
 DEADLINE = "x-deadline"  # epoch milliseconds after which the caller no longer waits
+
+# The same headers over HTTP, as the edge reads them (and writes X-Request-ID back).
+HTTP_AUTHORIZATION = "Authorization"
+HTTP_REQUEST_ID = "X-Request-ID"
+HTTP_IDEMPOTENCY_KEY = "Idempotency-Key"
+# A request header -> its HTTP name: where an error the worker located is shown over HTTP.
+HTTP_NAMES = {
+    AUTHORIZATION: HTTP_AUTHORIZATION,
+    REQUEST_ID: HTTP_REQUEST_ID,
+    IDEMPOTENCY_KEY: HTTP_IDEMPOTENCY_KEY,
+}
 
 REQUEST_ID_PATTERN = r"^[A-Za-z0-9._-]{1,128}$"
 IDEMPOTENCY_KEY_PATTERN = r"^[\x20-\x7e]{1,255}$"
@@ -41,11 +50,6 @@ def request_id_or_new(given: object) -> str:
     if isinstance(given, str) and _REQUEST_ID.fullmatch(given):
         return given
     return uuid.uuid4().hex
-
-
-def body_too_large() -> PayloadTooLarge:
-    """The 413 of a body over MAX_BODY_BYTES, naming the limit."""
-    return PayloadTooLarge(f"The request body is larger than {MAX_BODY_BYTES // 1024} KiB.")
 
 
 def valid_idempotency_key(key: str) -> bool:

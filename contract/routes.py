@@ -1,4 +1,8 @@
-"""The edge's one route table: each HTTP route is a translation to one RPC queue."""
+"""The HTTP routes: each is a translation to one RPC queue of the catalogue.
+
+The edge registers exactly these; its OpenAPI document describes them. Method, path, queue
+and success status are the contract's; `body` says where the RPC body comes from.
+"""
 
 from __future__ import annotations
 
@@ -16,12 +20,14 @@ class Route:
     success: int = 200
     body: BodyKind = "json"
     tokens: bool = False  # a TokenPair reply: Cache-Control: no-store
-    location: bool = False  # a created User: Location: /api/v1/users/{id}
+    location: bool = False  # a created User: Location: USER_LOCATION
     summary: str = ""
 
 
 API = "/api/v1"
 ID = "{id:[0-9]{1,18}}"
+# Where a user is read: the Location of a created one.
+USER_LOCATION = API + "/users/{id}"
 
 ROUTES: tuple[Route, ...] = (
     Route(

@@ -1,0 +1,66 @@
+"""What the subscribers of every area are built from: the use cases, the probes, the worker's
+settings for its queues."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from faststream.rabbit import RabbitRouter
+
+from contract.catalog import RPC
+from domain.accounts import Accounts
+from domain.auth import Auth
+from domain.listing import CursorCodec
+from handlers.envelope import RequestUnits, UseCase
+from handlers.idempotency import Idempotency, Replay
+from handlers.rpc import RedeliveryCounter, rpc
+
+Probe = Callable[[], Awaitable[object]]
+
+
+@dataclass(frozen=True)
+class WorkerDeps:
+    """What the subscribers call: the use cases and the health probes."""
+
+    auth: Auth
+    accounts: Accounts
+    cursors: CursorCodec
+    probes: dict[str, Probe]
+    prefetch: int
+    login_prefetch: int
+    edge_user: str  # the broker user whose x-client-ip is believed
+    units: RequestUnits  # opens units of work; each request binds its own (see Call)
+    idempotency: Idempotency | None = None
+    redeliveries: RedeliveryCounter | None = None
+
+    def rpc(
+        self,
+        router: RabbitRouter,
+        queue: str,
+        *,
+        bcrypt: bool = False,
+        reply: Callable[[Any], Any] | None = None,
+        changes: bool = False,
+        replay: Replay | None = None,
+    ) -> Callable[[UseCase], UseCase]:
+        """`handlers.rpc.rpc` with this worker's prefetch, idempotency and redelivery count.
+
+        `bcrypt` queues get the smaller prefetch: their messages wait for the hash pool.
+        Idempotency-Keys are honoured on the queues the catalogue says.
+        """
+        prefetch = self.login_prefetch if bcrypt else self.prefetch
+        idempotency = self.idempotency if RPC[queue].idempotent else None
+        return rpc(
+            router,
+            queue,
+            prefetch,
+            self.edge_user,
+            self.units,
+            idempotency,
+            reply,
+            self.redeliveries,
+            replay,
+            changes,
+        )
