@@ -233,32 +233,26 @@ def _cause(exc: BaseException) -> Literal["timed out", "unreachable"] | None:
     return None
 
 
+@dataclasses.dataclass(frozen=True)
 class SqlAlchemyUnitOfWorkFactory:
     """Opens units of work on one engine, with `lone` for the statements that stand alone."""
 
-    def __init__(
-        self,
-        engine: AsyncEngine,
-        lone: LoneStatements | None = None,
-        scope: RequestScope = NO_REQUEST,
-    ) -> None:
-        self.engine = engine
-        self.lone = lone
-        self.scope = scope
+    engine: AsyncEngine
+    lone: LoneStatements | None = None
+    scope: RequestScope = NO_REQUEST
 
     def __call__(self) -> SqlAlchemyUnitOfWork:
         return SqlAlchemyUnitOfWork(self.engine, self.lone, self.scope)
 
     def for_request(self, request_id: str) -> SqlAlchemyUnitOfWorkFactory:
         """Units of one request: each event they commit carries its id."""
-        return self._scoped(dataclasses.replace(self.scope, request_id=request_id))
+        return dataclasses.replace(
+            self, scope=dataclasses.replace(self.scope, request_id=request_id)
+        )
 
     def recording(self, recorder: ReplyRecorder) -> SqlAlchemyUnitOfWorkFactory:
         """Units of an idempotent change: one that commits writes `recorder`'s reply with it."""
-        return self._scoped(dataclasses.replace(self.scope, recorder=recorder))
-
-    def _scoped(self, scope: RequestScope) -> SqlAlchemyUnitOfWorkFactory:
-        return SqlAlchemyUnitOfWorkFactory(self.engine, self.lone, scope)
+        return dataclasses.replace(self, scope=dataclasses.replace(self.scope, recorder=recorder))
 
     async def ping(self) -> None:
         """Readiness: one statement on the pool the units of work take their connections from."""
