@@ -74,7 +74,11 @@ TARGETS = {
     # Idempotency-Key replay against a real worker, Redis, Postgres and RabbitMQ: slow.
     "idempotency": Target(
         ("handlers/idempotency.py",),
-        ("tests/integration/test_reply_ledger.py", "tests/e2e/test_idempotency.py"),
+        (
+            "tests/integration/test_reply_ledger.py",
+            "tests/e2e/test_idempotency.py",
+            "tests/e2e/test_idempotency_failures.py",
+        ),
     ),
 }
 
