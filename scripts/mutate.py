@@ -341,11 +341,13 @@ def main() -> int:
         "--only", nargs="*", default=[], help="mutant names or globs to retest, keeping the rest"
     )
     reporting = commands.add_parser("report", help="print the README's tables from .mutmut/")
-    reporting.add_argument("targets", nargs="*", choices=TARGETS, default=list(TARGETS))
+    reporting.add_argument("targets", nargs="*", help=f"of {', '.join(TARGETS)}; all by default")
     args = parser.parse_args()
     if args.command == "run":
         return run(args.targets, args.max_children, args.only, args.min_score)
-    return report(args.targets)
+    if unknown := set(args.targets) - set(TARGETS):
+        parser.error(f"no such target: {', '.join(sorted(unknown))}")
+    return report(args.targets or list(TARGETS))
 
 
 if __name__ == "__main__":
