@@ -12,6 +12,7 @@ import pytest
 import pytest_asyncio
 import structlog
 from sqlalchemy import func, select, text
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from domain import events
@@ -28,6 +29,25 @@ from tests.support.waiting import eventually
 from warden.cli import migrate
 
 HASH = "$2b$04$" + "x" * 53  # shaped like a bcrypt hash; never checked here
+
+# A deferred constraint trigger of the tests' own: Postgres runs it at COMMIT, after every
+# statement of the transaction (the outbox insert too) went through. It refuses one username.
+REFUSED_AT_COMMIT = "refused at commit"
+_REFUSE_AT_COMMIT = (
+    """CREATE FUNCTION test_refuse_at_commit() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        IF NEW.username = TG_ARGV[0] THEN
+            RAISE EXCEPTION 'refused at commit' USING ERRCODE = 'check_violation';
+        END IF;
+        RETURN NULL;
+    END $$""",
+    "CREATE CONSTRAINT TRIGGER test_refuse_at_commit AFTER INSERT ON users DEFERRABLE"
+    " INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION test_refuse_at_commit('{name}')",
+)
+_ALLOW_AT_COMMIT = (
+    "DROP TRIGGER IF EXISTS test_refuse_at_commit ON users",
+    "DROP FUNCTION IF EXISTS test_refuse_at_commit()",
+)
 
 WAITING_ON_A_LOCK = (
     "SELECT count(*) FROM pg_stat_activity"
@@ -51,6 +71,19 @@ async def quiet_engine(urls: Urls) -> AsyncIterator[AsyncEngine]:
     yield engine
     await engine.dispose()
     await drop_database(url)
+
+
+@pytest_asyncio.fixture
+async def refused_at_commit(quiet_engine: AsyncEngine) -> AsyncIterator[str]:
+    """A username whose row Postgres accepts at INSERT and refuses at COMMIT."""
+    name = unique("refused")
+    async with quiet_engine.begin() as conn:
+        for statement in _REFUSE_AT_COMMIT:
+            await conn.exec_driver_sql(statement.format(name=name))
+    yield name
+    async with quiet_engine.begin() as conn:
+        for statement in _ALLOW_AT_COMMIT:
+            await conn.exec_driver_sql(statement)
 
 
 def new_user(name: str | None = None, **fields: Any) -> NewUser:
@@ -287,6 +320,32 @@ async def test_an_error_inside_a_unit_of_work_rolls_it_back(quiet_engine: AsyncE
     user = added[0]
     assert await get(quiet_engine, user.id) is None
     assert await outbox_rows(quiet_engine, user.id) == []
+
+
+async def test_a_change_whose_commit_fails_leaves_no_event_behind(
+    quiet_engine: AsyncEngine, refused_at_commit: str
+) -> None:
+    """The events are rows of the change's own transaction: when its COMMIT fails after they
+    were written, no outbox row remains, so nothing announces a change that never happened."""
+    dsn = quiet_engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    lone = LoneStatements(dsn, 1)  # as the worker builds its units of work
+    added: list[User] = []
+
+    async def register_and_announce() -> None:
+        async with SqlAlchemyUnitOfWork(quiet_engine, lone) as uow:
+            user = await uow.users.add(new_user(refused_at_commit))
+            added.append(user)
+            uow.outbox.add(events.Event(events.USER_REGISTERED, datetime.now(UTC), user.view()))
+            await uow.commit()
+
+    try:
+        with pytest.raises(IntegrityError, match=REFUSED_AT_COMMIT):
+            await register_and_announce()
+    finally:
+        await lone.close()
+    user = added[0]
+    assert await get(quiet_engine, user.id) is None
+    assert await outbox_rows(quiet_engine, user.id) == [], "an event of a change never committed"
 
 
 async def test_commit_writes_the_outbox_rows_as_cloudevents_without_the_hash(

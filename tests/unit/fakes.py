@@ -311,6 +311,7 @@ class FakePasswordHasher:
 
     async def burn(self, password: str) -> None:
         self.burn_calls += 1
+        password.encode()  # bcrypt reads the password too: a None fails here as there
 
     @property
     def checks(self) -> int:

@@ -7,7 +7,7 @@ import pytest
 from domain.accounts import Accounts
 from domain.auth import Auth
 from domain.errors import InvalidToken, MissingToken, TokenExpired, TokenRevoked
-from domain.model import User, UserChanges
+from domain.model import Introspection, User, UserChanges
 from tests.unit.fakes import FakeClock, FakeTokenIssuer, FakeUnitOfWorkFactory
 from tests.unit.support import ACCESS_TTL, People
 
@@ -39,6 +39,17 @@ async def test_the_scheme_is_matched_in_any_case(
     assert principal.user.id == alice.id
 
 
+async def test_more_than_one_space_may_follow_the_scheme(
+    auth: Auth, people: People, alice: User
+) -> None:
+    """RFC 6750: credentials = "Bearer" 1*SP b64token."""
+    login = await people.sign_in(alice)
+
+    principal = await auth.authenticate(f"Bearer   {login.pair.access_token}")
+
+    assert principal.user.id == alice.id
+
+
 @pytest.mark.parametrize("header", [None, ""])
 async def test_no_authorization_header_is_a_missing_token(auth: Auth, header: str | None) -> None:
     with pytest.raises(MissingToken):
@@ -49,6 +60,16 @@ async def test_no_authorization_header_is_a_missing_token(auth: Auth, header: st
 async def test_another_scheme_or_no_token_is_an_invalid_token(auth: Auth, header: str) -> None:
     with pytest.raises(InvalidToken):
         await auth.authenticate(header)
+
+
+@pytest.mark.parametrize("scheme", ["Basic", "Token", "MAC"])
+async def test_a_live_access_token_under_another_scheme_is_an_invalid_token(
+    auth: Auth, people: People, alice: User, scheme: str
+) -> None:
+    login = await people.sign_in(alice)
+
+    with pytest.raises(InvalidToken):
+        await auth.authenticate(f"{scheme} {login.pair.access_token}")
 
 
 async def test_a_garbled_token_is_an_invalid_token(auth: Auth) -> None:
@@ -145,9 +166,7 @@ async def test_introspection_of_a_live_token_is_active_with_claims_and_user(
 async def test_introspection_of_a_garbled_token_is_inactive(auth: Auth) -> None:
     answer = await auth.introspect("garbage")
 
-    assert not answer.active
-    assert answer.claims is None
-    assert answer.user is None
+    assert answer == Introspection(active=False)  # RFC 7662: `active` is a boolean
 
 
 async def test_introspection_of_a_refresh_token_is_inactive(

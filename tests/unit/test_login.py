@@ -299,11 +299,11 @@ async def test_an_inactive_user_records_login_failed_as_inactive_user(
     dormant = await people.add("dormant", password=PASSWORD, active=False)
 
     with pytest.raises(InactiveUser):
-        await auth.login(LogIn("dormant", PASSWORD))
+        await auth.login(LogIn("dormant", PASSWORD, Origin(client_ip="198.51.100.7")))
 
     [event] = uow.events(events.USER_LOGIN_FAILED)
     assert event.user == dormant.view()
-    assert event.extra == {"reason": "inactive_user"}
+    assert event.extra == {"reason": "inactive_user", "client_ip": "198.51.100.7"}
 
 
 async def test_a_blocked_login_records_login_failed_as_too_many_attempts(

@@ -1,0 +1,92 @@
+"""A deactivation ends the user's sessions on both sides of its commit.
+
+Before it: Redis lost just after the commit must leave no session to come back to life with a
+reactivation (the contract: a deactivated user's tokens stay dead after a reactivation).
+After it: a login that read the user as still active, and opened its session once the first
+revocation was done, must not outlive the deactivation either.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import pytest
+
+from domain.accounts import Accounts
+from domain.auth import Auth
+from domain.errors import ServiceUnavailable, TokenRevoked
+from domain.model import Principal, User, UserChanges
+from tests.unit.fakes import FakeSessionStore
+from tests.unit.support import People
+
+
+class SessionsAroundTheCommit(FakeSessionStore):
+    """Sessions where something happens right after the next revocation of all of a user's
+    sessions, while the change is being committed: Redis goes away, or a racing login lands."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.down = False
+        self.after_next_revocation: Callable[[], Awaitable[None]] | None = None
+
+    async def revoke_all(self, user_id: int, keep: str | None = None) -> None:
+        if self.down:
+            raise ServiceUnavailable("Redis cannot be reached.")
+        await super().revoke_all(user_id, keep)
+        then, self.after_next_revocation = self.after_next_revocation, None
+        if then is not None:
+            await then()
+
+
+@pytest.fixture
+def sessions() -> SessionsAroundTheCommit:
+    return SessionsAroundTheCommit()
+
+
+@pytest.fixture
+async def alice(people: People) -> User:
+    return await people.add("alice")
+
+
+@pytest.fixture
+async def admin(people: People) -> Principal:
+    return (await people.sign_in(await people.add("root", superuser=True))).principal
+
+
+async def test_redis_lost_after_the_commit_leaves_no_session_to_come_back_on_reactivation(
+    accounts: Accounts,
+    auth: Auth,
+    people: People,
+    sessions: SessionsAroundTheCommit,
+    admin: Principal,
+    alice: User,
+) -> None:
+    login = await people.sign_in(alice)
+
+    async def redis_goes_away() -> None:
+        sessions.down = True
+
+    sessions.after_next_revocation = redis_goes_away
+    with pytest.raises(ServiceUnavailable):  # the caller hears of the outage
+        await accounts.update_user(admin, alice.id, UserChanges(is_active=False))
+    sessions.down = False
+    await accounts.update_user(admin, alice.id, UserChanges(is_active=True))
+
+    assert sessions.of_user(alice.id) == []
+    with pytest.raises(TokenRevoked):
+        await auth.authenticate(login.bearer)
+
+
+async def test_a_login_that_raced_the_deactivation_does_not_outlive_it(
+    accounts: Accounts,
+    sessions: SessionsAroundTheCommit,
+    admin: Principal,
+    alice: User,
+) -> None:
+    async def a_login_that_read_alice_as_active_opens_its_session() -> None:
+        await sessions.create(alice.id, "raced-session", "raced-refresh")
+
+    sessions.after_next_revocation = a_login_that_read_alice_as_active_opens_its_session
+    await accounts.update_user(admin, alice.id, UserChanges(is_active=False))
+
+    assert sessions.of_user(alice.id) == []
