@@ -18,6 +18,7 @@ from multidict import CIMultiDict
 from tests.conftest import PASSWORD, AmqpCaller, fresh_ip, make_settings, unique
 from tests.e2e.test_request_id import Delivered, event_about, events_of
 from tests.support.infra import Urls, own_vhost
+from tests.support.waiting import eventually
 from warden.bootstrap import Services, build_edge, running_worker
 from warden.settings import Settings
 from web.app import RPC_CLIENT
@@ -184,13 +185,12 @@ async def test_registrations_past_an_addresss_limit_are_too_many_attempts(
 
 
 async def arrival(received: list[Delivered], kind: str, user_id: int) -> None:
-    async with asyncio.timeout(WAIT):
-        while True:
-            if any(
-                d.event["type"] == kind and d.event.get("subject") == str(user_id) for d in received
-            ):
-                return
-            await asyncio.sleep(0.02)
+    def arrived() -> bool:
+        return any(
+            d.event["type"] == kind and d.event.get("subject") == str(user_id) for d in received
+        )
+
+    await eventually(arrived, WAIT, f"{kind} of user {user_id}")
 
 
 def refusals_of(received: list[Delivered], user_id: int) -> list[dict[str, Any]]:

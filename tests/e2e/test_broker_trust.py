@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from sqlalchemy import func, select
 from contract.protocol import MAX_BODY_BYTES, REQUEST_ID_PATTERN, broker_user
 from storage.tables import audit_log, users
 from tests.conftest import PASSWORD, AmqpCaller, fresh_ip, make_settings, unique
+from tests.support import waiting
 from tests.support.infra import (
     Urls,
     another_broker_user,
@@ -126,11 +126,7 @@ def refused(queue: str, reason: str) -> float:
 
 async def eventually(condition: Callable[[], Awaitable[bool]], what: str) -> None:
     """Wait until `condition()` holds, within WITHIN seconds."""
-    deadline = time.monotonic() + WITHIN
-    while not await condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"not within {WITHIN} s: {what}")
-        await asyncio.sleep(0.02)
+    await waiting.eventually(condition, WITHIN, what)
 
 
 async def audit_data(worker: Services, user_id: int, kind: str) -> list[dict[str, Any]]:
