@@ -79,6 +79,8 @@ TARGETS = {
     "idempotency": Target(
         ("handlers/idempotency.py",),
         (
+            "tests/integration/test_idempotency_claims.py",
+            "tests/integration/test_idempotency_store.py",
             "tests/integration/test_reply_ledger.py",
             "tests/e2e/test_idempotency.py",
             "tests/e2e/test_idempotency_failures.py",
