@@ -21,7 +21,7 @@ from contract.errors import IdempotencyKeyInUse, IdempotencyKeyReused, Malformed
 from domain.errors import ServiceUnavailable
 from handlers.envelope import failure, success
 from handlers.idempotency import Envelope, Idempotency
-from storage.idempotency import PREFIX, RedisIdempotencyStore, ReplyRecorder
+from storage.idempotency import HEARTBEAT_TTL_MS, PREFIX, RedisIdempotencyStore, ReplyRecorder
 from storage.redis_store import make_redis
 from tests.conftest import unique
 from tests.support.infra import Urls
@@ -157,3 +157,33 @@ async def test_a_request_cancelled_as_its_work_ends_is_cancelled_not_completed(
         await request
     claim = await client.get(claim_of(key))
     assert claim is None or "reply" not in orjson.loads(claim)  # no reply was kept
+
+
+async def test_a_live_workers_claim_outlasts_its_heartbeats_ttl_and_is_never_taken_over(
+    idempotency: Idempotency, client: aioredis.Redis
+) -> None:
+    """Another worker's repeat, after the holder has worked for longer than one heartbeat
+    lifetime, is in use: the holder's heartbeat loop keeps it alive, claims alone would not."""
+    other_store = RedisIdempotencyStore(
+        client, 600, AesGcmSealer(subkey(MASTER, IDEMPOTENCY_REPLY)), holder=unique("other-")
+    )
+    other = Idempotency(other_store, anonymous, subkey(MASTER, IDEMPOTENCY_FINGERPRINT))
+    key, done = unique("key-"), asyncio.Event()
+    runs = 0
+
+    async def slow(recorder: ReplyRecorder | None) -> Envelope:
+        nonlocal runs
+        runs += 1
+        await done.wait()
+        return success({"id": 4})
+
+    first = asyncio.create_task(idempotency.once(QUEUE, None, key, BODY, slow))
+    await eventually(lambda: runs == 1, 5, "the first request never started its work")
+    await asyncio.sleep(2 * HEARTBEAT_TTL_MS / 1000)  # the time under test: two lifetimes
+    try:
+        with pytest.raises(IdempotencyKeyInUse):  # taken over, it would do the work again
+            await other.once(QUEUE, None, key, BODY, Work(success({"id": 5})))
+    finally:
+        done.set()
+    assert await first == success({"id": 4})
+    assert runs == 1

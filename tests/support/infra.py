@@ -138,15 +138,20 @@ def _ctl(*args: str) -> None:
 
 @contextlib.contextmanager
 def own_redis_db(redis_url: str) -> Iterator[str]:
-    """An empty Redis db of this session's (1-15), flushed again at the end."""
+    """An empty Redis db of this session's (1-15), flushed again at the end.
+
+    The claim names this host and process and expires after an hour: a db whose claimant was
+    killed (a process of this host that no longer runs) is flushed and taken at once.
+    """
     parts = urlsplit(redis_url)
+    claim = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex}"
     for db in range(15, 0, -1):
         url = urlunsplit(parts._replace(path=f"/{db}"))
         client = redis.Redis.from_url(url)
         try:
-            claim = f"warden-test-claim:{uuid.uuid4().hex}"
-            # The claim expires: a killed run must not hold its db for good.
-            if client.dbsize() == 0 and client.set("warden-test-session", claim, nx=True, ex=3600):
+            if _abandoned(client.get(CLAIM)):
+                client.flushdb()
+            if client.dbsize() == 0 and client.set(CLAIM, claim, nx=True, ex=3600):
                 try:
                     yield url
                 finally:
@@ -155,3 +160,24 @@ def own_redis_db(redis_url: str) -> Iterator[str]:
         finally:
             client.close()
     raise RuntimeError("no empty Redis database (1-15) for the tests")
+
+
+CLAIM = "warden-test-session"
+
+
+def _abandoned(claim: bytes | str | None) -> bool:
+    """Whether a db's claim was made by a process of this host that has since died."""
+    if claim is None:
+        return False
+    text = claim.decode(errors="replace") if isinstance(claim, bytes) else claim
+    host, _, rest = text.partition(":")
+    pid = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
