@@ -22,9 +22,7 @@ from domain.errors import ServiceUnavailable
 from handlers.envelope import failure, success
 from handlers.idempotency import Envelope, Idempotency
 from storage.idempotency import HEARTBEAT_TTL_MS, PREFIX, RedisIdempotencyStore, ReplyRecorder
-from storage.redis_store import make_redis
 from tests.conftest import unique
-from tests.support.infra import Urls
 from tests.support.waiting import eventually
 from warden.keys import IDEMPOTENCY_FINGERPRINT, IDEMPOTENCY_REPLY, AesGcmSealer, subkey
 
@@ -33,13 +31,6 @@ BODY = b'{"email": "a@example.com", "username": "a", "password": "correct horse 
 SCOPE = "anonymous"
 LEASE = 1  # seconds a claim outlives its worker, in these tests (PENDING_TTL is 10)
 RENEWAL = 0.2  # seconds between two renewals of a claim, in these tests (RENEW_EVERY is 3)
-
-
-@pytest_asyncio.fixture
-async def client(urls: Urls) -> AsyncIterator[aioredis.Redis]:
-    redis = make_redis(urls.redis)
-    yield redis
-    await redis.aclose()
 
 
 MASTER = b"a key of these tests' own, 32 bytes or more"

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
 import pytest
-import pytest_asyncio
 import redis.asyncio as aioredis
 
 from domain.errors import InternalError, ServiceUnavailable
@@ -21,19 +20,11 @@ from storage.idempotency import (
 from storage.redis_store import make_redis
 from tests.conftest import unique
 from tests.integration.test_redis_store import closed_port
-from tests.support.infra import Urls
 from warden.keys import IDEMPOTENCY_REPLY, AesGcmSealer, subkey
 
 TTL = 600
 SEALER = AesGcmSealer(subkey(b"a key of this module's own, 32 bytes+", IDEMPOTENCY_REPLY))
 PAIR = {"ok": True, "data": {"access_token": "secret-access", "refresh_token": "secret-refresh"}}
-
-
-@pytest_asyncio.fixture
-async def client(urls: Urls) -> AsyncIterator[aioredis.Redis]:
-    redis = make_redis(urls.redis)
-    yield redis
-    await redis.aclose()
 
 
 def worker(client: aioredis.Redis, sealer: AesGcmSealer = SEALER) -> RedisIdempotencyStore:

@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
-import pytest_asyncio
 import redis.asyncio as aioredis
 from redis.asyncio.connection import Connection
 
@@ -33,13 +32,6 @@ from tests.support.proxy import TcpProxy
 # a Redis that cannot serve must be a 503 before it.
 RPC_TIMEOUT = 10.0
 TTL, WINDOW, MAX_FAILURES, IP_MAX_FAILURES = 600, 60, 3, 5
-
-
-@pytest_asyncio.fixture
-async def client(urls: Urls) -> AsyncIterator[aioredis.Redis]:
-    redis = make_redis(urls.redis)
-    yield redis
-    await redis.aclose()
 
 
 @pytest.fixture

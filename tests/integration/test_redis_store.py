@@ -6,10 +6,9 @@ import asyncio
 import random
 import socket
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 import pytest
-import pytest_asyncio
 import redis.asyncio as aioredis
 
 from domain.auth import new_id
@@ -26,17 +25,9 @@ from storage.redis_store import (
     RedisSessionStore,
     make_redis,
 )
-from tests.support.infra import Urls
 
 TTL = 600
 WINDOW = 60
-
-
-@pytest_asyncio.fixture
-async def client(urls: Urls) -> AsyncIterator[aioredis.Redis]:
-    redis = make_redis(urls.redis)
-    yield redis
-    await redis.aclose()
 
 
 @pytest.fixture
