@@ -29,7 +29,7 @@ from warden.keys import IDEMPOTENCY_FINGERPRINT, IDEMPOTENCY_REPLY, AesGcmSealer
 QUEUE = "warden.users.register"
 BODY = b'{"email": "a@example.com", "username": "a", "password": "correct horse battery"}'
 SCOPE = "anonymous"
-LEASE = 1  # seconds a claim outlives its worker, in these tests (PENDING_TTL is 10)
+LEASE = 2  # seconds a claim outlives its worker, in these tests (PENDING_TTL is 10)
 RENEWAL = 0.2  # seconds between two renewals of a claim, in these tests (RENEW_EVERY is 3)
 
 
