@@ -18,6 +18,7 @@ from aiohttp.test_utils import TestServer
 
 from contract.protocol import broker_user
 from storage.db import drop_database
+from tests.support.events import EventTap
 from tests.support.infra import Urls, base_urls, own_redis_db, own_vhost, with_database
 from warden.bootstrap import build_edge, running_worker
 from warden.cli import migrate
@@ -199,3 +200,16 @@ async def amqp(settings: Settings, worker: Any) -> AsyncIterator[AmqpCaller]:
     await caller.start()
     yield caller
     await connection.close()
+
+
+@pytest_asyncio.fixture(scope="module")
+async def tap(amqp: AmqpCaller) -> AsyncIterator[EventTap]:
+    """Every `user.*` event Warden publishes while the module's tests run."""
+    tap = EventTap()
+    exchange = await amqp.channel.get_exchange("warden.events")
+    queue = await amqp.channel.declare_queue(exclusive=True, auto_delete=True)
+    await queue.bind(exchange, routing_key="user.#")
+    tag = await queue.consume(tap.on_message, no_ack=True)
+    yield tap
+    await queue.cancel(tag)
+    await queue.delete(if_unused=False, if_empty=False)

@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import AsyncIterator
 from typing import Any
 
-import aio_pika
 import aiohttp
 import orjson
 import pytest
-import pytest_asyncio
 from sqlalchemy import text
 
 from domain.errors import ServiceUnavailable
@@ -19,10 +16,9 @@ from storage.idempotency import PREFIX, RedisIdempotencyStore
 from storage.redis_store import SESSION, USER_SESSIONS
 from tests.conftest import PASSWORD, AmqpCaller, unique
 from tests.e2e.test_sessions import sid_of
+from tests.support.events import EventTap
 from tests.support.waiting import eventually
 from warden.bootstrap import Services
-
-WITHIN = 10.0  # seconds an awaited event may take; only keeps a broken test from hanging
 
 
 def registration() -> dict[str, str]:
@@ -166,41 +162,6 @@ async def test_a_malformed_key_is_a_validation_error_over_http_and_amqp(
 
 
 # --- what a repeat of a token operation gets (issue 11 item 5, issue 17 mutant 1) ---------
-
-
-class EventTap:
-    """Every `user.*` event Warden publishes, in the order it publishes them."""
-
-    def __init__(self) -> None:
-        self.events: list[dict[str, Any]] = []
-        self._arrived = asyncio.Event()
-
-    async def on_message(self, message: aio_pika.abc.AbstractIncomingMessage) -> None:
-        self.events.append(orjson.loads(message.body))
-        self._arrived.set()
-
-    async def kinds_until(self, barrier: str, user_id: int) -> list[str]:
-        """The kinds of the user's events up to `barrier`, once `barrier` arrived: one
-        publisher sends a user's events in commit order, so none before it is still coming."""
-        async with asyncio.timeout(WITHIN):
-            while True:
-                self._arrived.clear()
-                kinds = [e["type"] for e in self.events if e.get("subject") == str(user_id)]
-                if barrier in kinds:
-                    return kinds[: kinds.index(barrier) + 1]
-                await self._arrived.wait()
-
-
-@pytest_asyncio.fixture(scope="module")
-async def tap(amqp: AmqpCaller) -> AsyncIterator[EventTap]:
-    tap = EventTap()
-    exchange = await amqp.channel.get_exchange("warden.events")
-    queue = await amqp.channel.declare_queue(exclusive=True, auto_delete=True)
-    await queue.bind(exchange, routing_key="user.#")
-    tag = await queue.consume(tap.on_message, no_ack=True)
-    yield tap
-    await queue.cancel(tag)
-    await queue.delete(if_unused=False, if_empty=False)
 
 
 def bearer(token: str) -> dict[str, str]:

@@ -3,17 +3,14 @@ each one once."""
 
 from __future__ import annotations
 
-import asyncio
 import statistics
 import time
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import aio_pika
-import orjson
 import pytest_asyncio
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -26,50 +23,11 @@ from storage.lone import LoneStatements
 from storage.outbox import SqlAlchemyEventOutbox
 from storage.tables import audit_log, outbox
 from tests.conftest import PASSWORD, USER_FIELDS, AmqpCaller, unique
+from tests.support.events import EventTap
 from tests.support.waiting import eventually
 from warden.settings import Settings
 
 WITHIN = 10.0  # generous: only to keep a broken test from hanging
-
-
-@dataclass(frozen=True)
-class Arrival:
-    message: aio_pika.abc.AbstractIncomingMessage
-    event: dict[str, Any]
-    at: float  # time.perf_counter() when it arrived
-
-
-class EventTap:
-    """An exclusive queue of this module's own, bound to `user.#` on the events exchange."""
-
-    def __init__(self) -> None:
-        self.arrivals: list[Arrival] = []
-        self._changed = asyncio.Event()
-
-    async def on_message(self, message: aio_pika.abc.AbstractIncomingMessage) -> None:
-        self.arrivals.append(Arrival(message, orjson.loads(message.body), time.perf_counter()))
-        self._changed.set()
-
-    async def wait_for(self, kind: str, subject: str) -> Arrival:
-        async with asyncio.timeout(WITHIN):
-            while True:
-                self._changed.clear()
-                for arrival in self.arrivals:
-                    if (arrival.event["type"], arrival.event.get("subject")) == (kind, subject):
-                        return arrival
-                await self._changed.wait()
-
-
-@pytest_asyncio.fixture(scope="module")
-async def tap(amqp: AmqpCaller) -> AsyncIterator[EventTap]:
-    tap = EventTap()
-    exchange = await amqp.channel.get_exchange("warden.events")
-    queue = await amqp.channel.declare_queue(exclusive=True, auto_delete=True)
-    await queue.bind(exchange, routing_key="user.#")
-    tag = await queue.consume(tap.on_message, no_ack=True)
-    yield tap
-    await queue.cancel(tag)
-    await queue.delete(if_unused=False, if_empty=False)
 
 
 @pytest_asyncio.fixture(scope="module")
