@@ -195,14 +195,20 @@ async def test_the_longest_wait_of_the_limits_reached_is_the_lockout(
     assert lockout.retry_after > 5
 
 
-async def test_of_twenty_concurrent_refusals_in_a_locked_window_exactly_one_is_reported(
-    throttle: RedisLoginThrottle, client: aioredis.Redis
-) -> None:
-    account = f"user:{user_id()}"
+async def locked(throttle: RedisLoginThrottle, account: str) -> Lockout:
+    """The lockout of `account` after as many failures as the throttle allows (3)."""
     for _ in range(3):
         await throttle.record_failure(account, None)
     lockout = await throttle.lockout(account, None)
     assert lockout is not None
+    return lockout
+
+
+async def test_of_twenty_concurrent_refusals_in_a_locked_window_exactly_one_is_reported(
+    throttle: RedisLoginThrottle, client: aioredis.Redis
+) -> None:
+    account = f"user:{user_id()}"
+    lockout = await locked(throttle, account)
     firsts = await asyncio.gather(
         *(throttle.report_once(account, None, lockout) for _ in range(20))
     )
@@ -216,10 +222,7 @@ async def test_of_twenty_concurrent_refusals_in_a_locked_window_exactly_one_is_r
     assert 0 < mark_left <= counter_left <= mark_left + 50
     # A success clears the mark with the count: the account's next lockout is reported.
     await throttle.clear(account)
-    for _ in range(3):
-        await throttle.record_failure(account, None)
-    again = await throttle.lockout(account, None)
-    assert again is not None
+    again = await locked(throttle, account)
     assert await throttle.report_once(account, None, again)
 
 
@@ -227,10 +230,7 @@ async def test_a_refusal_whose_window_ended_meanwhile_reports_nothing(
     throttle: RedisLoginThrottle, client: aioredis.Redis
 ) -> None:
     account = f"user:{user_id()}"
-    for _ in range(3):
-        await throttle.record_failure(account, None)
-    lockout = await throttle.lockout(account, None)
-    assert lockout is not None
+    lockout = await locked(throttle, account)
     await client.delete(FAILURES + "account:" + account)  # as if it expired just now
     assert not await throttle.report_once(account, None, lockout)
     assert not await client.exists(REPORTED + "account:" + account)
