@@ -248,7 +248,7 @@ def _tokens(settings: Settings, keys: KeyRing | SharedSecret) -> JwtTokenIssuer:
         refresh = SharedSecret(subkey(master, REFRESH_TOKEN), "HS256")
     else:
         refresh = SharedSecret(s.jwt_secret.get_secret_value(), s.jwt_algorithm)
-    return JwtTokenIssuer(
+    return JwtTokenIssuer(  # HS*: `keys` is a SharedSecret of the same secret
         keys,
         refresh,
         s.jwt_issuer,

@@ -193,6 +193,21 @@ class JwtTokenIssuer:
         # the user's state are not claims: the use cases look them up on every request.
         self._verified_access = functools.lru_cache(maxsize=VERIFIED_TOKENS)(self._verify_access)
 
+    @classmethod
+    def shared(
+        cls,
+        secret: str,
+        issuer: str,
+        access_ttl: int,
+        refresh_ttl: int,
+        algorithm: str = "HS256",
+        leeway: int = 10,
+        audience: str = "",
+    ) -> JwtTokenIssuer:
+        """Both kinds of token signed with one secret (WARDEN_JWT_ALGORITHM=HS*)."""
+        keys = SharedSecret(secret, algorithm)
+        return cls(keys, keys, issuer, access_ttl, refresh_ttl, audience, leeway)
+
     def issue_access(self, user_id: int, session_id: str, now: datetime) -> str:
         claims = self._claims("access", user_id, session_id, new_id(), now, self._access_ttl)
         return self._sign(claims, self._keys.signing())
