@@ -91,7 +91,8 @@ async def test_a_retired_key_verifies_until_its_tokens_expired_then_leaves(world
     assert await store.advance() is True
     active, retired = await store.published()
     assert (active.kid, retired.kid, retired.state) == (new, old.kid, "retired")
-    assert retired.removes_at is not None and retired.retired_at is not None
+    assert retired.removes_at is not None
+    assert retired.retired_at is not None
     assert (retired.removes_at - retired.retired_at).total_seconds() == 2  # TTL + leeway
     await asyncio.sleep(2.1)
     assert await store.advance() is True
@@ -181,7 +182,8 @@ async def test_a_follower_learns_a_rotation_at_once(world: Urls) -> None:
         assert ring.signing().kid == active.kid
         leaked = await key_store(settings).rotate(now=True)
         await eventually(lambda: ring.signing().kid == leaked, 2, "--now did not reach the ring")
-        assert ring.verifying(active.kid) is None and ring.verifying(new) is None
+        assert ring.verifying(active.kid) is None
+        assert ring.verifying(new) is None
     finally:
         await follower.stop()
 
