@@ -15,8 +15,10 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import aio_pika
 import aiohttp
 import jwt
+import orjson
 import pytest
 from aiohttp.test_utils import TestServer
 
@@ -47,6 +49,24 @@ async def warden_at(urls: Urls, **overrides: Any) -> AsyncIterator[tuple[Setting
                     yield settings, http
             finally:
                 await server.close()
+
+
+@contextlib.asynccontextmanager
+async def key_events(settings: Settings) -> AsyncIterator[list[dict[str, Any]]]:
+    """Every signing_keys.changed event Warden publishes while the block runs."""
+    received: list[dict[str, Any]] = []
+    connection = await aio_pika.connect(settings.amqp_url.get_secret_value())
+    async with connection:
+        channel = await connection.channel()
+        exchange = await channel.get_exchange("warden.events")
+        queue = await channel.declare_queue(exclusive=True, auto_delete=True)
+        await queue.bind(exchange, routing_key="signing_keys.#")
+
+        async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+            received.append(orjson.loads(message.body))
+
+        await queue.consume(on_message, no_ack=True)
+        yield received
 
 
 async def log_in(http: aiohttp.ClientSession) -> tuple[str, str]:
@@ -147,7 +167,7 @@ async def test_rotation_keeps_old_tokens_until_they_expire_and_new_ones_carry_th
 
         async def signs_with_the_new_key() -> bool:
             issued.append(await again(http, name))
-            return kid_of(issued[-1]) == new[0]
+            return bool(kid_of(issued[-1]) == new[0])
 
         await eventually(signs_with_the_new_key, settings.jwks_max_age + 3, "no new kid")
         last_of_old = [t for t in issued if kid_of(t) == old][-1]  # signed just before the switch
@@ -168,7 +188,10 @@ async def test_rotation_keeps_old_tokens_until_they_expire_and_new_ones_carry_th
 
 
 async def test_rotate_now_refuses_the_old_keys_tokens_at_once(urls: Urls) -> None:
-    async with warden_at(urls, **ROTATION) as (settings, http):
+    async with (
+        warden_at(urls, **ROTATION) as (settings, http),
+        key_events(settings) as events,
+    ):
         name, token = await log_in(http)
         [leaked] = kids(await key_set(http))
         assert await me(http, token) == (200, None)  # verified, and remembered by the worker
@@ -184,6 +207,11 @@ async def test_rotate_now_refuses_the_old_keys_tokens_at_once(urls: Urls) -> Non
         fresh = await again(http, name)
         assert kid_of(fresh) == new  # the new key signs at once
         assert await me(http, fresh) == (200, None)
+        # Subscribers hear that the published set changed, and what it is now.
+        await eventually(
+            lambda: any(e["data"]["kids"] == [new] for e in events), 10, "no signing_keys event"
+        )
+        assert all(e["type"] == "signing_keys.changed" for e in events)
 
 
 async def test_es256_tokens_verify_offline(urls: Urls) -> None:

@@ -98,7 +98,7 @@ def _alg_none(claims: dict[str, Any], signer: Signer) -> str:
 
 def _wrong_signature(claims: dict[str, Any], signer: Signer) -> str:
     other = make_key(signer.algorithm)  # another key of the same kind, under the right kid
-    key = serialization.load_der_private_key(other.private_der, password=None)
+    key: Any = serialization.load_der_private_key(other.private_der, password=None)
     return jwt.encode(claims, key, algorithm=signer.algorithm, headers={"kid": signer.kid})
 
 
