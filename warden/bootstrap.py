@@ -355,7 +355,11 @@ async def running_worker(settings: Settings) -> AsyncIterator[Services]:
     from storage.outbox import PostgresOutboxSource
 
     services = build_services(settings)
-    follower = await follow_signing_keys(settings, services)
+    try:
+        follower = await follow_signing_keys(settings, services)
+    except BaseException:
+        await services.close()
+        raise
     broker = build_broker(settings, services)
     source = PostgresOutboxSource(asyncpg_dsn(settings.database_url.get_secret_value()))
     relay = OutboxRelay(source, broker, broker_users(settings).warden)

@@ -289,6 +289,13 @@ def main(argv: list[str] | None = None) -> None:
     except OSError as exc:
         print(f"warden {args.command}: {exc}", file=sys.stderr)
         raise SystemExit(1) from None
+    except RuntimeError as exc:
+        from storage.signing_keys import UnreadableKey
+
+        if not isinstance(exc, UnreadableKey):
+            raise
+        print(f"warden {args.command}: {exc} (see `warden keys rotate --now`)", file=sys.stderr)
+        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":  # python -m warden.cli

@@ -291,3 +291,22 @@ async def _published(http: aiohttp.ClientSession, expected: list[str]) -> bool:
 
 async def _refused(http: aiohttp.ClientSession, token: str) -> bool:
     return await me(http, token) == (401, "invalid_token")
+
+
+async def test_a_worker_under_another_encryption_key_refuses_to_start_until_rotate_now(
+    urls: Urls,
+) -> None:
+    async with own_world(urls, "kek") as own:
+        settings = make_settings(own)
+        assert (await warden(settings, "keys", "rotate", **env_of(settings)))[0] == 0
+        other = {"WARDEN_KEY_ENCRYPTION_KEY": "another key of at least thirty-two bytes!"}
+        env = env_of(settings) | other | {"WARDEN_METRICS_PORT": "0"}
+        code, out = await warden(settings, "worker", **env)
+        assert code == 1, out
+        assert "does not open with WARDEN_KEY_ENCRYPTION_KEY" in out
+        assert other["WARDEN_KEY_ENCRYPTION_KEY"] not in out
+        assert "Traceback" not in out
+        code, out = await warden(settings, "keys", "rotate", "--now", **env)
+        assert code == 0, out
+        _, listing = await warden(settings, "keys", "list", **env)
+        assert sorted(re.findall(r"EdDSA\s+(\w+)", listing)) == ["active", "revoked"], listing
