@@ -201,3 +201,25 @@ async def test_a_follower_activates_the_next_key_when_its_time_comes(world: Urls
         await eventually(lambda: ring.verifying(old) is None, 5, "the retired key stayed")
     finally:
         await follower.stop()
+
+
+async def test_two_workers_that_find_a_rotation_due_at_once_make_one_key(world: Urls) -> None:
+    settings: Settings = make_settings(world, **(FAST | {"jwks_max_age": 60}))
+    rings = [KeyRing(), KeyRing()]
+    followers = [KeyRingFollower(key_store(settings), ring) for ring in rings]
+    await asyncio.gather(*(f.start() for f in followers))  # two first starts at once
+    try:
+        assert rings[0].signing().kid == rings[1].signing().kid
+        conn = await asyncpg.connect(asyncpg_dsn(world.database))
+        try:  # the active key turns 31 days old for both at the same moment
+            await conn.execute("UPDATE signing_keys SET activates_at = now() - interval '31 days'")
+            await conn.execute("SELECT pg_notify('warden_signing_keys', '')")
+        finally:
+            await conn.close()
+        await eventually(
+            lambda: all(len(r.keys) == 2 for r in rings), 5, "no worker made the next key"
+        )
+        assert sorted((await states(world)).values()) == ["active", "next"]
+        assert rings[0].jwks() == rings[1].jwks()
+    finally:
+        await asyncio.gather(*(f.stop() for f in followers))
