@@ -16,13 +16,14 @@ from aiohttp import web
 from domain.errors import WardenError
 from handlers.views import user_body
 from warden import logs
-from warden.bootstrap import build_services
+from warden.bootstrap import build_services, follow_signing_keys
 from warden.cli import freeze_startup_objects
 from warden.settings import Settings
 
 
 async def serve(settings: Settings) -> None:
     services = build_services(settings)
+    follower = await follow_signing_keys(settings, services)  # the worker's keys, as it has them
 
     async def me(request: web.Request) -> web.Response:
         try:
@@ -51,6 +52,8 @@ async def serve(settings: Settings) -> None:
         await stop.wait()
     finally:
         await runner.cleanup()
+        if follower is not None:
+            await follower.stop()
         await services.close()
 
 

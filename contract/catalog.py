@@ -128,6 +128,7 @@ RPC: dict[str, RpcSpec] = {
     ),
     "warden.auth.logout": RpcSpec(wire.Empty, None, "bearer"),
     "warden.auth.introspect": RpcSpec(wire.IntrospectRequest, wire.IntrospectionOut, "any service"),
+    "warden.auth.jwks": RpcSpec(wire.Empty, wire.JwksOut, "anyone", idempotent=False),
     "warden.users.me": RpcSpec(wire.Empty, wire.UserOut, "bearer"),
     "warden.users.update_me": RpcSpec(
         wire.UpdateMeRequest, wire.UserOut, "bearer", (EmailTaken, UsernameTaken, UserNotFound)

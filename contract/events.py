@@ -50,6 +50,16 @@ class LoginFailedData(BaseModel):
     )
 
 
+class SigningKeysChangedData(BaseModel):
+    kids: list[str] = Field(
+        description=(
+            "The key ids of the key set now published at /.well-known/jwks.json (and by "
+            "warden.auth.jwks), in its order: refetch it to learn the keys themselves."
+        ),
+        examples=[["k3XjR2w6T1o", "a9QpL0vZ8sE"]],
+    )
+
+
 D = TypeVar("D")
 
 
@@ -77,6 +87,7 @@ EVENT_DATA: dict[str, type[BaseModel]] = {
     events.USER_LOGGED_OUT: SessionEventData,
     events.USER_LOGIN_FAILED: LoginFailedData,
     events.USER_TOKEN_REUSE_DETECTED: SessionEventData,
+    events.SIGNING_KEYS_CHANGED: SigningKeysChangedData,
 }
 if set(EVENT_DATA) != set(events.EVENT_TYPES):  # pragma: no cover - a start-up error
     raise RuntimeError("every event type of the domain needs its data model here")
@@ -94,12 +105,14 @@ def cloudevent(event: Event, request_id: str | None = None) -> dict[str, Any]:
     dropped), then written by it.
     """
     model = _ENVELOPES[event.type]
+    about_a_user = "user" in EVENT_DATA[event.type].model_fields
+    data = {"user": event.user, **event.extra} if about_a_user else dict(event.extra)
     envelope = {
         "id": event.id,
         "type": event.type,
         "time": event.time,
         "subject": event.subject,
         "requestid": request_id or None,
-        "data": {"user": event.user, **event.extra},
+        "data": data,
     }
     return dump(model, envelope)

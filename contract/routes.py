@@ -21,11 +21,17 @@ class Route:
     body: BodyKind = "json"
     tokens: bool = False  # a TokenPair reply: Cache-Control: no-store
     location: bool = False  # a created User: Location: USER_LOCATION
+    public: bool = False  # Cache-Control: public, max-age=WARDEN_JWKS_MAX_AGE
     summary: str = ""
 
 
 API = "/api/v1"
 ID = "{id:[0-9]{1,18}}"
+# The key set (RFC 7517) and the authorization server's metadata (RFC 8414).
+JWKS_PATH = "/.well-known/jwks.json"
+METADATA_PATH = "/.well-known/oauth-authorization-server"
+TOKEN_PATH = API + "/auth/login"
+REVOCATION_PATH = API + "/auth/revoke"
 # Where a user is read: the Location of a created one.
 USER_LOCATION = API + "/users/{id}"
 
@@ -82,4 +88,12 @@ ROUTES: tuple[Route, ...] = (
         summary="Delete a user",
     ),
     Route("GET", f"{API}/audit", "warden.audit.list", body="query", summary="Read the audit log"),
+    Route(
+        "GET",
+        JWKS_PATH,
+        "warden.auth.jwks",
+        body="none",
+        public=True,
+        summary="The public keys that verify access tokens (JWKS)",
+    ),
 )

@@ -299,6 +299,27 @@ class IntrospectionOut(Reply):
     iat: int | None = absent_when_none()
 
 
+class JwkOut(BaseModel):
+    """One public key (RFC 7517): an Ed25519 key (`kty` OKP) or a P-256 key (`kty` EC)."""
+
+    kty: Literal["OKP", "EC"]
+    crv: Literal["Ed25519", "P-256"]
+    x: str = Field(description="The public key (base64url).")
+    y: str | None = absent_when_none(description="EC keys only: the second coordinate.")
+    kid: str = Field(description="The key id a token's header names (its RFC 7638 thumbprint).")
+    use: Literal["sig"]
+    alg: Literal["EdDSA", "ES256"] = Field(
+        description="The only algorithm this key verifies: refuse a token whose `alg` differs."
+    )
+
+
+class JwksOut(BaseModel):
+    """The published key set (RFC 7517): every key an access token may be signed with now or
+    within the Cache-Control max-age. Empty when tokens are signed with a shared secret."""
+
+    keys: list[JwkOut]
+
+
 class CheckOut(Reply):
     status: Literal["pass", "fail"]
     latency_ms: float

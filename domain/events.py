@@ -21,6 +21,7 @@ USER_LOGGED_IN = "user.logged_in"
 USER_LOGGED_OUT = "user.logged_out"
 USER_LOGIN_FAILED = "user.login_failed"
 USER_TOKEN_REUSE_DETECTED = "user.token_reuse_detected"
+SIGNING_KEYS_CHANGED = "signing_keys.changed"  # the published key set changed (no user)
 
 EVENT_TYPES = (
     USER_REGISTERED,
@@ -31,6 +32,7 @@ EVENT_TYPES = (
     USER_LOGGED_OUT,
     USER_LOGIN_FAILED,
     USER_TOKEN_REUSE_DETECTED,
+    SIGNING_KEYS_CHANGED,
 )
 
 

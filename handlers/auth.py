@@ -1,10 +1,12 @@
-"""Subscribers of the auth queues: log in, refresh, log out, introspect."""
+"""Subscribers of the auth queues: log in, refresh, log out, introspect, the key set."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from faststream.rabbit import RabbitRouter
 
-from contract.wire import Empty, IntrospectRequest, LoginRequest, RefreshRequest
+from contract.wire import Empty, IntrospectRequest, JwksOut, LoginRequest, RefreshRequest, dump
 from domain.auth import Auth, LogIn
 from domain.errors import TokenRevoked
 from domain.model import Introspection, TokenPair
@@ -38,6 +40,11 @@ def router(deps: WorkerDeps) -> RabbitRouter:
     async def introspect(call: Call[IntrospectRequest]) -> Introspection:
         """RFC 7662 introspection of an access token, for other services."""
         return await auth.introspect(call.body.token)
+
+    @deps.rpc(r, "warden.auth.jwks")
+    async def jwks(call: Call[Empty]) -> dict[str, Any]:
+        """The published key set (RFC 7517), as this worker's ring holds it."""
+        return dump(JwksOut, deps.jwks())
 
     return r
 

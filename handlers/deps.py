@@ -34,6 +34,7 @@ class WorkerDeps:
     units: RequestUnits  # opens units of work; each request binds its own (see Call)
     idempotency: Idempotency | None = None
     redeliveries: RedeliveryCounter | None = None
+    jwks: Callable[[], dict[str, Any]] = lambda: {"keys": []}  # the published key set
 
     def rpc(
         self,

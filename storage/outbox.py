@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any
+from typing import Any, Protocol
 
 import asyncpg
 import orjson
@@ -21,6 +21,12 @@ from domain.events import Event
 from storage.lone import LoneStatements
 
 OUTBOX_CHANNEL = "warden_outbox"
+
+
+class Executes(Protocol):
+    """Runs one statement by itself: storage.lone's pool, or an asyncpg connection."""
+
+    async def execute(self, query: str, *args: Any) -> str: ...
 
 
 class SqlAlchemyEventOutbox:
@@ -44,7 +50,7 @@ class SqlAlchemyEventOutbox:
             await conn.exec_driver_sql(_APPEND, self._arguments())
             self.pending.clear()
 
-    async def flush_alone(self, lone: LoneStatements) -> None:
+    async def flush_alone(self, lone: LoneStatements | Executes) -> None:
         """Insert the pending events as one statement of their own, the wake-up with them.
 
         For a unit of work that changed nothing else (a login, a logout): the statement is

@@ -64,3 +64,18 @@ idempotent_replies = Table(
     Column("reply", LargeBinary, nullable=False),
     Column("expires_at", DateTime(timezone=True), nullable=False),
 )
+
+# Signing keys (0007): every key of the JWKS, its state and its sealed private half.
+signing_keys = Table(
+    "signing_keys",
+    metadata,
+    Column("kid", Text, primary_key=True),
+    Column("algorithm", Text, nullable=False),
+    Column("state", Text, nullable=False),
+    Column("public_jwk", JSONB, nullable=False),
+    Column("private_key", LargeBinary, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("activates_at", DateTime(timezone=True), nullable=False),
+    Column("retired_at", DateTime(timezone=True), nullable=True),
+    Column("removes_at", DateTime(timezone=True), nullable=True),
+)

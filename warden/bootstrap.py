@@ -30,8 +30,15 @@ from domain.ports import (
     TokenIssuer,
     UnitOfWorkFactory,
 )
-from warden.keys import IDEMPOTENCY_FINGERPRINT, IDEMPOTENCY_REPLY, AesGcmSealer, subkey
-from warden.security import BcryptPasswordHasher, JwtTokenIssuer
+from warden.keys import (
+    IDEMPOTENCY_FINGERPRINT,
+    IDEMPOTENCY_REPLY,
+    REFRESH_TOKEN,
+    SIGNING_KEY,
+    AesGcmSealer,
+    subkey,
+)
+from warden.security import BcryptPasswordHasher, JwtTokenIssuer, SharedSecret
 from warden.settings import Settings
 
 if TYPE_CHECKING:
@@ -46,7 +53,9 @@ if TYPE_CHECKING:
     from handlers.idempotency import Idempotency, IdempotencyStore, ReplyLedger
     from handlers.trust import BrokerUsers
     from storage.lone import LoneStatements
+    from storage.signing_keys import PostgresSigningKeyStore
     from storage.uow import SqlAlchemyUnitOfWorkFactory
+    from warden.signing import KeyRing, KeyRingFollower
 
 log = structlog.get_logger("warden")
 
@@ -126,8 +135,40 @@ class Resources:
         self._made.callback(hasher.close)
         return hasher
 
+    @functools.cached_property
+    def key_ring(self) -> KeyRing | SharedSecret:
+        """What access tokens are signed with: the store's keys, or WARDEN_JWT_SECRET (HS*)."""
+        s = self._settings
+        if not s.asymmetric:
+            return SharedSecret(s.jwt_secret.get_secret_value(), s.jwt_algorithm)
+        from warden.signing import KeyRing
+
+        return KeyRing()
+
     async def close(self) -> None:
         await self._made.aclose()
+
+
+def key_store(settings: Settings) -> PostgresSigningKeyStore:
+    """The signing key store of CONTRACT §6, its private halves sealed under the KEK."""
+    from datetime import timedelta
+
+    from storage.db import asyncpg_dsn
+    from storage.signing_keys import Policy, PostgresSigningKeyStore
+    from warden.signing import make_key
+
+    s = settings
+    master = s.key_encryption_key.get_secret_value().encode()
+    policy = Policy(
+        algorithm=s.jwt_algorithm,
+        publish_ahead=timedelta(seconds=s.jwks_max_age),
+        verify_after=timedelta(seconds=s.access_token_ttl + s.jwt_leeway),
+        rotate_every=timedelta(days=s.key_rotation_days),
+    )
+    sealer = AesGcmSealer(subkey(master, SIGNING_KEY))
+    return PostgresSigningKeyStore(
+        asyncpg_dsn(s.database_url.get_secret_value()), sealer, make_key, policy
+    )
 
 
 @dataclass
@@ -173,7 +214,7 @@ def build_services(settings: Settings, **overrides: Unpack[Overrides]) -> Servic
     made = Resources(settings)
     uow = overrides.get("uow") or made.uow
     hasher = overrides.get("hasher") or made.hasher
-    tokens = overrides.get("tokens") or _tokens(settings)
+    tokens = overrides.get("tokens") or _tokens(settings, made.key_ring)
     sessions = overrides.get("sessions") or RedisSessionStore(
         made.redis, settings.refresh_token_ttl
     )
@@ -200,14 +241,21 @@ def build_services(settings: Settings, **overrides: Unpack[Overrides]) -> Servic
     )
 
 
-def _tokens(settings: Settings) -> JwtTokenIssuer:
-    return JwtTokenIssuer(
-        settings.jwt_secret.get_secret_value(),
-        settings.jwt_issuer,
-        settings.access_token_ttl,
-        settings.refresh_token_ttl,
-        settings.jwt_algorithm,
-        settings.jwt_leeway,
+def _tokens(settings: Settings, keys: KeyRing | SharedSecret) -> JwtTokenIssuer:
+    s = settings
+    if s.asymmetric:  # refresh tokens: Warden's own, under a key derived from the KEK
+        master = s.key_encryption_key.get_secret_value().encode()
+        refresh = SharedSecret(subkey(master, REFRESH_TOKEN), "HS256")
+    else:
+        refresh = SharedSecret(s.jwt_secret.get_secret_value(), s.jwt_algorithm)
+    return JwtTokenIssuer(  # HS*: `keys` is a SharedSecret of the same secret
+        keys,
+        refresh,
+        s.jwt_issuer,
+        s.access_token_ttl,
+        s.refresh_token_ttl,
+        s.jwt_audience,
+        s.jwt_leeway,
     )
 
 
@@ -276,6 +324,7 @@ def build_broker(settings: Settings, services: Services) -> RabbitBroker:
         units=made.uow,
         idempotency=services.idempotency,
         redeliveries=RedisRedeliveryCounter(made.redis),
+        jwks=made.key_ring.jwks,
     )
     include_routers(broker, deps)
 
@@ -306,6 +355,11 @@ async def running_worker(settings: Settings) -> AsyncIterator[Services]:
     from storage.outbox import PostgresOutboxSource
 
     services = build_services(settings)
+    try:
+        follower = await follow_signing_keys(settings, services)
+    except BaseException:
+        await services.close()
+        raise
     broker = build_broker(settings, services)
     source = PostgresOutboxSource(asyncpg_dsn(settings.database_url.get_secret_value()))
     relay = OutboxRelay(source, broker, broker_users(settings).warden)
@@ -331,7 +385,21 @@ async def running_worker(settings: Settings) -> AsyncIterator[Services]:
                 async with asyncio.timeout(15):
                     await relay_task
         await broker.stop()
+        if follower is not None:
+            await follower.stop()
         await services.close()
+
+
+async def follow_signing_keys(settings: Settings, services: Services) -> KeyRingFollower | None:
+    """Load the signing keys (the first one made on the first start) and follow the store."""
+    from warden.signing import KeyRing, KeyRingFollower
+
+    ring = services.resources.key_ring
+    if not isinstance(ring, KeyRing):
+        return None  # HS*: a shared secret, nothing stored
+    follower = KeyRingFollower(key_store(settings), ring)
+    await follower.start()
+    return follower
 
 
 async def connect_when_reachable(broker: RabbitBroker) -> None:
@@ -364,8 +432,12 @@ async def _stop_consuming(broker: RabbitBroker) -> None:
 
 
 def build_edge(settings: Settings) -> web.Application:
-    from web.app import create_app
+    from web.app import authorization_server_metadata, create_app
 
     return create_app(
-        settings.amqp_url.get_secret_value(), settings.rpc_timeout, settings.trusted_proxies
+        settings.amqp_url.get_secret_value(),
+        settings.rpc_timeout,
+        settings.trusted_proxies,
+        settings.jwks_max_age,
+        authorization_server_metadata(settings.public_url, settings.jwt_issuer),
     )

@@ -1,4 +1,4 @@
-"""The `warden` command: migrate, worker, edge, run, create-superuser."""
+"""The `warden` command: migrate, worker, edge, run, create-superuser, keys."""
 
 from __future__ import annotations
 
@@ -184,6 +184,38 @@ async def create_superuser(settings: Settings, email: str, username: str, passwo
     return 0
 
 
+async def keys_rotate(settings: Settings, now: bool) -> int:
+    """Make a new signing key: published at once, signing after the JWKS max-age (or now)."""
+    from warden.bootstrap import key_store
+
+    if not settings.asymmetric:
+        print(f"warden: {settings.jwt_algorithm} signs with WARDEN_JWT_SECRET: no keys to rotate")
+        return 2
+    store = key_store(settings)
+    kid = await store.rotate(now=now)
+    if now:
+        print(f"signing key {kid} signs now; the previous active key is revoked")
+    else:
+        key = next(k for k in await store.every_key() if k.kid == kid)
+        print(f"signing key {kid} published; it signs from {key.activates_at.isoformat()}")
+    return 0
+
+
+async def keys_list(settings: Settings) -> int:
+    """Every signing key, newest first, with its state and timeline."""
+    from warden.bootstrap import key_store
+
+    keys = await key_store(settings).every_key()
+    print(f"{'kid':<44} {'alg':<6} {'state':<8} {'created':<26} {'activates':<26} removed")
+    for k in keys:
+        removes = k.removes_at.isoformat() if k.removes_at else "-"
+        print(
+            f"{k.kid:<44} {k.algorithm:<6} {k.state:<8} {k.created_at.isoformat():<26}"
+            f" {k.activates_at.isoformat():<26} {removes}"
+        )
+    return 0
+
+
 def _run_loop(coro: Coroutine[Any, Any, T]) -> T:
     try:
         import uvloop
@@ -220,6 +252,16 @@ def _parser() -> argparse.ArgumentParser:
     su.add_argument("--email", required=True)
     su.add_argument("--username", required=True)
     su.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    keys = sub.add_parser("keys", help="the signing keys").add_subparsers(
+        dest="keys_command", required=True
+    )
+    keys.add_parser("list", help="print every signing key with its state")
+    rotate = keys.add_parser("rotate", help="publish a new key; it signs after the JWKS max-age")
+    rotate.add_argument(
+        "--now",
+        action="store_true",
+        help="a leaked key: the new key signs at once, the active one is refused at once",
+    )
     return parser
 
 
@@ -235,6 +277,10 @@ def main(argv: list[str] | None = None) -> None:
         password = _superuser_password(args, settings)
         code = _run_loop(create_superuser(settings, args.email, args.username, password))
         raise SystemExit(code)
+    if args.command == "keys":
+        if args.keys_command == "list":
+            raise SystemExit(_run_loop(keys_list(settings)))
+        raise SystemExit(_run_loop(keys_rotate(settings, args.now)))
     commands = {"migrate": migrate, "worker": worker, "edge": edge, "run": run}
     try:
         _run_loop(commands[args.command](settings))
@@ -242,6 +288,13 @@ def main(argv: list[str] | None = None) -> None:
         pass
     except OSError as exc:
         print(f"warden {args.command}: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+    except RuntimeError as exc:
+        from storage.signing_keys import UnreadableKey
+
+        if not isinstance(exc, UnreadableKey):
+            raise
+        print(f"warden {args.command}: {exc} (see `warden keys rotate --now`)", file=sys.stderr)
         raise SystemExit(1) from None
 
 

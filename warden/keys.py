@@ -16,6 +16,8 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 IDEMPOTENCY_FINGERPRINT = "warden idempotency fingerprint v1"
 IDEMPOTENCY_REPLY = "warden idempotency reply v1"
+SIGNING_KEY = "warden signing key v1"  # seals the private halves of the signing keys
+REFRESH_TOKEN = "warden refresh token v1"  # signs refresh tokens (read by Warden alone)
 NONCE_BYTES = 12  # AES-GCM's standard nonce, random for each value sealed
 
 

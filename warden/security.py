@@ -9,8 +9,9 @@ import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 import bcrypt
 import jwt
@@ -116,60 +117,140 @@ class BcryptPasswordHasher:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
 
+@dataclass(frozen=True)
+class Verifier:
+    """A key that verifies tokens of exactly one algorithm (the header's `alg` must be it)."""
+
+    algorithm: str
+    key: Any
+
+
+@dataclass(frozen=True)
+class Signer:
+    """The key that signs: its kid (None for a shared secret), algorithm and private half."""
+
+    kid: str | None
+    algorithm: str
+    key: Any
+
+
+class TokenKeys(Protocol):
+    """The keys access tokens are signed and verified with (warden.signing.KeyRing)."""
+
+    def signing(self) -> Signer: ...
+
+    def verifying(self, kid: object) -> Verifier | None:
+        """The key a token naming `kid` must verify with; None: refuse the token."""
+
+
+class SharedSecret:
+    """HS256/384/512 with one secret: no kid, nothing to publish."""
+
+    def __init__(self, secret: str | bytes, algorithm: str) -> None:
+        self._signer = Signer(None, algorithm, secret)
+        self._verifier = Verifier(algorithm, secret)
+
+    def signing(self) -> Signer:
+        return self._signer
+
+    def verifying(self, kid: object) -> Verifier:
+        return self._verifier
+
+    def jwks(self) -> dict[str, list[dict[str, Any]]]:
+        return {"keys": []}
+
+
 class JwtTokenIssuer:
-    """TokenIssuer with pinned algorithm, required claims, issuer check and a small leeway."""
+    """TokenIssuer with the algorithm pinned per key, required claims, issuer (and audience)
+    checks and a small leeway.
+
+    Access tokens are signed by `keys` (the active key of the ring, its kid in the header;
+    or a shared secret). Refresh tokens are read by Warden alone: they are signed with
+    `refresh`, a secret no other service has, so a key published for others to verify
+    access tokens never vouches for one, and a key rotation never ends a session.
+    """
 
     def __init__(
         self,
+        keys: TokenKeys,
+        refresh: SharedSecret,
+        issuer: str,
+        access_ttl: int,
+        refresh_ttl: int,
+        audience: str = "",
+        leeway: int = 10,
+    ) -> None:
+        self._keys = keys
+        self._refresh = refresh
+        self._issuer = issuer
+        self._audience = audience or None
+        self._access_ttl = timedelta(seconds=access_ttl)
+        self._refresh_ttl = timedelta(seconds=refresh_ttl)
+        self._leeway = leeway
+        # A token's signature and claims never change, so an access token is verified once
+        # (for the most recently seen few thousand) and only its expiry, a matter of time,
+        # and that its key is still in the ring, are checked at every use. Revocation and
+        # the user's state are not claims: the use cases look them up on every request.
+        self._verified_access = functools.lru_cache(maxsize=VERIFIED_TOKENS)(self._verify_access)
+
+    @classmethod
+    def shared(
+        cls,
         secret: str,
         issuer: str,
         access_ttl: int,
         refresh_ttl: int,
         algorithm: str = "HS256",
         leeway: int = 10,
-    ) -> None:
-        self._secret = secret
-        self._issuer = issuer
-        self._access_ttl = timedelta(seconds=access_ttl)
-        self._refresh_ttl = timedelta(seconds=refresh_ttl)
-        self._algorithm = algorithm
-        self._leeway = leeway
-        # A token's signature and claims never change, so an access token is verified once
-        # (for the most recently seen few thousand) and only its expiry, a matter of time,
-        # is checked at every use. Revocation and the user's state are not claims: the use
-        # cases look them up on every request.
-        self._verified_access = functools.lru_cache(maxsize=VERIFIED_TOKENS)(self._verify_access)
+        audience: str = "",
+    ) -> JwtTokenIssuer:
+        """Both kinds of token signed with one secret (WARDEN_JWT_ALGORITHM=HS*)."""
+        keys = SharedSecret(secret, algorithm)
+        return cls(keys, keys, issuer, access_ttl, refresh_ttl, audience, leeway)
 
     def issue_access(self, user_id: int, session_id: str, now: datetime) -> str:
-        return self._sign("access", user_id, session_id, new_id(), now, self._access_ttl)
+        claims = self._claims("access", user_id, session_id, new_id(), now, self._access_ttl)
+        return self._sign(claims, self._keys.signing())
 
     def issue_refresh(self, user_id: int, session_id: str, token_id: str, now: datetime) -> str:
-        return self._sign("refresh", user_id, session_id, token_id, now, self._refresh_ttl)
+        claims = self._claims("refresh", user_id, session_id, token_id, now, self._refresh_ttl)
+        return self._sign(claims, self._refresh.signing())
 
     def read_access(self, token: str) -> AccessClaims:
-        claims = self._verified_access(token)
+        claims, kid = self._verified_access(token)
+        if kid is not None and self._keys.verifying(kid) is None:  # its key left the ring
+            raise InvalidToken
         if time.time() >= claims.expires_at + self._leeway:  # as PyJWT judges `exp`
             raise TokenExpired
         return claims
 
-    def _verify_access(self, token: str) -> AccessClaims:
-        claims = self._read(token, "access", verify_exp=False)
-        return AccessClaims(
+    def _verify_access(self, token: str) -> tuple[AccessClaims, str | None]:
+        try:
+            kid = jwt.get_unverified_header(token).get("kid")
+        except jwt.PyJWTError:
+            raise InvalidToken from None
+        verifier = self._keys.verifying(kid)
+        if verifier is None:
+            raise InvalidToken
+        claims = self._read(token, "access", verifier, verify_exp=False)
+        access = AccessClaims(
             user_id=int(claims["sub"]),
             session_id=claims["sid"],
             token_id=claims["jti"],
             issued_at=int(claims["iat"]),
             expires_at=int(claims["exp"]),
         )
+        return access, kid if isinstance(kid, str) else None
 
     def read_refresh(self, token: str) -> RefreshClaims:
-        claims = self._read(token, "refresh")
+        claims = self._read(token, "refresh", self._refresh.verifying(None))
         return RefreshClaims(int(claims["sub"]), claims["sid"], claims["jti"])
 
-    def _sign(
+    def _claims(
         self, kind: str, user_id: int, sid: str, jti: str, now: datetime, ttl: timedelta
-    ) -> str:
-        claims = {
+    ) -> dict[str, Any]:
+        """Every claim of a token, made here only."""
+        claims: dict[str, Any] = {
             "iss": self._issuer,
             "sub": str(user_id),
             "sid": sid,
@@ -178,17 +259,29 @@ class JwtTokenIssuer:
             "iat": int(now.timestamp()),
             "exp": int((now + ttl).timestamp()),
         }
-        return jwt.encode(claims, self._secret, algorithm=self._algorithm)
+        if kind == "access" and self._audience is not None:
+            claims["aud"] = self._audience
+        return claims
 
-    def _read(self, token: str, kind: str, verify_exp: bool = True) -> dict[str, Any]:
+    @staticmethod
+    def _sign(claims: dict[str, Any], signer: Signer) -> str:
+        headers = None if signer.kid is None else {"kid": signer.kid}
+        return jwt.encode(claims, signer.key, algorithm=signer.algorithm, headers=headers)
+
+    def _read(
+        self, token: str, kind: str, verifier: Verifier, verify_exp: bool = True
+    ) -> dict[str, Any]:
+        audience = self._audience if kind == "access" else None
+        required = [*_REQUIRED_CLAIMS, "aud"] if audience is not None else _REQUIRED_CLAIMS
         try:
             claims: dict[str, Any] = jwt.decode(
                 token,
-                self._secret,
-                algorithms=[self._algorithm],
+                verifier.key,
+                algorithms=[verifier.algorithm],  # the key's own, whatever the header says
                 issuer=self._issuer,
+                audience=audience,
                 leeway=self._leeway,
-                options={"require": _REQUIRED_CLAIMS, "verify_exp": verify_exp},
+                options={"require": required, "verify_exp": verify_exp},
             )
         except jwt.ExpiredSignatureError:
             raise TokenExpired from None

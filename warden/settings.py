@@ -50,7 +50,14 @@ class Settings(BaseSettings):
     env: Literal["dev", "test", "production"] = "dev"
     jwt_secret: SecretStr = SecretStr(DEV_JWT_SECRET)
     jwt_issuer: str = "warden"
-    jwt_algorithm: Literal["HS256", "HS384", "HS512"] = "HS256"
+    # EdDSA/ES256: signed with the key store's active key (published at /.well-known/jwks.json);
+    # HS*: signed with WARDEN_JWT_SECRET, and the published key set is empty.
+    jwt_algorithm: Literal["EdDSA", "ES256", "HS256", "HS384", "HS512"] = "EdDSA"
+    jwt_audience: str = ""  # when set, every access token carries it as `aud`, checked on read
+    key_rotation_days: int = Field(default=30, ge=1)
+    # Cache-Control max-age of the key set; a new key is published this long before it signs.
+    jwks_max_age: int = Field(default=300, ge=0, le=86400)
+    public_url: str = "http://127.0.0.1:8080"
     jwt_leeway: int = Field(default=10, ge=0, le=300)
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8080, ge=0, le=65535)
@@ -76,6 +83,11 @@ class Settings(BaseSettings):
     metrics_port: int = Field(default=9100, ge=0, le=65535)
     superuser_password: SecretStr | None = None
     key_encryption_key: SecretStr = SecretStr(DEV_KEY_ENCRYPTION_KEY)
+
+    @property
+    def asymmetric(self) -> bool:
+        """Tokens are signed with the key store's keys, not with WARDEN_JWT_SECRET."""
+        return not self.jwt_algorithm.startswith("HS")
 
     @property
     def dev_secret_in_use(self) -> bool:

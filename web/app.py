@@ -13,7 +13,14 @@ from aiohttp import web
 
 from contract.errors import MethodNotAllowed, NotFound, PayloadTooLarge
 from contract.protocol import HTTP_REQUEST_ID, MAX_BODY_BYTES
-from contract.routes import ROUTES, Route
+from contract.routes import (
+    JWKS_PATH,
+    METADATA_PATH,
+    REVOCATION_PATH,
+    ROUTES,
+    TOKEN_PATH,
+    Route,
+)
 from domain.errors import InternalError, WardenError
 from web import health, metrics
 from web.openapi import openapi_document
@@ -91,21 +98,28 @@ def _route_name(request: web.Request) -> str:
     return resource.canonical if resource is not None else "unmatched"
 
 
-def _forward(route: Route, timeout: float, trusted: Networks) -> Handler:
+def _forward(route: Route, timeout: float, trusted: Networks, max_age: int = 0) -> Handler:
     async def view(request: web.Request) -> web.Response:
         body = await message_body(request, route)
         headers = rpc_headers(request, request[REQUEST_ID], trusted)
         envelope = await request.app[RPC_CLIENT].call(
             route.queue, orjson.dumps(body), headers, timeout
         )
-        return http_response(route, envelope)
+        return http_response(route, envelope, max_age)
 
     view.__name__ = route.queue
     return view
 
 
-def create_app(amqp_url: str, rpc_timeout: float, trusted: Networks = ()) -> web.Application:
-    """One edge: the contract's routes, health checks, metrics and the OpenAPI document."""
+def create_app(
+    amqp_url: str,
+    rpc_timeout: float,
+    trusted: Networks = (),
+    jwks_max_age: int = 300,
+    metadata: dict[str, Any] | None = None,
+) -> web.Application:
+    """One edge: the contract's routes, health checks, metrics, the OpenAPI document and the
+    authorization server's metadata (RFC 8414, from `authorization_server_metadata`)."""
     app = web.Application(middlewares=[edge_middleware], client_max_size=MAX_BODY_BYTES)
     app[RPC_CLIENT] = RpcClient(amqp_url)
 
@@ -116,16 +130,43 @@ def create_app(amqp_url: str, rpc_timeout: float, trusted: Networks = ()) -> web
 
     app.cleanup_ctx.append(rpc_client_ctx)
     for route in ROUTES:
-        app.router.add_route(route.method, route.path, _forward(route, rpc_timeout, trusted))
+        view = _forward(route, rpc_timeout, trusted, jwks_max_age)
+        app.router.add_route(route.method, route.path, view)
     document = openapi_document()
 
     async def openapi(_: web.Request) -> web.Response:
         return web.json_response(document, dumps=lambda d: orjson.dumps(d).decode())
 
     app.router.add_get("/api/v1/openapi.json", openapi)
+    about = orjson.dumps(metadata or authorization_server_metadata("http://127.0.0.1:8080"))
+
+    async def authorization_server(_: web.Request) -> web.Response:
+        headers = {"Cache-Control": f"public, max-age={jwks_max_age}"}
+        return web.Response(body=about, content_type="application/json", headers=headers)
+
+    app.router.add_get(METADATA_PATH, authorization_server)
     health.add_routes(app, lambda: app[RPC_CLIENT])
     app.router.add_get("/metrics", metrics.handler)
     return app
+
+
+def authorization_server_metadata(public_url: str, issuer: str = "warden") -> dict[str, Any]:
+    """RFC 8414's document: where a client gets and revokes tokens and finds the keys.
+
+    `issuer` is the `iss` of Warden's tokens (WARDEN_JWT_ISSUER), which a client compares
+    with its tokens'; the links are absolute, from WARDEN_PUBLIC_URL.
+    """
+    base = public_url.rstrip("/")
+    return {
+        "issuer": issuer,
+        "token_endpoint": base + TOKEN_PATH,
+        "jwks_uri": base + JWKS_PATH,
+        "revocation_endpoint": base + REVOCATION_PATH,
+        "grant_types_supported": ["password", "refresh_token"],
+        "response_types_supported": [],
+        "token_endpoint_auth_methods_supported": ["none"],
+        "revocation_endpoint_auth_methods_supported": ["none"],
+    }
 
 
 def json_response(data: Any, status: int = 200) -> web.Response:

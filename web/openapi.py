@@ -17,7 +17,7 @@ from contract.errors import (
     UnsupportedGrantType,
     UnsupportedMediaType,
 )
-from contract.routes import ROUTES, Route
+from contract.routes import METADATA_PATH, ROUTES, Route
 from domain.errors import (
     InternalError,
     ServiceUnavailable,
@@ -219,8 +219,42 @@ def _operation(route: Route) -> dict[str, Any]:
         }
         if route.location:
             ok["headers"] = {"Location": {"schema": {"type": "string"}}}
+        if route.public:
+            ok["headers"] = {CACHE_CONTROL: PUBLIC_CACHE}
         op["responses"][str(route.success)] = ok
     return op
+
+
+CACHE_CONTROL = "Cache-Control"
+PUBLIC_CACHE = {
+    "description": "public, max-age=WARDEN_JWKS_MAX_AGE (300 by default): a new key is "
+    "published at least this long before it signs.",
+    "schema": {"type": "string", "examples": ["public, max-age=300"]},
+}
+# RFC 8414: the authorization server's metadata, served by the edge itself.
+AUTHORIZATION_SERVER = {
+    "type": "object",
+    "required": [
+        "issuer",
+        "token_endpoint",
+        "jwks_uri",
+        "revocation_endpoint",
+        "grant_types_supported",
+    ],
+    "properties": {
+        "issuer": {"type": "string", "description": "The `iss` of every token."},
+        "token_endpoint": {"type": "string", "format": "uri"},
+        "jwks_uri": {"type": "string", "format": "uri"},
+        "revocation_endpoint": {"type": "string", "format": "uri"},
+        "grant_types_supported": {"type": "array", "items": {"type": "string"}},
+        "response_types_supported": {"type": "array", "items": {"type": "string"}},
+        "token_endpoint_auth_methods_supported": {"type": "array", "items": {"type": "string"}},
+        "revocation_endpoint_auth_methods_supported": {
+            "type": "array",
+            "items": {"type": "string"},
+        },
+    },
+}
 
 
 def _path(route: Route) -> str:
@@ -238,6 +272,7 @@ def openapi_document() -> dict[str, Any]:
         "Health": HEALTH,
         "Check": CHECK,
         "Ready": READY,
+        "AuthorizationServer": AUTHORIZATION_SERVER,
     }
     paths: dict[str, Any] = {}
     for route in ROUTES:
@@ -275,6 +310,9 @@ def openapi_document() -> dict[str, Any]:
             },
         }
     }
+    metadata = plain("AuthorizationServer", "Authorization server metadata (RFC 8414)", "200")
+    metadata["get"]["responses"]["200"]["headers"] = {CACHE_CONTROL: PUBLIC_CACHE}
+    paths[METADATA_PATH] = metadata
     paths["/metrics"] = {
         "get": {
             "summary": "Prometheus metrics",

@@ -136,8 +136,9 @@ def _sent_text(value: str) -> str:
     return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
-def http_response(route: Route, envelope: dict[str, Any]) -> web.Response:
-    """Map a reply envelope onto HTTP one to one."""
+def http_response(route: Route, envelope: dict[str, Any], max_age: int = 0) -> web.Response:
+    """Map a reply envelope onto HTTP one to one; a public route's success may be cached
+    for `max_age` seconds."""
     if not envelope.get("ok"):
         error = dict(envelope.get("error") or {})
         if error.get("errors"):
@@ -150,6 +151,8 @@ def http_response(route: Route, envelope: dict[str, Any]) -> web.Response:
     if route.tokens:
         headers["Cache-Control"] = "no-store"
         headers["Pragma"] = "no-cache"
+    if route.public:
+        headers["Cache-Control"] = f"public, max-age={max_age}"
     if route.location and isinstance(data, dict) and "id" in data:
         headers["Location"] = USER_LOCATION.format(id=data["id"])
     return web.Response(

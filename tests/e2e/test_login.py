@@ -149,7 +149,9 @@ async def test_the_access_token_carries_the_contract_claims(
     first, second = (
         jwt.decode(p["access_token"], options={"verify_signature": False}) for p in pairs
     )
-    assert jwt.get_unverified_header(pairs[0]["access_token"])["alg"] == "HS256"
+    header = jwt.get_unverified_header(pairs[0]["access_token"])
+    assert header["alg"] == "EdDSA"  # the default: the key store's Ed25519 key
+    assert isinstance(header["kid"], str)
     assert first["iss"] == settings.jwt_issuer
     assert first["sub"] == str(account.id)
     assert first["type"] == "access"

@@ -15,6 +15,8 @@ import jwt
 
 from tests.conftest import PASSWORD, AmqpCaller
 from tests.e2e.test_sessions import new_user
+from tests.support.tokens import sign_as_warden
+from warden.bootstrap import Services
 from warden.settings import Settings
 
 Answer = tuple[int, str | None]
@@ -24,10 +26,9 @@ def claims_of(token: str) -> dict[str, Any]:
     return dict(jwt.decode(token, options={"verify_signature": False}))
 
 
-def signed(settings: Settings, claims: dict[str, Any]) -> str:
+def signed(settings: Settings, worker: Services, claims: dict[str, Any]) -> str:
     """A token made with the service's own key: valid in every way but whose it says it is."""
-    secret = settings.jwt_secret.get_secret_value()
-    return jwt.encode(claims, secret, algorithm=settings.jwt_algorithm)
+    return sign_as_warden(settings, worker, claims)
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -60,12 +61,12 @@ def failure(reply: dict[str, Any]) -> Answer:
 
 
 async def test_an_access_token_for_another_user_with_ones_own_session_is_refused(
-    http: aiohttp.ClientSession, amqp: AmqpCaller, settings: Settings
+    http: aiohttp.ClientSession, amqp: AmqpCaller, settings: Settings, worker: Services
 ) -> None:
     victim_id, _ = await new_user(http)
     _, mallory = await signed_in(http)
     claims = claims_of(mallory["access_token"])
-    forged = signed(settings, claims | {"sub": str(victim_id), "jti": uuid.uuid4().hex})
+    forged = signed(settings, worker, claims | {"sub": str(victim_id), "jti": uuid.uuid4().hex})
 
     assert await me(http, forged) == (401, "token_revoked")
     assert failure(await amqp.call("warden.users.me", {}, token=forged)) == (401, "token_revoked")
@@ -76,11 +77,11 @@ async def test_an_access_token_for_another_user_with_ones_own_session_is_refused
 
 
 async def test_a_refresh_token_for_another_user_with_ones_own_session_is_refused(
-    http: aiohttp.ClientSession, amqp: AmqpCaller, settings: Settings
+    http: aiohttp.ClientSession, amqp: AmqpCaller, settings: Settings, worker: Services
 ) -> None:
     victim_id, _ = await new_user(http)
     _, mallory = await signed_in(http)
-    forged = signed(settings, claims_of(mallory["refresh_token"]) | {"sub": str(victim_id)})
+    forged = signed(settings, worker, claims_of(mallory["refresh_token"]) | {"sub": str(victim_id)})
 
     assert await refresh(http, forged) == (401, "token_revoked")
     reply = await amqp.call("warden.auth.refresh", {"refresh_token": forged})
@@ -90,13 +91,16 @@ async def test_a_refresh_token_for_another_user_with_ones_own_session_is_refused
 
 
 async def test_a_refresh_token_naming_another_users_session_neither_rotates_nor_revokes_it(
-    http: aiohttp.ClientSession, amqp: AmqpCaller, settings: Settings
+    http: aiohttp.ClientSession, amqp: AmqpCaller, settings: Settings, worker: Services
 ) -> None:
     _, victim = await signed_in(http)
     mallory_id, _ = await new_user(http)
     claims = claims_of(victim["refresh_token"]) | {"sub": str(mallory_id)}
     # With the session's current refresh id (it would rotate) and a spent one (reuse: revoke).
-    current, spent = signed(settings, claims), signed(settings, claims | {"jti": "spent"})
+    current, spent = (
+        signed(settings, worker, claims),
+        signed(settings, worker, claims | {"jti": "spent"}),
+    )
 
     assert await refresh(http, current) == (401, "token_revoked")
     assert await refresh(http, spent) == (401, "token_revoked")

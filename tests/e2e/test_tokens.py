@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import time
-import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -12,11 +13,16 @@ import aiohttp
 import jwt
 import orjson
 import pytest
+from cryptography.hazmat.primitives import serialization
 
 from tests.conftest import PASSWORD, AmqpCaller, unique
+from tests.support.tokens import sign_as_warden
+from warden.bootstrap import Services
+from warden.security import Signer
 from warden.settings import Settings
+from warden.signing import make_key
 
-Forge = Callable[[dict[str, Any], str], str]
+Forge = Callable[[dict[str, Any], Signer], str]
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -31,8 +37,8 @@ def b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
-def unsigned(claims: dict[str, Any]) -> str:
-    header = b64url(orjson.dumps({"alg": "none", "typ": "JWT"}))
+def unsigned(claims: dict[str, Any], kid: str | None = None) -> str:
+    header = b64url(orjson.dumps({"alg": "none", "typ": "JWT"} | ({"kid": kid} if kid else {})))
     return f"{header}.{b64url(orjson.dumps(claims))}."
 
 
@@ -86,67 +92,103 @@ async def test_an_access_token_cannot_refresh(
 # --- forged and expired tokens -----------------------------------------------------------
 
 
-def _alg_none(claims: dict[str, Any], secret: str) -> str:
-    return unsigned(claims)
+def _alg_none(claims: dict[str, Any], signer: Signer) -> str:
+    return unsigned(claims, signer.kid)
 
 
-def _wrong_signature(claims: dict[str, Any], secret: str) -> str:
-    return jwt.encode(claims, "another secret of at least thirty-two bytes", algorithm="HS256")
+def _wrong_signature(claims: dict[str, Any], signer: Signer) -> str:
+    other = make_key(signer.algorithm)  # another key of the same kind, under the right kid
+    key: Any = serialization.load_der_private_key(other.private_der, password=None)
+    return jwt.encode(claims, key, algorithm=signer.algorithm, headers={"kid": signer.kid})
 
 
-def _other_algorithm(claims: dict[str, Any], secret: str) -> str:
-    with warnings.catch_warnings():  # the dev secret is short for HS512; that is not the point
-        warnings.simplefilter("ignore")
-        return jwt.encode(claims, secret, algorithm="HS512")  # the right key, another algorithm
+def _key_confusion(claims: dict[str, Any], signer: Signer) -> str:
+    # HS256 keyed with the published key: a verifier that believed the header's alg would
+    # check it with the public key as an HMAC secret.
+    public = signer.key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    header = b64url(orjson.dumps({"alg": "HS256", "typ": "JWT", "kid": signer.kid}))
+    signing_input = f"{header}.{b64url(orjson.dumps(claims))}"
+    mac = hmac.new(public, signing_input.encode(), hashlib.sha256).digest()
+    return f"{signing_input}.{b64url(mac)}"
 
 
-def _wrong_issuer(claims: dict[str, Any], secret: str) -> str:
-    return jwt.encode(claims | {"iss": "not-warden"}, secret, algorithm="HS256")
+def _unknown_kid(claims: dict[str, Any], signer: Signer) -> str:
+    return jwt.encode(claims, signer.key, algorithm=signer.algorithm, headers={"kid": "unknown"})
 
 
-def _no_type(claims: dict[str, Any], secret: str) -> str:
-    return jwt.encode({k: v for k, v in claims.items() if k != "type"}, secret, algorithm="HS256")
+def _sign(claims: dict[str, Any], signer: Signer) -> str:
+    return jwt.encode(claims, signer.key, algorithm=signer.algorithm, headers={"kid": signer.kid})
 
 
-def _tampered(claims: dict[str, Any], secret: str) -> str:
-    header, _, signature = jwt.encode(claims, secret, algorithm="HS256").split(".")
+def _wrong_issuer(claims: dict[str, Any], signer: Signer) -> str:
+    return _sign(claims | {"iss": "not-warden"}, signer)
+
+
+def _no_type(claims: dict[str, Any], signer: Signer) -> str:
+    return _sign({k: v for k, v in claims.items() if k != "type"}, signer)
+
+
+def _tampered(claims: dict[str, Any], signer: Signer) -> str:
+    header, _, signature = _sign(claims, signer).split(".")
     return f"{header}.{b64url(orjson.dumps(claims | {'sub': '1'}))}.{signature}"
 
 
 @pytest.mark.parametrize(
     "forge",
-    [_alg_none, _wrong_signature, _other_algorithm, _wrong_issuer, _no_type, _tampered],
+    [
+        _alg_none,
+        _wrong_signature,
+        _key_confusion,
+        _unknown_kid,
+        _wrong_issuer,
+        _no_type,
+        _tampered,
+    ],
     ids=lambda f: f.__name__.strip("_"),
 )
 async def test_a_forged_token_of_a_live_session_is_an_invalid_token(
-    http: aiohttp.ClientSession, settings: Settings, forge: Forge
+    http: aiohttp.ClientSession, worker: Services, forge: Forge
 ) -> None:
     _, pair = await live_pair(http)
-    token = forge(claims_of(pair["access_token"]), settings.jwt_secret.get_secret_value())
+    signer = worker.resources.key_ring.signing()
+    assert signer.kid is not None  # the default: EdDSA with the key store's active key
+    token = forge(claims_of(pair["access_token"]), signer)
     assert await bearer_error(http, bearer(token)) == (401, "invalid_token")
 
 
-def expired_copy(token: str, settings: Settings) -> str:
+async def test_the_same_claims_rightly_signed_are_accepted(
+    http: aiohttp.ClientSession, worker: Services
+) -> None:
+    """The forgeries above are refused for what they change, not for being made here."""
+    _, pair = await live_pair(http)
+    token = _sign(claims_of(pair["access_token"]), worker.resources.key_ring.signing())
+    async with http.get("/api/v1/users/me", headers=bearer(token)) as r:
+        assert r.status == 200
+
+
+def expired_copy(token: str, settings: Settings, worker: Services) -> str:
     """The same claims, rightly signed, expired longer ago than the leeway forgives."""
     now = int(time.time())
     exp = now - settings.jwt_leeway - 60
     claims = claims_of(token) | {"iat": exp - settings.access_token_ttl, "exp": exp}
-    return jwt.encode(claims, settings.jwt_secret.get_secret_value(), algorithm="HS256")
+    return sign_as_warden(settings, worker, claims)
 
 
 async def test_an_expired_access_token_is_token_expired(
-    http: aiohttp.ClientSession, settings: Settings
+    http: aiohttp.ClientSession, settings: Settings, worker: Services
 ) -> None:
     _, pair = await live_pair(http)
-    token = expired_copy(pair["access_token"], settings)
+    token = expired_copy(pair["access_token"], settings, worker)
     assert await bearer_error(http, bearer(token)) == (401, "token_expired")
 
 
 async def test_an_expired_refresh_token_cannot_refresh(
-    http: aiohttp.ClientSession, settings: Settings
+    http: aiohttp.ClientSession, settings: Settings, worker: Services
 ) -> None:
     _, pair = await live_pair(http)
-    body = {"refresh_token": expired_copy(pair["refresh_token"], settings)}
+    body = {"refresh_token": expired_copy(pair["refresh_token"], settings, worker)}
     async with http.post("/api/v1/auth/refresh", json=body) as r:
         assert r.status == 401
         assert (await r.json(content_type=None))["code"] == "token_expired"
@@ -195,7 +237,7 @@ async def test_introspecting_a_live_access_token_gives_its_claims_and_the_user(
 
 
 async def test_introspecting_anything_but_a_live_access_token_is_inactive(
-    http: aiohttp.ClientSession, amqp: AmqpCaller, settings: Settings
+    http: aiohttp.ClientSession, amqp: AmqpCaller, settings: Settings, worker: Services
 ) -> None:
     _, pair = await live_pair(http)
     _, revoked = await live_pair(http)
@@ -203,7 +245,7 @@ async def test_introspecting_anything_but_a_live_access_token_is_inactive(
         assert r.status == 204
     dead = {
         "revoked": revoked["access_token"],
-        "expired": expired_copy(pair["access_token"], settings),
+        "expired": expired_copy(pair["access_token"], settings, worker),
         "garbage": "not-a-token",
         "refresh": pair["refresh_token"],
         "alg-none": unsigned(claims_of(pair["access_token"])),

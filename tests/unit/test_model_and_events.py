@@ -84,6 +84,7 @@ def test_the_event_types_are_the_contracts() -> None:
         "user.logged_out",
         "user.login_failed",
         "user.token_reuse_detected",
+        "signing_keys.changed",
     }
 
 

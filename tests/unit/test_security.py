@@ -27,7 +27,7 @@ def hasher() -> Iterator[BcryptPasswordHasher]:
 
 @pytest.fixture
 def tokens() -> JwtTokenIssuer:
-    return JwtTokenIssuer(SECRET, "warden", access_ttl=60, refresh_ttl=600, leeway=0)
+    return JwtTokenIssuer.shared(SECRET, "warden", access_ttl=60, refresh_ttl=600, leeway=0)
 
 
 async def test_a_hash_verifies_its_password_and_no_other(hasher: BcryptPasswordHasher) -> None:

@@ -30,7 +30,7 @@ REQUIRED = ("iss", "sub", "sid", "jti", "type", "iat", "exp")
 
 @pytest.fixture
 def tokens() -> JwtTokenIssuer:
-    return JwtTokenIssuer(SECRET, "warden", ACCESS_TTL, REFRESH_TTL, leeway=LEEWAY)
+    return JwtTokenIssuer.shared(SECRET, "warden", ACCESS_TTL, REFRESH_TTL, leeway=LEEWAY)
 
 
 def test_an_access_token_reads_back_every_claim_it_was_issued_with(
@@ -87,7 +87,7 @@ def test_an_access_token_expires_exactly_when_pyjwt_would_say_so(
 
 
 def test_the_configured_algorithm_signs_the_tokens() -> None:
-    tokens = JwtTokenIssuer(SECRET, "warden", ACCESS_TTL, REFRESH_TTL, algorithm="HS512")
+    tokens = JwtTokenIssuer.shared(SECRET, "warden", ACCESS_TTL, REFRESH_TTL, algorithm="HS512")
     token = tokens.issue_access(7, "sid", datetime.now(UTC))
 
     assert jwt.get_unverified_header(token)["alg"] == "HS512"
