@@ -152,8 +152,10 @@ async def fetch_async(url: str, time_limit: float) -> Fetched:
             response.raise_for_status()
             body = await response.content.read(MAX_DOCUMENT_BYTES + 1)
             headers = response.headers
+    except aiohttp.ClientResponseError as exc:
+        raise KeySetError(f"GET {url}: HTTP {exc.status}") from None
     except (aiohttp.ClientError, TimeoutError) as exc:
-        raise KeySetError(f"GET {url}: {exc!r}") from None
+        raise KeySetError(f"GET {url}: {type(exc).__name__} {exc}") from None
     return Fetched(_decode(body), max_age(headers.get("Cache-Control"), headers.get("Age")))
 
 
