@@ -120,12 +120,13 @@ class Verifier:
 
 
 def bearer_token(authorization: str | None) -> str:
-    """The token of an `Authorization: Bearer <token>` header; MissingToken without one."""
-    if not authorization or not authorization.strip():
+    """The token of an `Authorization: Bearer <token>` header, read as Warden reads it:
+    MissingToken without a header, InvalidToken for another scheme or no token after it."""
+    if not authorization:
         raise MissingToken
-    scheme, _, token = authorization.strip().partition(" ")
+    scheme, _, token = authorization.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
-        raise InvalidToken("The Authorization header is not a bearer token.")
+        raise InvalidToken("The Authorization header must be 'Bearer <access token>'.")
     return token.strip()
 
 
