@@ -185,7 +185,7 @@ async def judge_with_library(
     forgeries = [unsigned({"alg": "none", "typ": "JWT", "kid": claims.key_id}, payload)]
     for jwk in published:
         forgeries += [hs256_with(secret, jwk["kid"], payload) for secret in public_key_forms(jwk)]
-        other = "ES256" if jwk["alg"] == "EdDSA" else "EdDSA"
+        other: Kind = "ES256" if jwk["alg"] == "EdDSA" else "EdDSA"
         forgeries.append(SigningKey(other, kid=jwk["kid"]).sign(**payload))  # header's alg lies
     forgeries.append(SigningKey("EdDSA").sign(**payload))  # a kid Warden never published
     forgeries.append(SigningKey("EdDSA", kid=claims.key_id).sign(**payload))  # not its key

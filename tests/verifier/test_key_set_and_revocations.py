@@ -4,10 +4,10 @@ memory: each a pure function or object of the library, no network."""
 from __future__ import annotations
 
 import pytest
-
-from tests.support.verifier import SigningKey
 from warden_verifier import RevokedSessions, parse_jwks
 from warden_verifier.keys import KeySetError, max_age
+
+from tests.support.verifier import SigningKey
 
 
 def test_okp_and_ec_keys_are_kept_with_their_one_algorithm() -> None:
@@ -101,11 +101,14 @@ def test_a_revocation_lasts_until_its_expiry_and_the_grace_then_is_forgotten() -
     clock = Clock()
     revoked = RevokedSessions(grace=10, clock=clock)
     assert revoked.revoke("s1", clock.now + 60)
-    assert "s1" in revoked and revoked.is_revoked("s1") and len(revoked) == 1
+    assert "s1" in revoked
+    assert revoked.is_revoked("s1")
+    assert len(revoked) == 1
     clock.now += 70
     assert revoked.is_revoked("s1")  # a token of exp = expires_at passes the leeway till now
     clock.now += 0.5
-    assert not revoked.is_revoked("s1") and len(revoked) == 0
+    assert not revoked.is_revoked("s1")
+    assert len(revoked) == 0
 
 
 def test_a_revocation_that_is_already_over_is_not_kept() -> None:
@@ -124,7 +127,8 @@ def test_a_session_revoked_again_keeps_the_later_end() -> None:
     assert revoked.is_revoked("s")
     revoked.revoke("s", clock.now + 100)
     clock.now += 60
-    assert revoked.purge() == 0 and revoked.is_revoked("s")
+    assert revoked.purge() == 0
+    assert revoked.is_revoked("s")
 
 
 def test_memory_is_bounded_by_the_longest_token_life_and_a_count() -> None:
@@ -133,7 +137,8 @@ def test_memory_is_bounded_by_the_longest_token_life_and_a_count() -> None:
     revoked.revoke("far", clock.now + 10**9)  # no access token lives that long: cut to an hour
     for sid in ("a", "b", "c"):
         revoked.revoke(sid, clock.now + 1800)
-    assert len(revoked) == 3 and "far" in revoked  # the nearest end went first: "far" is not it
+    assert len(revoked) == 3
+    assert "far" in revoked
     clock.now += 3601
     assert len(revoked) == 0
 

@@ -10,10 +10,10 @@ import aiohttp
 import pytest_asyncio
 from aiohttp import web
 from aiohttp.test_utils import TestServer
-
-from tests.support.verifier import ISSUER, KeySetServer, SigningKey
 from warden_verifier import RevokedSessions, Verifier
 from warden_verifier.middleware import CLAIMS, PROBLEM_JSON, warden_auth
+
+from tests.support.verifier import ISSUER, KeySetServer, SigningKey
 
 PROBLEM_FIELDS = {"type", "title", "status", "detail", "code"}
 
@@ -88,7 +88,8 @@ async def test_each_refusal_is_warden_s_401_problem(consumer: Consumer) -> None:
     for authorization, code, challenge in cases:
         status, content_type, headers, body = await get(consumer.url + "/me", authorization)
         assert (status, content_type) == (401, PROBLEM_JSON), authorization
-        assert isinstance(body, dict) and set(body) == PROBLEM_FIELDS
+        assert isinstance(body, dict)
+        assert set(body) == PROBLEM_FIELDS
         assert (body["code"], body["status"]) == (code, 401)
         assert body["type"].endswith("/" + code)
         expected = challenge or 'Bearer error="invalid_token"'

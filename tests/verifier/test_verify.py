@@ -16,6 +16,7 @@ from warden_verifier import Claims, KeySetUnavailable, RevokedSessions, Verifier
 from tests.support.verifier import (
     ISSUER,
     KeySetServer,
+    Kind,
     SigningKey,
     access_claims,
     hs256_with,
@@ -103,17 +104,22 @@ async def test_the_audience_when_configured_must_be_named(
 async def test_alg_none_and_hs256_keyed_with_the_public_key_are_refused(
     server: KeySetServer, ed: SigningKey
 ) -> None:
-    verifier = Verifier(server.jwks_url, issuer=ISSUER)
+    # No rate limit: any token naming an unknown kid would make the verifier fetch the set.
+    verifier = Verifier(server.jwks_url, issuer=ISSUER, min_refetch_interval=0)
+    await verifier.verify_async(ed.sign())
     claims = access_claims()
-    for alg in ("none", "None", "NONE", ""):
-        forged = unsigned({"alg": alg, "kid": ed.kid}, claims)
-        assert await refused(verifier.verify_async, forged) == "invalid_token"
-    for secret in public_key_forms(ed.jwk()):
-        for alg in ("HS256", "HS384", "HS512"):
-            forged = hs256_with(secret, ed.kid, claims).replace(
-                *(_b64_header("HS256", ed.kid), _b64_header(alg, ed.kid))
-            )
+    for kid in (ed.kid, "unknown"):
+        for alg in ("none", "None", "NONE", ""):
+            forged = unsigned({"alg": alg, "kid": kid}, claims)
             assert await refused(verifier.verify_async, forged) == "invalid_token"
+        for secret in public_key_forms(ed.jwk()):
+            for alg in ("HS256", "HS384", "HS512"):
+                forged = hs256_with(secret, kid, claims).replace(
+                    *(_b64_header("HS256", kid), _b64_header(alg, kid))
+                )
+                assert await refused(verifier.verify_async, forged) == "invalid_token"
+    # Refused on their header alone: no such token made the verifier look for its key.
+    assert server.fetches == 1
     # The forgery is a well-made HS256 token: PyJWT alone, keyed as the attacker chose, takes it.
     raw = public_key_forms(ed.jwk())[0]
     assert jwt.decode(hs256_with(raw, ed.kid, claims), raw, algorithms=["HS256"], issuer=ISSUER)
@@ -129,8 +135,9 @@ async def test_a_header_whose_alg_is_not_its_keys_is_refused(server: KeySetServe
     verifier = Verifier(server.jwks_url, issuer=ISSUER)
     ed, es = server.keys
     # Signed by a P-256 key under the Ed25519 key's kid, and the reverse.
-    for kid, alg in ((ed.kid, "ES256"), (es.kid, "EdDSA")):
-        forged = SigningKey(alg, kid=kid).sign()  # type: ignore[arg-type]
+    pairs: list[tuple[str, Kind]] = [(ed.kid, "ES256"), (es.kid, "EdDSA")]
+    for kid, alg in pairs:
+        forged = SigningKey(alg, kid=kid).sign()
         assert await refused(verifier.verify_async, forged) == "invalid_token"
 
 

@@ -89,6 +89,7 @@ class SessionRevokedFollower:
         self._task: asyncio.Task[None] | None = None
         self._connection: aio_pika.abc.AbstractConnection | None = None
         self.ready = asyncio.Event()  # set while bound and consuming
+        self.disconnected = asyncio.Event()  # set while not (after a drop, before the next)
         self.connections = 0  # connections made: 1 + reconnects
         self.dropped = 0  # messages refused as malformed or foreign
 
@@ -99,6 +100,10 @@ class SessionRevokedFollower:
     async def wait_ready(self, within: float = 10.0) -> None:
         async with asyncio.timeout(within):
             await self.ready.wait()
+
+    async def wait_disconnected(self, within: float = 10.0) -> None:
+        async with asyncio.timeout(within):
+            await self.disconnected.wait()
 
     async def stop(self) -> None:
         task, self._task = self._task, None
@@ -128,6 +133,7 @@ class SessionRevokedFollower:
                 log.warning("session.revoked follower: %r; reconnecting in %.1fs", exc, delay)
             finally:
                 self.ready.clear()
+                self.disconnected.set()
                 await self._close()
             await asyncio.sleep(delay)
             delay = min(delay * 2, self._max_delay)
@@ -151,6 +157,7 @@ class SessionRevokedFollower:
         queue = await channel.declare_queue(self.queue_name, arguments=self._queue_arguments())
         await queue.bind(exchange, routing_key=SESSION_REVOKED)
         await queue.consume(self._on_message)
+        self.disconnected.clear()
         self.ready.set()
         log.info("session.revoked follower: consuming from %s", self.queue_name)
         while not closed.done():

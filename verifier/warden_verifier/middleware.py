@@ -11,6 +11,7 @@ import json
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from warden_verifier.claims import Claims
 from warden_verifier.errors import VerificationError
@@ -39,7 +40,7 @@ def problem_response(error: VerificationError) -> web.Response:
 
 def warden_auth(
     verifier: Verifier, *, open_paths: Callable[[web.Request], bool] | None = None
-) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+) -> Middleware:
     """The middleware; requests for which `open_paths(request)` is true pass without a token."""
 
     @web.middleware
