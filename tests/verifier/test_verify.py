@@ -213,6 +213,7 @@ async def test_a_key_that_appears_in_the_set_verifies_at_once(
     await asyncio.sleep(0.5)
     await refused(verifier.verify_async, SigningKey("EdDSA").sign())  # any unknown kid refetches
     assert await refused(verifier.verify_async, old_token) == "invalid_token"
+    assert await refused(threaded(verifier), old_token) == "invalid_token"
 
 
 async def test_the_set_is_kept_for_its_max_age_then_fetched_again(
@@ -277,7 +278,35 @@ async def test_a_revoked_session_is_refused_and_others_are_not(
     revoked = RevokedSessions()
     verifier = Verifier(server.jwks_url, issuer=ISSUER, revoked=revoked)
     sid = uuid.uuid4().hex
-    await verifier.verify_async(ed.sign(sid=sid))
+    token = ed.sign(sid=sid)
+    await verifier.verify_async(token)  # remembered as verified
     revoked.revoke(sid, time.time() + 60)
+    assert await refused(verifier.verify_async, token) == "token_revoked"
+    assert await refused(threaded(verifier), token) == "token_revoked"
     assert await refused(verifier.verify_async, ed.sign(sid=sid)) == "token_revoked"
     await verifier.verify_async(ed.sign())
+
+
+async def test_a_remembered_token_is_still_refused_once_it_expires(
+    server: KeySetServer, ed: SigningKey
+) -> None:
+    verifier = Verifier(server.jwks_url, issuer=ISSUER, leeway=0)
+    token = ed.sign(exp=int(time.time()) + 1)
+    await verifier.verify_async(token)
+    await asyncio.to_thread(verifier.verify, token)
+    await asyncio.sleep(int(time.time()) + 1 - time.time() + 0.05)
+    assert await refused(verifier.verify_async, token) == "token_expired"
+    assert await refused(threaded(verifier), token) == "token_expired"
+
+
+async def test_the_memory_of_verified_tokens_is_bounded(
+    server: KeySetServer, ed: SigningKey
+) -> None:
+    verifier = Verifier(server.jwks_url, issuer=ISSUER, verified_tokens=3)
+    tokens = [ed.sign() for _ in range(5)]
+    for token in tokens:
+        await verifier.verify_async(token)
+    assert list(verifier._verified) == tokens[2:]
+    forgetful = Verifier(server.jwks_url, issuer=ISSUER, verified_tokens=0)
+    await forgetful.verify_async(tokens[0])
+    assert forgetful._verified == {}

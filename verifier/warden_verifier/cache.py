@@ -128,6 +128,11 @@ class KeyCache:
 
     def _apply(self, fetched: Fetched) -> None:
         keys = parse_jwks(fetched.document)
+        # A key published as before stays the same object: tokens it verified stay verified.
+        for kid, key in keys.items():
+            old = self._keys.get(kid)
+            if old is not None and old.source == key.source:
+                keys[kid] = old
         age = self._default_max_age if fetched.max_age is None else fetched.max_age
         self._keys, self._loaded = keys, True
         self._fresh_until = self._clock() + min(age, self._max_max_age)

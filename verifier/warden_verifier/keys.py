@@ -42,6 +42,7 @@ class VerificationKey:
     kid: str
     algorithm: str
     key: Any  # the `cryptography` public key PyJWT verifies with
+    source: str = ""  # the JWK as published (canonical JSON): the same key when it is equal
 
 
 class KeySetError(Exception):
@@ -87,7 +88,8 @@ def _parse_key(jwk: object) -> VerificationKey:
         alg = jwt.PyJWK(dict(jwk)).algorithm_name
     if not isinstance(alg, str) or alg not in allowed:
         raise KeySetError(f"alg {alg!r} does not fit key type {kty}")
-    return VerificationKey(kid, alg, jwt.PyJWK(dict(jwk), algorithm=alg).key)
+    key = jwt.PyJWK(dict(jwk), algorithm=alg).key
+    return VerificationKey(kid, alg, key, json.dumps(jwk, sort_keys=True))
 
 
 def max_age(cache_control: str | None, age: str | None = None) -> float | None:

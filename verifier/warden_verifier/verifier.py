@@ -12,6 +12,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import threading
+import time
+
 import jwt
 
 from warden_verifier.cache import KeyCache
@@ -22,6 +25,7 @@ from warden_verifier.keys import metadata_url as _metadata_url
 from warden_verifier.revocations import RevokedSessions
 
 MAX_TOKEN_LENGTH = 8192  # characters; Warden's tokens are a few hundred
+VERIFIED_TOKENS = 4096  # tokens whose verification each verifier remembers
 _REQUIRED = ["iss", "sub", "sid", "jti", "type", "iat", "exp"]
 
 
@@ -32,6 +36,10 @@ class Verifier:
     must name it in `aud` (set it when Warden has WARDEN_JWT_AUDIENCE); when not, `aud` is not
     looked at. `revoked`: the sessions a `SessionRevokedFollower` heard of, refused with
     `token_revoked`. The other keyword arguments tune the key cache (see `KeyCache`).
+
+    A token's signature and claims never change, so the last `verified_tokens` tokens that
+    passed are remembered with the key that verified them: at their next use only what can
+    change is checked again — the key still published as it was, `exp`, the revocation.
     """
 
     def __init__(
@@ -42,6 +50,7 @@ class Verifier:
         audience: str | None = None,
         leeway: float = 10.0,
         revoked: RevokedSessions | None = None,
+        verified_tokens: int = VERIFIED_TOKENS,
         **cache_options: Any,
     ) -> None:
         self.keys = KeyCache(jwks_url, **cache_options)
@@ -50,6 +59,9 @@ class Verifier:
         self.leeway = leeway
         self.revoked = revoked
         self._options: dict[str, Any] = {"require": _REQUIRED, "verify_aud": audience is not None}
+        self._verified: dict[str, tuple[Claims, VerificationKey]] = {}
+        self._verified_max = verified_tokens
+        self._lock = threading.Lock()
 
     @classmethod
     def discover(cls, warden_url: str, *, issuer: str | None = None, **options: Any) -> Verifier:
@@ -81,13 +93,34 @@ class Verifier:
     def verify(self, token: object) -> Claims:
         """The claims of `token`, or a VerificationError saying why not. May block on a fetch
         of the key set (when due); in async code use `verify_async`."""
+        known = self._verified.get(token) if isinstance(token, str) else None
+        if known is not None and self.keys.get(known[0].key_id) is known[1]:
+            return self._still_valid(known[0])
         kid, alg = _header(token)
         return self._check(token, self.keys.get(kid), alg)
 
     async def verify_async(self, token: object) -> Claims:
         """As `verify`, fetching the key set (when due) without blocking the loop."""
+        known = self._verified.get(token) if isinstance(token, str) else None
+        if known is not None and await self.keys.get_async(known[0].key_id) is known[1]:
+            return self._still_valid(known[0])
         kid, alg = _header(token)
         return self._check(token, await self.keys.get_async(kid), alg)
+
+    def _still_valid(self, claims: Claims) -> Claims:
+        if time.time() >= claims.expires_at + self.leeway:  # as PyJWT judges `exp`
+            raise TokenExpired
+        if self.revoked is not None and self.revoked.is_revoked(claims.session_id):
+            raise TokenRevoked
+        return claims
+
+    def _remember(self, token: str, claims: Claims, key: VerificationKey) -> None:
+        if self._verified_max <= 0:
+            return
+        with self._lock:
+            while len(self._verified) >= self._verified_max:
+                del self._verified[next(iter(self._verified))]  # the oldest first
+            self._verified[token] = (claims, key)
 
     def _check(self, token: object, key: VerificationKey | None, alg: str) -> Claims:
         assert isinstance(token, str)  # _header refused anything else
@@ -110,9 +143,8 @@ class Verifier:
         except jwt.PyJWTError:
             raise InvalidToken from None
         result = _claims(claims, key.kid)
-        if self.revoked is not None and self.revoked.is_revoked(result.session_id):
-            raise TokenRevoked
-        return result
+        self._remember(token, result, key)
+        return self._still_valid(result)
 
     def verify_header(self, authorization: str | None) -> Claims:
         """The claims of an `Authorization: Bearer <token>` header's token."""
