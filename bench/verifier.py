@@ -125,9 +125,12 @@ def main() -> None:
     )
     url = f"http://127.0.0.1:{server.server_port}/.well-known/jwks.json"
     verifier = Verifier(url, issuer=ISSUER, min_refetch_interval=3600)
+    # Every token new: nothing remembered, each one's signature checked.
+    fresh = Verifier(url, issuer=ISSUER, min_refetch_interval=3600, verified_tokens=0)
     made = {alg: tokens(private, alg, kids[alg]) for alg, (private, _) in keys.items()}
     for alg in keys:
         verifier.verify(made[alg][0])  # the warm cache: fetched once, here
+        fresh.verify(made[alg][0])
     options: Any = {"require": ["iss", "sub", "sid", "jti", "type", "iat", "exp"]}
     unknown = tokens(keys["EdDSA"][0], "EdDSA", "not-published")
     none = [f"{t.split('.')[0]}.{t.split('.')[1]}." for t in made["EdDSA"]]
@@ -139,8 +142,9 @@ def main() -> None:
     for alg in keys:
         public = jwt.PyJWK(keys[alg][1], algorithm=alg).key
         rows += [
-            (f"{alg}: verify (sync)", verifier.verify, made[alg]),
-            (f"{alg}: verify_async (awaited one by one)", sync_of(verifier), made[alg]),
+            (f"{alg}: verify, every token new", fresh.verify, made[alg]),
+            (f"{alg}: verify_async, every token new", sync_of(fresh), made[alg]),
+            (f"{alg}: verify, {TOKENS} tokens in use (remembered)", verifier.verify, made[alg]),
             (
                 f"{alg}: bare jwt.decode (PyJWT alone)",
                 lambda t, k=public, a=alg: jwt.decode(
@@ -149,6 +153,17 @@ def main() -> None:
                 made[alg],
             ),
         ]
+    # The ceiling: the signature check alone (OpenSSL through `cryptography`), no JWT at all.
+    ed_private = keys["EdDSA"][0]
+    message = made["EdDSA"][0].rpartition(".")[0].encode()
+    signature = ed_private.sign(message)
+    ed_public = ed_private.public_key()
+
+    def signature_only(_token: str) -> object:
+        ed_public.verify(signature, message)
+        return None
+
+    rows.append(("EdDSA: the signature check alone (no JWT)", signature_only, made["EdDSA"]))
     rows += [
         ("refused: unknown kid (within the refetch window)", refusing(verifier.verify), unknown),
         ("refused: alg none", refusing(verifier.verify), none),
