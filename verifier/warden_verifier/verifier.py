@@ -9,11 +9,10 @@ Warden puts in an access token, `type` "access"; last, the session not revoked.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from typing import Any
-
 import threading
 import time
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import jwt
 
