@@ -120,6 +120,8 @@ class KeySetServer:
         self.keys = list(keys)
         self.max_age = max_age
         self.failing = False  # answer 500 instead of the set
+        self.body: bytes | None = None  # answer this instead of the set
+        self.metadata: dict[str, Any] | None = None  # serve this as the RFC 8414 metadata
         self.fetches = 0
         self.issuer = ISSUER
         app = web.Application()
@@ -146,12 +148,16 @@ class KeySetServer:
         self.fetches += 1
         if self.failing:
             return web.Response(status=500, text="down")
+        if self.body is not None:
+            return web.Response(body=self.body, content_type="application/json")
         headers = (
             {} if self.max_age is None else {"Cache-Control": f"public, max-age={self.max_age}"}
         )
         return web.json_response({"keys": [k.jwk() for k in self.keys]}, headers=headers)
 
     async def _metadata(self, request: web.Request) -> web.Response:
+        if self.metadata is not None:
+            return web.json_response(self.metadata)
         return web.json_response(
             {"issuer": self.issuer, "jwks_uri": self.jwks_url, "token_endpoint": self.url + "/t"}
         )

@@ -11,7 +11,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import jwt
 import pytest
 import pytest_asyncio
-from warden_verifier import Claims, KeySetUnavailable, RevokedSessions, Verifier
+from warden_verifier import (
+    Claims,
+    KeySetUnavailable,
+    RevokedSessions,
+    VerificationError,
+    Verifier,
+)
+from warden_verifier.keys import KeySetError
 
 from tests.support.verifier import (
     ISSUER,
@@ -310,3 +317,89 @@ async def test_the_memory_of_verified_tokens_is_bounded(
     forgetful = Verifier(server.jwks_url, issuer=ISSUER, verified_tokens=0)
     await forgetful.verify_async(tokens[0])
     assert forgetful._verified == {}
+
+
+async def test_a_key_set_can_be_fetched_at_start_and_its_kids_are_known(
+    server: KeySetServer, ed: SigningKey
+) -> None:
+    verifier = Verifier(server.jwks_url, issuer=ISSUER, min_refetch_interval=0)
+    await verifier.keys.refresh_async()
+    await asyncio.to_thread(verifier.keys.refresh)
+    assert verifier.keys.kids == {k.kid for k in server.keys}
+    assert server.fetches == 2
+    claims = await asyncio.to_thread(verifier.verify_header, f"Bearer {ed.sign(sid='s-2')}")
+    assert claims.session_id == "s-2"
+    assert server.fetches == 2  # the set was fresh: verifying asked for nothing
+    server.failing = True
+    down = Verifier(server.jwks_url, issuer=ISSUER)
+    with pytest.raises(KeySetUnavailable):
+        await down.keys.refresh_async()
+    with pytest.raises(KeySetUnavailable):
+        await asyncio.to_thread(down.keys.refresh)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"not json", b'{"keys": 7}', b"[]", b'{"keys": []}' + b" " * (300 * 1024)],
+)
+async def test_an_answer_that_is_not_a_key_set_is_not_a_key_set(
+    server: KeySetServer, ed: SigningKey, body: bytes
+) -> None:
+    server.body = body
+    for verify in (
+        Verifier(server.jwks_url, issuer=ISSUER).verify_async,
+        threaded(Verifier(server.jwks_url, issuer=ISSUER)),
+    ):
+        with pytest.raises(KeySetUnavailable):
+            await verify(ed.sign())
+
+
+async def test_a_key_set_url_that_is_not_http_is_never_fetched(ed: SigningKey) -> None:
+    for url in ("file:///etc/passwd", "ftp://example.com/jwks.json", "jwks.json"):
+        verifier = Verifier(url, issuer=ISSUER)
+        with pytest.raises(KeySetUnavailable):
+            await verifier.verify_async(ed.sign())
+        with pytest.raises(KeySetUnavailable):
+            await asyncio.to_thread(verifier.verify, ed.sign())
+
+
+@pytest.mark.parametrize(
+    "metadata",
+    [{"issuer": "warden"}, {"issuer": "warden", "jwks_uri": "file:///x"}, {"jwks_uri": 7}],
+)
+async def test_metadata_without_an_http_jwks_uri_is_an_error(
+    server: KeySetServer, metadata: dict[str, object]
+) -> None:
+    server.metadata = metadata
+    with pytest.raises(KeySetError):
+        await Verifier.discover_async(server.url)
+
+
+async def test_metadata_without_an_issuer_needs_one_given(server: KeySetServer) -> None:
+    server.metadata = {"jwks_uri": server.jwks_url}
+    with pytest.raises(ValueError, match="issuer"):
+        await Verifier.discover_async(server.url)
+    verifier = await Verifier.discover_async(server.url, issuer="warden")
+    assert verifier.issuer == "warden"
+
+
+async def test_a_header_without_a_kid_is_refused(server: KeySetServer) -> None:
+    verifier = Verifier(server.jwks_url, issuer=ISSUER)
+    no_kid = jwt.encode(access_claims(), SigningKey("EdDSA").private, algorithm="EdDSA")
+    assert await refused(verifier.verify_async, no_kid) == "invalid_token"
+    assert server.fetches == 0
+
+
+async def test_what_is_not_a_string_is_an_invalid_token_and_nothing_a_missing_one(
+    server: KeySetServer,
+) -> None:
+    verifier = Verifier(server.jwks_url, issuer=ISSUER)
+    for token, code in (
+        (None, "missing_token"),
+        ("", "missing_token"),
+        (b"a.b.c", "invalid_token"),
+        (7, "invalid_token"),
+    ):
+        with pytest.raises(VerificationError) as caught:
+            await verifier.verify_async(token)
+        assert caught.value.code == code

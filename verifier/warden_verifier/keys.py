@@ -152,7 +152,11 @@ async def fetch_async(url: str, time_limit: float) -> Fetched:
             session.get(url, headers={"Accept": "application/json"}) as response,
         ):
             response.raise_for_status()
-            body = await response.content.read(MAX_DOCUMENT_BYTES + 1)
+            body = b""
+            async for chunk in response.content.iter_chunked(64 * 1024):
+                body += chunk  # read(n) would stop at the first chunk: a document cut short
+                if len(body) > MAX_DOCUMENT_BYTES:
+                    break
             headers = response.headers
     except aiohttp.ClientResponseError as exc:
         raise KeySetError(f"GET {url}: HTTP {exc.status}") from None

@@ -163,8 +163,10 @@ def bearer_token(authorization: str | None) -> str:
 
 def _header(token: object) -> tuple[str, str]:
     """The header's kid and alg, once they could name one of the keys at all."""
-    if not isinstance(token, str) or not token:
+    if token is None or token == "":
         raise MissingToken
+    if not isinstance(token, str):
+        raise InvalidToken
     if len(token) > MAX_TOKEN_LENGTH or token.count(".") != 2:
         raise InvalidToken
     try:
