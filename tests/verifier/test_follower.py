@@ -6,7 +6,7 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -18,17 +18,11 @@ from warden_verifier import RevokedSessions, VerificationError, Verifier
 from warden_verifier.follower import SessionRevokedFollower
 
 from contract.protocol import broker_user
-from tests.support.infra import another_broker_user, base_urls, can_manage_users, own_vhost
+from tests.support.infra import another_broker_user, can_manage_users
 from tests.support.proxy import TcpProxy
 from tests.support.verifier import ISSUER, KeySetServer, SigningKey
 
 WITHIN = 1.0  # the contract: a revoked session is refused within a second
-
-
-@pytest.fixture(scope="module")
-def amqp() -> Iterator[str]:
-    with base_urls() as base, own_vhost(base.amqp, prefix="verifier_test") as url:
-        yield url
 
 
 @pytest_asyncio.fixture(loop_scope="session")
