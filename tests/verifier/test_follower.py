@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import aio_pika
 import pytest
@@ -18,7 +19,13 @@ from warden_verifier import RevokedSessions, VerificationError, Verifier
 from warden_verifier.follower import SessionRevokedFollower
 
 from contract.protocol import broker_user
-from tests.support.infra import another_broker_user, can_manage_users
+from tests.support.infra import (
+    _ctl,
+    another_broker_user,
+    base_urls,
+    can_manage_users,
+    own_vhost,
+)
 from tests.support.proxy import TcpProxy
 from tests.support.verifier import ISSUER, KeySetServer, SigningKey
 
@@ -215,3 +222,55 @@ async def test_the_follower_reconnects_and_hears_what_was_published_meanwhile(
             await publish(amqp, json.dumps(cloud_event(after, rfc3339(time.time() + 60))).encode())
             await refused_within(verifier, key.sign(sid=after), WITHIN)
             assert follower.connections == 2
+
+
+async def test_a_consumer_with_only_the_readmes_permissions_can_follow(
+    amqp: str, keys: KeySetServer
+) -> None:
+    if not can_manage_users(amqp):
+        pytest.skip("needs rabbitmqctl on a local broker to make a user")
+    revoked = RevokedSessions()
+    verifier = Verifier(keys.jwks_url, issuer=ISSUER, revoked=revoked)
+    (key,) = keys.keys
+    sid = uuid.uuid4().hex
+    with consumer_user(amqp) as url:
+        async with SessionRevokedFollower(
+            url, revoked, trusted_publisher=broker_user(amqp)
+        ) as follower:
+            await follower.wait_ready()
+            await publish(amqp, json.dumps(cloud_event(sid, rfc3339(time.time() + 60))).encode())
+            await refused_within(verifier, key.sign(sid=sid), WITHIN)
+            assert follower.connections == 1
+
+
+@contextlib.contextmanager
+def consumer_user(amqp: str) -> Iterator[str]:
+    """Another service's broker user, with the permissions verifier/README.md lists."""
+    parts = urlsplit(amqp)
+    vhost = unquote(parts.path[1:])
+    user, password = f"consumer_{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
+    _ctl("add_user", user, password)
+    try:
+        own = r"^warden-verifier\..*"
+        reads = r"^(warden-verifier\..*|warden\.events)$"
+        _ctl("set_permissions", "-p", vhost, user, own, own, reads)
+        yield urlunsplit(parts._replace(netloc=f"{user}:{password}@{parts.hostname}:{parts.port}"))
+    finally:
+        _ctl("delete_user", user)
+
+
+async def test_the_follower_waits_for_wardens_exchange_to_exist(keys: KeySetServer) -> None:
+    with base_urls() as base, own_vhost(base.amqp, prefix="verifier_test") as fresh:
+        revoked = RevokedSessions()
+        verifier = Verifier(keys.jwks_url, issuer=ISSUER, revoked=revoked)
+        follower = SessionRevokedFollower(
+            fresh, revoked, trusted_publisher=broker_user(fresh), reconnect_delay=0.1
+        )
+        async with follower:
+            await follower.wait_disconnected(5)  # no warden.events on this broker yet
+            assert not follower.ready.is_set()
+            await publish(fresh, b"{}")  # declares the exchange, as Warden does at its start
+            await follower.wait_ready(5)
+            sid = uuid.uuid4().hex
+            await publish(fresh, json.dumps(cloud_event(sid, rfc3339(time.time() + 60))).encode())
+            await refused_within(verifier, keys.keys[0].sign(sid=sid), WITHIN)

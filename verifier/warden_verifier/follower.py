@@ -151,9 +151,9 @@ class SessionRevokedFollower:
         channel = await connection.channel()
         channel.close_callbacks.add(on_close)
         await channel.set_qos(prefetch_count=100)
-        exchange = await channel.declare_exchange(
-            self._exchange, aio_pika.ExchangeType.TOPIC, durable=True
-        )
+        # Passive: Warden declares its exchange; a consumer needs no configure permission on
+        # it. Until it exists (Warden never started on this broker) the follower retries.
+        exchange = await channel.get_exchange(self._exchange, ensure=True)
         queue = await channel.declare_queue(self.queue_name, arguments=self._queue_arguments())
         await queue.bind(exchange, routing_key=SESSION_REVOKED)
         await queue.consume(self._on_message)
