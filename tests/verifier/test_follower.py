@@ -133,9 +133,9 @@ async def test_a_revocation_is_forgotten_after_its_expires_at(
         amqp, revoked, trusted_publisher=broker_user(amqp), purge_interval=0.1
     ) as follower:
         await follower.wait_ready()
-        ends = time.time() + 1.5
+        ends = time.time() + 3  # a margin for a loaded machine to publish and deliver
         await publish(amqp, json.dumps(cloud_event(sid, rfc3339(ends))).encode())
-        await refused_within(verifier, token, 1.4)
+        await refused_within(verifier, token, WITHIN)
         assert len(revoked) == 1
         await asyncio.sleep(ends + 0.3 - time.time())
         # Forgotten: the follower's purge dropped it (memory bounded), the token passes again.
