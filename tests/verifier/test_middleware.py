@@ -94,3 +94,25 @@ async def test_each_refusal_is_warden_s_401_problem(consumer: Consumer) -> None:
         assert body["type"].endswith("/" + code)
         expected = challenge or 'Bearer error="invalid_token"'
         assert headers["WWW-Authenticate"] == expected, authorization
+
+
+async def test_without_a_key_set_the_answer_is_503_not_a_refusal() -> None:
+    """Warden unreachable since the start: the token is neither good nor bad yet."""
+    keys = await KeySetServer(SigningKey("EdDSA")).start()
+    keys.failing = True
+    app = web.Application(middlewares=[warden_auth(Verifier(keys.jwks_url, issuer=ISSUER))])
+    app.router.add_get("/me", whoami)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        token = keys.keys[0].sign()
+        status, content_type, headers, body = await get(
+            str(server.make_url("/me")), f"Bearer {token}"
+        )
+        assert (status, content_type) == (503, PROBLEM_JSON)
+        assert isinstance(body, dict)
+        assert (body["code"], body["status"]) == ("service_unavailable", 503)
+        assert "WWW-Authenticate" not in headers
+    finally:
+        await server.close()
+        await keys.close()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterable, Mapping
+from types import MappingProxyType
 from typing import Any
 
 import jwt
@@ -200,7 +201,7 @@ def _claims(claims: Mapping[str, Any], kid: str) -> Claims:
         key_id=kid,
         audience=_strings(claims.get("aud")),
         amr=_strings(claims.get("amr")),
-        raw=claims,
+        raw=MappingProxyType(claims),  # read-only: the same Claims answer the token's next use
     )
 
 
