@@ -24,7 +24,7 @@ test: sync services
 check: sync
 	$(UV) run --frozen ruff check .
 	$(UV) run --frozen ruff format --check .
-	$(UV) run --frozen mypy domain contract storage handlers web warden tests
+	$(UV) run --frozen mypy domain contract storage handlers web warden tests verifier/warden_verifier
 	$(UV) run --frozen lint-imports
 	.ci/validate-compose
 	.ci/validate-docs
