@@ -104,10 +104,15 @@ def _forward(route: Route, timeout: float, trusted: Networks) -> Handler:
     return view
 
 
-def create_app(amqp_url: str, rpc_timeout: float, trusted: Networks = ()) -> web.Application:
-    """One edge: the contract's routes, health checks, metrics and the OpenAPI document."""
+def create_app(
+    amqp_urls: str | tuple[str, ...], rpc_timeout: float, trusted: Networks = ()
+) -> web.Application:
+    """One edge: the contract's routes, health checks, metrics and the OpenAPI document.
+
+    `amqp_urls`: the broker's node (or the nodes of one cluster, see RpcClient).
+    """
     app = web.Application(middlewares=[edge_middleware], client_max_size=MAX_BODY_BYTES)
-    app[RPC_CLIENT] = RpcClient(amqp_url)
+    app[RPC_CLIENT] = RpcClient(amqp_urls)
 
     async def rpc_client_ctx(app: web.Application) -> AsyncIterator[None]:
         await app[RPC_CLIENT].start()

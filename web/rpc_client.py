@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import itertools
 import os
+import random
 import time
 from collections.abc import Mapping
 from typing import Any, cast
@@ -25,7 +26,7 @@ import structlog
 from aiormq.abc import AbstractConnection, DeliveredMessage
 from pamqp.commands import Basic
 
-from contract.protocol import DEADLINE, DIRECT_REPLY_TO, broker_user
+from contract.protocol import DEADLINE, DIRECT_REPLY_TO, broker_user, node_address
 from domain.errors import InternalError, ServiceUnavailable, UpstreamTimeout
 
 log = structlog.get_logger("warden.edge")
@@ -40,13 +41,22 @@ _LINK_ERRORS = (
 
 
 class RpcClient:
-    """Connects in the background (the edge starts without a broker) and reconnects by itself."""
+    """Connects in the background (the edge starts without a broker) and reconnects by itself.
 
-    def __init__(self, url: str) -> None:
-        self._url = url
+    Given several nodes of one cluster (CONTRACT §10) it takes them in a shuffled order, so a
+    fleet of edges spreads over them, and moves to the next one whenever its link drops or a
+    connection attempt fails: requests in flight on the lost link fail at once (503), and
+    new ones are taken again within about RECONNECT_DELAY of the loss.
+    """
+
+    def __init__(self, urls: str | tuple[str, ...], rng: random.Random | None = None) -> None:
+        nodes = [urls] if isinstance(urls, str) else list(urls)
+        (rng or random.SystemRandom()).shuffle(nodes)
+        self._nodes = nodes
+        self._url = nodes[0]
         # Every request names its publisher: RabbitMQ refuses a user_id that is not this
         # connection's user, so the worker may believe the x-client-ip of such a request.
-        self._user = broker_user(url)
+        self._user = broker_user(self._url)
         self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._connection: AbstractConnection | None = None
         self._channel: aiormq.Channel | None = None
@@ -59,6 +69,11 @@ class RpcClient:
     @property
     def connected(self) -> bool:
         return self._ready.is_set()
+
+    @property
+    def node(self) -> str:
+        """host:port of the node this client is connected to (or trying next)."""
+        return node_address(self._url)
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._keep_connected(), name="rpc-client")
@@ -115,18 +130,22 @@ class RpcClient:
             self._pending.pop(correlation_id, None)
 
     async def _keep_connected(self) -> None:
-        while True:
+        for attempt in itertools.count():
+            self._url = self._nodes[attempt % len(self._nodes)]
             try:
                 closed = await self._connect()
-                log.info("broker connected")
+                log.info("broker connected", node=self.node)
                 await closed
-                log.warning("broker connection lost")
+                log.warning("broker connection lost", node=self.node)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.debug("broker connect failed", error=type(exc).__name__)
+                log.debug("broker connect failed", node=self.node, error=type(exc).__name__)
             await self._disconnect(ServiceUnavailable("The message broker connection was lost."))
-            await asyncio.sleep(RECONNECT_DELAY)
+            # The next node at once after a loss (it is likely alive); a pause once every
+            # node was tried, so a broker that is down entirely is not hammered.
+            if len(self._nodes) == 1 or (attempt + 1) % len(self._nodes) == 0:
+                await asyncio.sleep(RECONNECT_DELAY)
 
     async def _connect(self) -> asyncio.Future[None]:
         """Connect, consume replies; the returned future ends when the link is gone."""
