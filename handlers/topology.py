@@ -85,11 +85,11 @@ async def mismatched(connection: AbstractConnection, queues: Sequence[Declared])
     return wrong
 
 
-async def wait_until_queues_match(broker: RabbitBroker, recheck: float = RECHECK_EVERY) -> None:
+async def wait_until_queues_match(broker: RabbitBroker, recheck: float | None = None) -> None:
     """Return once every queue of the worker is of the kind it declares; log while not."""
-    connection = await broker.connect()
+    recheck = RECHECK_EVERY if recheck is None else recheck
     queues = worker_queues(broker)
-    while wrong := await mismatched(connection, queues):
+    while wrong := await _mismatched_on(broker, queues):
         log.error(
             "queues exist with another type or other arguments than this worker declares"
             f" (a deployment from before quorum queues?); run `{MIGRATE_COMMAND}` to move"
@@ -98,6 +98,17 @@ async def wait_until_queues_match(broker: RabbitBroker, recheck: float = RECHECK
             queues=wrong,
         )
         await asyncio.sleep(recheck)
+
+
+async def _mismatched_on(broker: RabbitBroker, queues: Sequence[Declared]) -> list[str]:
+    """`mismatched` on a plain connection to the node `broker` is on: a robust channel that
+    a refused declare closes would reopen and declare the same again, for ever."""
+    robust = await broker.connect()
+    connection = await aio_pika.connect(robust.url, timeout=10)
+    try:
+        return await mismatched(connection, queues)
+    finally:
+        await connection.close()
 
 
 async def migrate(connection: AbstractConnection, queues: Sequence[Declared]) -> list[str]:
@@ -133,6 +144,10 @@ async def migrate(connection: AbstractConnection, queues: Sequence[Declared]) ->
             await _bind(channel, temporary, declared)
             await _move(channel, declared.name, temporary, user)
             await channel.queue_delete(declared.name)
+            await channel.close()
+            # A new channel for the new queue: RabbitMQ 3.10 crashes a channel that published
+            # to a queue deleted and declared anew under the same name with another type.
+            channel = await connection.channel(publisher_confirms=True)
             await _declare(channel, declared.name, declared.arguments)
             await _bind(channel, declared.name, declared)
             await _move(channel, temporary, declared.name, user)
