@@ -59,6 +59,14 @@ class RpcClient:
         self._user = broker_user(self._url)
         self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._connection: AbstractConnection | None = None
+        # Direct reply-to on one node. On a cluster a reply queue of this connection's own
+        # (exclusive, server-named): RabbitMQ 3.10 crashes the *replying worker's* connection
+        # (541 INTERNAL_ERROR, rabbit_channel:deliver_reply) when it replies to a direct
+        # reply-to consumer whose node has died, so one edge's lost node would knock every
+        # worker that held one of its requests off the broker. A reply to a queue that died
+        # with its node is merely unroutable.
+        self._own_reply_queue = len(nodes) > 1
+        self._reply_to = DIRECT_REPLY_TO
         self._channel: aiormq.Channel | None = None
         self._ready = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -105,7 +113,7 @@ class RpcClient:
         properties = Basic.Properties(
             content_type="application/json",
             correlation_id=correlation_id,
-            reply_to=DIRECT_REPLY_TO,
+            reply_to=self._reply_to,
             # RabbitMQ drops a request nobody took before the caller gives up.
             expiration=str(max(int(budget * 1000), 1)),
             headers={**headers, DEADLINE: deadline_ms},
@@ -154,7 +162,12 @@ class RpcClient:
             self._connection = connection
             # No publisher confirms: the reply is the confirmation.
             channel = cast(aiormq.Channel, await connection.channel(publisher_confirms=False))
-            await channel.basic_consume(DIRECT_REPLY_TO, self._on_reply, no_ack=True)
+            reply_to = DIRECT_REPLY_TO
+            if self._own_reply_queue:
+                declared = await channel.queue_declare("", exclusive=True, auto_delete=True)
+                reply_to = declared.queue or ""
+            await channel.basic_consume(reply_to, self._on_reply, no_ack=True)
+            self._reply_to = reply_to
         closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
         def link_lost(done: asyncio.Future[Any]) -> None:

@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import uuid
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
 
 import aio_pika
 import aiormq
@@ -34,8 +33,8 @@ from warden.settings import Settings
 
 WITHIN = 30.0
 RPC = "warden.users.me"
-OLD_RPC = {"x-dead-letter-exchange": "warden.dlx"}
-OLD_AUDIT = {
+OLD_RPC: dict[str, Any] = {"x-dead-letter-exchange": "warden.dlx"}
+OLD_AUDIT: dict[str, Any] = {
     "x-queue-type": "quorum",
     "x-delivery-limit": 5,
     "x-dead-letter-exchange": "warden.dlx",
@@ -73,7 +72,7 @@ async def count(connection: aio_pika.abc.AbstractConnection, name: str) -> int:
     async with connection.channel() as channel:
         queue = await channel.declare_queue(name, passive=True)
         assert queue.declaration_result is not None
-        return int(queue.declaration_result.message_count)
+        return int(queue.declaration_result.message_count or 0)
 
 
 @contextlib.asynccontextmanager
@@ -114,7 +113,8 @@ async def test_a_worker_waits_on_classic_queues_and_migrate_queues_moves_them_wi
                     "the worker logged no error naming the migration",
                 )
                 await asyncio.sleep(1.0)
-                assert not task.done() and not started.is_set()
+                assert not task.done()
+                assert not started.is_set()
                 named = next(r for r in logs.lines() if MIGRATE_COMMAND in str(r.get("event")))
                 assert named["level"] == "error"
                 assert {RPC, "warden.dlq", "warden.audit"} <= set(named["queues"])
@@ -156,7 +156,7 @@ async def test_a_worker_waits_on_classic_queues_and_migrate_queues_moves_them_wi
 def aio_queue(name: str, arguments: dict[str, Any]) -> Any:
     from faststream.rabbit import RabbitQueue
 
-    return RabbitQueue(name, durable=True, arguments=arguments)  # type: ignore[arg-type]
+    return RabbitQueue(name, durable=True, arguments=cast(Any, arguments))
 
 
 async def next_message(
@@ -187,6 +187,3 @@ async def audited(database: str, event_ids: list[str]) -> bool:
     finally:
         await conn.close()
     return bool(found == len(event_ids))
-
-
-_ = uuid
