@@ -99,9 +99,16 @@ async def stack(urls: Urls, amqp: str, code: Path | None, log: Path) -> AsyncIte
     own = Urls(database, amqp, urls.redis)
     await migrate(Settings(database_url=database, amqp_url=amqp.split(",")[0]))  # type: ignore[arg-type]
     port = free_port()
-    env = warden_env(own, WARDEN_ENV="dev", WARDEN_BCRYPT_ROUNDS="4", WARDEN_METRICS_PORT="0",
-                     WARDEN_HTTP_PORT=str(port), WARDEN_LOG_LEVEL="warning",
-                     WARDEN_REGISTER_IP_MAX="1000000", WARDEN_LOGIN_IP_MAX_FAILURES="1000000")  # fmt: skip
+    env = warden_env(
+        own,
+        WARDEN_ENV="dev",
+        WARDEN_BCRYPT_ROUNDS="4",
+        WARDEN_METRICS_PORT="0",
+        WARDEN_HTTP_PORT=str(port),
+        WARDEN_LOG_LEVEL="warning",
+        WARDEN_REGISTER_IP_MAX="1000000",
+        WARDEN_LOGIN_IP_MAX_FAILURES="1000000",
+    )
     if code is not None:  # the base commit's code, on this environment's packages
         env["PYTHONPATH"] = str(code)
     procs = [

@@ -10,8 +10,8 @@ import pytest
 import structlog
 from pydantic import ValidationError
 
-from warden import logs
 from contract.protocol import node_address
+from warden import logs
 from warden.settings import DEV_JWT_SECRET, DEV_KEY_ENCRYPTION_KEY, Settings
 
 LONG_KEY = "k" * 32
