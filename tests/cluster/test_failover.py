@@ -149,11 +149,18 @@ def node_number(address: str) -> int:
     return int(address.rpartition(":")[2]) - PORT_BASE
 
 
-async def kill_and_watch(cluster: Cluster, node: int, load: Load) -> float:
-    """kill -9 `node`, keep the load on for SETTLE s, start it again; the kill's time."""
+async def kill_and_watch(cluster: Cluster, node: int, edge: str) -> float:
+    """kill -9 `node`, keep the load on for SETTLE s, start it again; the kill's time.
+
+    Before it is back, readiness passes with the edge and the answering worker elsewhere.
+    """
     killed = time.monotonic()
     cluster.kill(node)
     await asyncio.sleep(SETTLE)
+    report = await ready(edge)
+    assert report["status"] == "pass", report
+    assert node_number(report["checks"]["broker"]["node"]) != node
+    assert node_number(report["checks"]["workers"]["node"]) != node
     await asyncio.to_thread(cluster.start, node)
     await eventually(lambda: asyncio.to_thread(cluster.all_running), WITHIN, "no rejoin")
     return killed
@@ -175,9 +182,9 @@ async def test_killing_the_audit_leader_then_the_edges_node_loses_nothing(
         await asyncio.sleep(3.0)  # steady
         alive = next(n for n in (1, 2, 3) if cluster.pid(n))
         audit_leader = cluster.leader("warden.audit", alive)
-        first = await kill_and_watch(cluster, audit_leader, load)
+        first = await kill_and_watch(cluster, audit_leader, stack.edge)
         edge_node = node_number((await ready(stack.edge))["checks"]["broker"]["node"])
-        second = await kill_and_watch(cluster, edge_node, load)
+        second = await kill_and_watch(cluster, edge_node, stack.edge)
         await asyncio.sleep(3.0)  # load spreads again over the three
     finally:
         load.stop.set()
