@@ -16,7 +16,9 @@ aio-pika upgrade that changes it fails there.
 
 from __future__ import annotations
 
+import asyncio
 import random
+import time
 from typing import Any
 
 import structlog
@@ -27,6 +29,12 @@ from yarl import URL
 from contract.protocol import node_address
 
 log = structlog.get_logger("warden.broker")
+
+# Seconds between losing a node and using the next one. A channel opened at once, while the
+# cluster is still electing new leaders for the quorum queues the lost node led, can address
+# the dead leader: RabbitMQ 3.10 then holds what it publishes or consumes for about 15 s
+# (seen in tests/cluster). Elections take well under a second here; the edge waits as long.
+LOSS_SETTLE = 2.0
 
 
 class FailoverConnection(RobustConnection):
@@ -52,6 +60,19 @@ class FailoverConnection(RobustConnection):
         if value is None and self._attempted_before():
             self._next_node()
         self.__dict__["_failover_transport"] = value
+
+    async def _on_connection_close(self, closing: asyncio.Future[Any]) -> None:
+        if not (self._close_called or self.is_closed):
+            self.__dict__["_failover_lost_at"] = time.monotonic()
+        await super()._on_connection_close(closing)
+
+    async def _on_connected(self) -> None:
+        # Connected to the next node; its channels (consumers, publishers) are restored in
+        # super()._on_connected, once the cluster had LOSS_SETTLE to elect new leaders.
+        lost_at = self.__dict__.pop("_failover_lost_at", None)
+        if lost_at is not None:
+            await asyncio.sleep(max(0.0, LOSS_SETTLE - (time.monotonic() - lost_at)))
+        await super()._on_connected()
 
     def _attempted_before(self) -> bool:
         # The first clearing is Connection.__init__'s; the second precedes the first attempt,

@@ -32,6 +32,9 @@ from domain.errors import InternalError, ServiceUnavailable, UpstreamTimeout
 log = structlog.get_logger("warden.edge")
 
 RECONNECT_DELAY = 1.0
+# After losing its node, the pause before the next (see handlers.nodes.LOSS_SETTLE): requests
+# meanwhile get 503 at once.
+LOSS_SETTLE = 2.0
 CONNECT_TIMEOUT = 5.0
 _LINK_ERRORS = (
     aiormq.exceptions.AMQPError,
@@ -145,13 +148,18 @@ class RpcClient:
                 log.info("broker connected", node=self.node)
                 await closed
                 log.warning("broker connection lost", node=self.node)
+                await self._disconnect(
+                    ServiceUnavailable("The message broker connection was lost.")
+                )
+                await asyncio.sleep(LOSS_SETTLE if len(self._nodes) > 1 else RECONNECT_DELAY)
+                continue
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 log.debug("broker connect failed", node=self.node, error=type(exc).__name__)
             await self._disconnect(ServiceUnavailable("The message broker connection was lost."))
-            # The next node at once after a loss (it is likely alive); a pause once every
-            # node was tried, so a broker that is down entirely is not hammered.
+            # A failed attempt: the next node at once; a pause once every node was tried,
+            # so a broker that is down entirely is not hammered.
             if len(self._nodes) == 1 or (attempt + 1) % len(self._nodes) == 0:
                 await asyncio.sleep(RECONNECT_DELAY)
 
