@@ -69,17 +69,21 @@ async def declare_topology(broker: RabbitBroker) -> None:
 async def mismatched(connection: AbstractConnection, queues: Sequence[Declared]) -> list[str]:
     """The queues that exist with another type or other arguments than `queues` declare.
 
-    Declares each as the worker will (creating the missing ones, as the worker would), on a
-    channel of its own: a refused declare closes its channel.
+    Declares each as the worker will (creating the missing ones, as the worker would); a
+    refused declare closes its channel, so the next one gets a new channel.
     """
     wrong: list[str] = []
-    for declared in queues:
-        channel = await connection.channel()
-        try:
-            await _declare(channel, declared.name, declared.arguments)
-        except aiormq.exceptions.ChannelPreconditionFailed:
-            wrong.append(declared.name)
-        finally:
+    channel: AbstractChannel | None = None
+    try:
+        for declared in queues:
+            if channel is None or channel.is_closed:
+                channel = await connection.channel()
+            try:
+                await _declare(channel, declared.name, declared.arguments)
+            except aiormq.exceptions.ChannelPreconditionFailed:
+                wrong.append(declared.name)
+    finally:
+        if channel is not None:
             with contextlib.suppress(Exception):
                 await channel.close()
     return wrong
