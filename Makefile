@@ -2,7 +2,7 @@
 UV := scripts/uv
 PYTEST_ARGS ?=
 
-.PHONY: sync services run test check validate-docs asyncapi bench mutate mutate-domain
+.PHONY: sync services run test test-cluster check validate-docs asyncapi bench mutate mutate-domain
 
 sync:
 	@$(UV) sync --frozen --quiet --compile-bytecode
@@ -20,6 +20,12 @@ GATED := domain/auth.py,warden/security.py,storage/redis_store.py,handlers/idemp
 test: sync services
 	$(UV) run --frozen pytest --cov --cov-report=term-missing:skip-covered --cov-fail-under=80 $(PYTEST_ARGS)
 	$(UV) run --frozen coverage report --include='$(GATED)' --fail-under=100
+
+# Warden on a real three-node RabbitMQ cluster, nodes killed under load (tests/cluster). Starts
+# the cluster with scripts/rabbit-cluster.sh unless it is up (needs root), and takes it down
+# after unless WARDEN_CLUSTER_KEEP=1. About a minute and a half on top of the cluster's up/down.
+test-cluster: sync services
+	$(UV) run --frozen pytest -m cluster tests/cluster -p no:cacheprovider $(PYTEST_ARGS)
 
 check: sync
 	$(UV) run --frozen ruff check .

@@ -65,3 +65,43 @@ def reserved(queue: str) -> bool:
 def broker_user(amqp_url: str) -> str:
     """The user an AMQP URL logs in as: the one RabbitMQ checks a message's `user_id` against."""
     return unquote(urlsplit(amqp_url).username or "") or DEFAULT_BROKER_USER
+
+
+def split_nodes(amqp_url: str) -> tuple[str, ...]:
+    """The node URLs of a comma-separated WARDEN_AMQP_URL, checked to be one cluster's.
+
+    Every node must be an amqp:// or amqps:// URL with a host, and all must log in alike (same
+    scheme, user, password, virtual host and query): a process moves between them as if they
+    were one broker. The error names the node by position, never by its URL (it holds the
+    password).
+    """
+    nodes = tuple(part.strip() for part in amqp_url.split(","))
+    if not all(nodes):
+        raise ValueError("WARDEN_AMQP_URL: an empty node between commas")
+    first = None
+    for position, node in enumerate(nodes, 1):
+        try:
+            parts = urlsplit(node)
+            parts.port  # noqa: B018 (raises on a port that is not a number)
+        except ValueError:
+            raise ValueError(f"WARDEN_AMQP_URL: node {position} is not a URL") from None
+        if parts.scheme not in ("amqp", "amqps") or not parts.hostname:
+            raise ValueError(f"WARDEN_AMQP_URL: node {position} is not an amqp:// URL with a host")
+        login = (parts.scheme, parts.username, parts.password, parts.path or "/", parts.query)
+        if first is None:
+            first = login
+        elif login != first:
+            raise ValueError(
+                f"WARDEN_AMQP_URL: node {position} differs from node 1 in scheme, user, password,"
+                " virtual host or query; every node must be one cluster's, logged in to alike"
+            )
+    return nodes
+
+
+def node_address(node_url: str) -> str:
+    """A node's host:port, for logs and readiness (no credentials)."""
+    parts = urlsplit(node_url)
+    default = 5671 if parts.scheme == "amqps" else 5672
+    host = parts.hostname or ""
+    host = f"[{host}]" if ":" in host else host
+    return f"{host}:{parts.port or default}"

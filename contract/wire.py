@@ -329,6 +329,8 @@ class CheckOut(Reply):
 class PingOut(Reply):
     postgres: CheckOut
     redis: CheckOut
+    # host:port of the broker node the answering worker is connected to (CONTRACT §10).
+    node: str | None = absent_when_none()
 
 
 class FieldErrorOut(BaseModel):

@@ -118,8 +118,8 @@ def document() -> dict[str, Any]:
                 f"RPC queue; caller: {spec.caller}. Publish to the default exchange. A"
                 " request whose worker dies holding it is worked on at most"
                 f" {RPC_REDELIVERY_LIMIT + 1} times, then dead-lettered to warden.dlq, as is"
-                " one that expired waiting. Set message_id (or correlation_id): redeliveries"
-                " are counted by it. A body over"
+                " one that expired waiting (a quorum queue: its x-delivery-limit counts them)."
+                " A body over"
                 f" {protocol.MAX_BODY_BYTES // 1024} KiB is answered 413 unparsed."
             ),
             "messages": {"request": {"$ref": f"#/components/messages/{key}_request"}},

@@ -15,7 +15,7 @@ from domain.auth import Auth
 from domain.listing import CursorCodec
 from handlers.envelope import RequestUnits, UseCase
 from handlers.idempotency import Idempotency, Replay
-from handlers.rpc import RedeliveryCounter, rpc
+from handlers.rpc import rpc
 
 Probe = Callable[[], Awaitable[object]]
 
@@ -33,8 +33,8 @@ class WorkerDeps:
     edge_user: str  # the broker user whose x-client-ip is believed
     units: RequestUnits  # opens units of work; each request binds its own (see Call)
     idempotency: Idempotency | None = None
-    redeliveries: RedeliveryCounter | None = None
     jwks: Callable[[], dict[str, Any]] = lambda: {"keys": []}  # the published key set
+    node: Callable[[], str | None] | None = None  # host:port of the broker node it is on
 
     def rpc(
         self,
@@ -46,7 +46,7 @@ class WorkerDeps:
         changes: bool = False,
         replay: Replay | None = None,
     ) -> Callable[[UseCase], UseCase]:
-        """`handlers.rpc.rpc` with this worker's prefetch, idempotency and redelivery count.
+        """`handlers.rpc.rpc` with this worker's prefetch and idempotency.
 
         `bcrypt` queues get the smaller prefetch: their messages wait for the hash pool.
         Idempotency-Keys are honoured on the queues the catalogue says.
@@ -61,7 +61,6 @@ class WorkerDeps:
             self.units,
             idempotency,
             reply,
-            self.redeliveries,
             replay,
             changes,
         )

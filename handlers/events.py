@@ -11,27 +11,18 @@ import orjson
 import structlog
 from faststream import AckPolicy
 from faststream.exceptions import RejectMessage
-from faststream.rabbit import Channel, QueueType, RabbitBroker, RabbitQueue, RabbitRouter
+from faststream.rabbit import Channel, RabbitBroker, RabbitRouter
 from faststream.rabbit.annotations import RabbitMessage
 
 from handlers import metrics
 from handlers.decoding import raw_body
-from handlers.queues import DEAD_LETTER_EXCHANGE, EVENTS_EXCHANGE
+from handlers.queues import EVENT_DELIVERY_LIMIT, EVENTS_EXCHANGE, event_queue
 from storage.outbox import PostgresOutboxSource
 
 log = structlog.get_logger("warden.events")
 
-AUDIT_DELIVERY_LIMIT = 5  # redeliveries; then dead-lettered: a poison event never loops
-AUDIT_QUEUE = RabbitQueue(
-    "warden.audit",
-    durable=True,
-    queue_type=QueueType.QUORUM,
-    arguments={
-        "x-delivery-limit": AUDIT_DELIVERY_LIMIT,
-        "x-dead-letter-exchange": DEAD_LETTER_EXCHANGE,
-    },
-    routing_key="#",
-)
+AUDIT_DELIVERY_LIMIT = EVENT_DELIVERY_LIMIT  # then dead-lettered: a poison event never loops
+AUDIT_QUEUE = event_queue("warden.audit", routing_key="#", delivery_limit=AUDIT_DELIVERY_LIMIT)
 CLOUDEVENTS_JSON = "application/cloudevents+json"
 BATCH = 200
 IDLE_WAIT = 5.0  # a safety net only: commits wake the relay through NOTIFY

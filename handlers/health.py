@@ -36,9 +36,10 @@ def router(deps: WorkerDeps) -> RabbitRouter:
 
     @deps.rpc(r, PING_QUEUE)
     async def ping(call: Call[Empty]) -> dict[str, Any]:
-        """Readiness ping: the worker's view of Postgres and Redis."""
+        """Readiness ping: the worker's view of Postgres and Redis, and its broker node."""
         names = list(deps.probes)
         results = await asyncio.gather(*(check(deps.probes[n]) for n in names))
-        return dump(PingOut, dict(zip(names, results, strict=True)))
+        node = deps.node() if deps.node is not None else None
+        return dump(PingOut, {**dict(zip(names, results, strict=True)), "node": node})
 
     return r

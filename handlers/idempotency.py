@@ -113,15 +113,25 @@ class Idempotency:
         print_ = fingerprint(self._fingerprint_key, body)
         if (found := await self._store.claim(slot, print_)) is not None:
             return await _replayed(found, print_, work, replay)
-        if self._ledger is not None and render is not None:
-            if (kept := await self._ledger.get(slot)) is not None:
-                # The change committed, but its reply never reached Redis.
-                await self._store.complete(slot, kept["fp"], kept["reply"])
-                return await _replayed(kept, print_, work, replay)
-            reply = await _recorded(self._store, self._ledger, slot, print_, work, render)
-        else:
-            async with _renewing(self._store, slot, print_):
-                reply = await work(None)
+        try:
+            if self._ledger is not None and render is not None:
+                if (kept := await self._ledger.get(slot)) is not None:
+                    # The change committed, but its reply never reached Redis.
+                    await self._store.complete(slot, kept["fp"], kept["reply"])
+                    return await _replayed(kept, print_, work, replay)
+                reply = await _recorded(self._store, self._ledger, slot, print_, work, render)
+            else:
+                async with _renewing(self._store, slot, print_):
+                    reply = await work(None)
+        except BaseException:
+            # Cancelled (the request's channel was lost with its broker node, the worker is
+            # stopping) or failed: the claim goes, so the caller's retry is worked at once
+            # rather than answered idempotency_key_in_use until the lease lapses while this
+            # worker lives on. A change committed before that left its reply in the ledger,
+            # which the retry replays.
+            with contextlib.suppress(Exception):
+                await self._store.release(slot)
+            raise
         if reply["ok"] or reply["error"]["status"] < 500:
             await self._store.complete(slot, print_, reply)
         else:  # a 5xx is never kept: a retry must do the work again

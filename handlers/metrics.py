@@ -9,11 +9,6 @@ MESSAGES = Counter(
     "RPC messages handled, by queue and outcome (status)",
     ["queue", "status"],
 )
-REDELIVERED_TOO_OFTEN = Counter(
-    "warden_worker_requests_dead_lettered_total",
-    "RPC requests rejected unworked to warden.dlq after too many redeliveries, by queue",
-    ["queue"],
-)
 REFUSED = Counter(
     "warden_worker_messages_refused_total",
     "Messages refused unworked at the broker boundary, by queue and reason"

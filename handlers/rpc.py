@@ -8,10 +8,9 @@ taken is in handlers.pipeline; its reply and acknowledgement in handlers.reply.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import typing
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
 import structlog
 from aio_pika import IncomingMessage
@@ -25,19 +24,11 @@ from handlers.decoding import whole_message
 from handlers.envelope import Call, Keep, RequestUnits, UseCase, success
 from handlers.idempotency import Idempotency, Replay
 from handlers.pipeline import received, serve
-from handlers.queues import RPC_REDELIVERY_LIMIT, rpc_queue
+from handlers.queues import rpc_queue
 from handlers.reply import ack, reply_and_ack
 from handlers.trust import refused_reply_to
 
 log = structlog.get_logger("warden.worker")
-
-
-class RedeliveryCounter(Protocol):
-    """Counts the redeliveries of one request, across workers."""
-
-    async def count(self, queue: str, message_id: str) -> int:
-        """This redelivery's number: 1 for the first time the request came back."""
-        ...
 
 
 def rpc(
@@ -48,7 +39,6 @@ def rpc(
     units: RequestUnits,
     idempotency: Idempotency | None = None,
     reply: Callable[[Any], Any] | None = None,
-    redeliveries: RedeliveryCounter | None = None,
     replay: Replay | None = None,
     changes: bool = False,
 ) -> Callable[[UseCase], UseCase]:
@@ -61,8 +51,8 @@ def rpc(
     `changes`: the use case changes Postgres (its result the user it changed, if any), and
     the reply to an idempotent request is kept in the change's own transaction.
     `replay` checks a kept reply before a repeat with the same Idempotency-Key gets it.
-    A request redelivered more than RPC_REDELIVERY_LIMIT times (counted by `redeliveries`)
-    is rejected unworked and dead-lettered: a request that kills workers cannot loop.
+    A request that came back more than RPC_REDELIVERY_LIMIT times is dead-lettered by the
+    broker (the quorum queue's x-delivery-limit): a request that kills workers cannot loop.
     A request whose reply_to names one of Warden's own queues is acknowledged unworked.
     """
     model = RPC[queue].request
@@ -78,9 +68,6 @@ def rpc(
             raw = message.raw_message
             if refused_reply_to(raw.reply_to):
                 await _refuse(raw)
-                return
-            if raw.redelivered and redeliveries is not None and await _too_often(raw):
-                await message.reject()  # to warden.dlq, with x-death saying where from
                 return
             call = received(raw, edge_user, units)
             envelope = await serve(
@@ -106,19 +93,6 @@ def rpc(
                 publisher=raw.user_id,
             )
             await ack(raw)
-
-        async def _too_often(raw: IncomingMessage) -> bool:
-            assert redeliveries is not None
-            key = raw.message_id or raw.correlation_id or hashlib.sha256(raw.body).hexdigest()
-            try:
-                count = await redeliveries.count(queue, key)
-            except Exception:  # no count without Redis: the request is worked on as usual
-                return False
-            if count <= RPC_REDELIVERY_LIMIT:
-                return False
-            metrics.REDELIVERED_TOO_OFTEN.labels(queue).inc()
-            log.warning("request dead-lettered", queue=queue, deliveries=count + 1)
-            return True
 
         handler.__name__ = queue.replace(".", "_")
         handler.__doc__ = use_case.__doc__

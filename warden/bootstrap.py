@@ -301,15 +301,19 @@ def build_broker(settings: Settings, services: Services) -> RabbitBroker:
     from handlers.app import include_routers
     from handlers.deps import WorkerDeps
     from handlers.events import audit_router
+    from handlers.nodes import failover_connection, node_of
     from storage.audit import PostgresAuditWriter
-    from storage.redis_store import RedisRedeliveryCounter
 
+    nodes = settings.amqp_urls
     broker = RabbitBroker(
-        settings.amqp_url.get_secret_value(),
+        nodes[0],
         graceful_timeout=15,
-        reconnect_interval=1.0,  # back within about a second of the broker's return
+        reconnect_interval=1.0,  # back within about a second of the broker's (or a node's) return
         log_level=logging.DEBUG,  # FastStream's own per-message lines; ours are at INFO
     )
+    # aio-pika's robust connection, but moving to the next node at each reconnection
+    # (handlers.nodes); FastStream offers no argument for the class, so it is set here.
+    broker._connection_kwargs["connection_class"] = failover_connection(nodes)
 
     made = services.resources
     users = broker_users(settings)
@@ -323,8 +327,8 @@ def build_broker(settings: Settings, services: Services) -> RabbitBroker:
         edge_user=users.edge,
         units=made.uow,
         idempotency=services.idempotency,
-        redeliveries=RedisRedeliveryCounter(made.redis),
         jwks=made.key_ring.jwks,
+        node=lambda: node_of(broker),
     )
     include_routers(broker, deps)
 
@@ -342,15 +346,16 @@ def broker_users(settings: Settings) -> BrokerUsers:
     from contract.protocol import broker_user
     from handlers.trust import BrokerUsers
 
-    warden = broker_user(settings.amqp_url.get_secret_value())
+    warden = broker_user(settings.amqp_urls[0])
     return BrokerUsers(warden=warden, edge=settings.amqp_edge_user or warden)
 
 
 @contextlib.asynccontextmanager
 async def running_worker(settings: Settings) -> AsyncIterator[Services]:
     """One worker: subscribers consuming and the outbox relay publishing, until the block ends."""
-    from handlers.app import declare_topology
     from handlers.events import OutboxRelay
+    from handlers.nodes import node_of
+    from handlers.topology import declare_topology, wait_until_queues_match
     from storage.db import asyncpg_dsn
     from storage.outbox import PostgresOutboxSource
 
@@ -368,8 +373,12 @@ async def running_worker(settings: Settings) -> AsyncIterator[Services]:
     heartbeat = asyncio.create_task(services.idempotency.heartbeat(), name="heartbeat")
     try:
         await connect_when_reachable(broker)
+        # A queue of another kind (a deployment from before quorum queues) is logged and
+        # waited out, never consumed from and never a crash (handlers.topology).
+        await wait_until_queues_match(broker)
         await declare_topology(broker)
         await broker.start()
+        log.info("worker connected", node=node_of(broker))
         relay_task = asyncio.create_task(relay.run(), name="outbox-relay")
         yield services
     finally:
@@ -412,6 +421,8 @@ async def connect_when_reachable(broker: RabbitBroker) -> None:
     """
     import aiormq
 
+    from handlers.nodes import next_first_node, node_of
+
     delay = 0.5
     while True:
         try:
@@ -420,7 +431,10 @@ async def connect_when_reachable(broker: RabbitBroker) -> None:
         except aiormq.exceptions.ProbableAuthenticationError:
             raise
         except Exception as exc:
-            log.warning("broker unreachable, waiting for it", error=type(exc).__name__)
+            log.warning(
+                "broker unreachable, waiting for it", error=type(exc).__name__, node=node_of(broker)
+            )
+        next_first_node(broker)  # the next attempt goes to the next node
         await asyncio.sleep(delay)
         delay = min(delay * 2, 5.0)
 
@@ -435,7 +449,7 @@ def build_edge(settings: Settings) -> web.Application:
     from web.app import authorization_server_metadata, create_app
 
     return create_app(
-        settings.amqp_url.get_secret_value(),
+        settings.amqp_urls,
         settings.rpc_timeout,
         settings.trusted_proxies,
         settings.jwks_max_age,

@@ -1,4 +1,4 @@
-"""The `warden` command: migrate, worker, edge, run, create-superuser, keys."""
+"""The `warden` command: migrate, migrate-queues, worker, edge, run, create-superuser, keys."""
 
 from __future__ import annotations
 
@@ -85,6 +85,50 @@ async def migrate(settings: Settings) -> None:
     log.info("migrations at head")
 
 
+async def migrate_queues(settings: Settings) -> None:
+    """Bring the broker's queues to the kind this version declares, keeping their messages.
+
+    For a deployment from before quorum queues (handlers.topology.migrate); safe to run twice,
+    and with nothing to move it only declares what is missing.
+    """
+    import aio_pika
+
+    from handlers.queues import DLX, EVENTS_EXCHANGE
+    from handlers.topology import migrate as move_queues
+    from handlers.topology import worker_queues
+    from warden.bootstrap import build_broker, build_services
+
+    services = build_services(settings)
+    try:
+        queues = worker_queues(build_broker(settings, services))  # connects nothing
+        connection = await _first_live_node(settings.amqp_urls, aio_pika.connect)
+        try:
+            channel = await connection.channel()
+            for exchange in (EVENTS_EXCHANGE, DLX):
+                await channel.declare_exchange(
+                    exchange.name, exchange.type.value, durable=exchange.durable
+                )
+            moved = await move_queues(connection, queues)
+        finally:
+            await connection.close()
+    finally:
+        await services.close()
+    log.info("queues at this version's kind", migrated=moved, queues=len(queues))
+
+
+async def _first_live_node(nodes: tuple[str, ...], connect: Callable[..., Awaitable[T]]) -> T:
+    from contract.protocol import node_address
+
+    for index, node in enumerate(nodes):
+        try:
+            return await connect(node, timeout=5)
+        except Exception as exc:
+            if index == len(nodes) - 1:
+                raise OSError(f"no broker node reachable (last: {node_address(node)})") from exc
+            log.warning("broker node unreachable", node=node_address(node))
+    raise OSError("no broker node given")
+
+
 async def until_signalled(*parts: Callable[[asyncio.Event], Awaitable[None]]) -> None:
     """Run `parts` side by side until SIGTERM or SIGINT sets their shared stop event."""
     stop = asyncio.Event()
@@ -153,6 +197,7 @@ async def edge(settings: Settings) -> None:
 async def run(settings: Settings) -> None:
     """Laptop mode: migrate, then one worker and the edge in this process."""
     await migrate(settings)
+    await migrate_queues(settings)
     await until_signalled(worker_part(settings), edge_part(settings))
 
 
@@ -245,6 +290,10 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="warden", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("migrate", help="create the database if missing and apply the migrations")
+    sub.add_parser(
+        "migrate-queues",
+        help="move the broker's queues to this version's kind (quorum), keeping their messages",
+    )
     sub.add_parser("worker", help="run the message handlers and the outbox relay")
     sub.add_parser("edge", help="run the HTTP edge")
     sub.add_parser("run", help="migrate, then one worker and the edge in one process")
@@ -281,7 +330,13 @@ def main(argv: list[str] | None = None) -> None:
         if args.keys_command == "list":
             raise SystemExit(_run_loop(keys_list(settings)))
         raise SystemExit(_run_loop(keys_rotate(settings, args.now)))
-    commands = {"migrate": migrate, "worker": worker, "edge": edge, "run": run}
+    commands = {
+        "migrate": migrate,
+        "migrate-queues": migrate_queues,
+        "worker": worker,
+        "edge": edge,
+        "run": run,
+    }
     try:
         _run_loop(commands[args.command](settings))
     except KeyboardInterrupt:

@@ -28,14 +28,18 @@ log = structlog.get_logger("warden")
 class QueueDepth:
     """The number of messages in one queue: a passive declare on a connection of its own."""
 
-    def __init__(self, amqp_url: str, queue: str) -> None:
-        self._url = amqp_url
+    def __init__(self, amqp_urls: tuple[str, ...], queue: str) -> None:
+        self._urls = amqp_urls
+        self._tried = 0
         self._queue = queue
         self._connection: AbstractConnection | None = None
 
     async def read(self) -> int | None:
         if self._connection is None or self._connection.is_closed:
-            self._connection = await aio_pika.connect(self._url, timeout=SAMPLE_TIMEOUT)
+            # The next node each time: a scrape after a node's death finds a live one.
+            url = self._urls[self._tried % len(self._urls)]
+            self._tried += 1
+            self._connection = await aio_pika.connect(url, timeout=SAMPLE_TIMEOUT)
         # A channel per read: a passive declare of a missing queue closes its channel.
         async with self._connection.channel() as channel:
             queue = await channel.declare_queue(self._queue, passive=True)
@@ -76,7 +80,7 @@ async def serve_worker_metrics(settings: Settings, services: Services) -> AsyncI
     if not settings.metrics_port:
         yield
         return
-    dead_letters = QueueDepth(settings.amqp_url.get_secret_value(), DLQ.name)
+    dead_letters = QueueDepth(settings.amqp_urls, DLQ.name)
 
     async def scrape(_: web.Request) -> web.Response:
         await _sample(services, dead_letters)

@@ -8,6 +8,8 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from contract.protocol import split_nodes
+
 DEV_JWT_SECRET = "warden-dev-secret-do-not-use-in-production"
 MIN_PRODUCTION_SECRET_BYTES = 32
 # Encrypts what Warden keeps at rest (idempotent replies; CONTRACT §6: signing keys, TOTP).
@@ -90,6 +92,11 @@ class Settings(BaseSettings):
         return not self.jwt_algorithm.startswith("HS")
 
     @property
+    def amqp_urls(self) -> tuple[str, ...]:
+        """The broker's nodes, in the order WARDEN_AMQP_URL names them (CONTRACT §10)."""
+        return split_nodes(self.amqp_url.get_secret_value())
+
+    @property
     def dev_secret_in_use(self) -> bool:
         """Tokens are signed with DEV_JWT_SECRET, which anyone who has read the source knows."""
         return self.jwt_secret.get_secret_value() == DEV_JWT_SECRET
@@ -99,6 +106,12 @@ class Settings(BaseSettings):
     def _split_proxies(cls, value: object) -> object:
         if isinstance(value, str):
             return tuple(ip_network(p.strip(), strict=False) for p in value.split(",") if p.strip())
+        return value
+
+    @field_validator("amqp_url")
+    @classmethod
+    def _one_cluster(cls, value: SecretStr) -> SecretStr:
+        split_nodes(value.get_secret_value())
         return value
 
     @model_validator(mode="after")

@@ -112,16 +112,19 @@ def _forward(route: Route, timeout: float, trusted: Networks, max_age: int = 0) 
 
 
 def create_app(
-    amqp_url: str,
+    amqp_urls: str | tuple[str, ...],
     rpc_timeout: float,
     trusted: Networks = (),
     jwks_max_age: int = 300,
     metadata: dict[str, Any] | None = None,
 ) -> web.Application:
     """One edge: the contract's routes, health checks, metrics, the OpenAPI document and the
-    authorization server's metadata (RFC 8414, from `authorization_server_metadata`)."""
+    authorization server's metadata (RFC 8414, from `authorization_server_metadata`).
+
+    `amqp_urls`: the broker's node (or the nodes of one cluster, see RpcClient).
+    """
     app = web.Application(middlewares=[edge_middleware], client_max_size=MAX_BODY_BYTES)
-    app[RPC_CLIENT] = RpcClient(amqp_url)
+    app[RPC_CLIENT] = RpcClient(amqp_urls)
 
     async def rpc_client_ctx(app: web.Application) -> AsyncIterator[None]:
         await app[RPC_CLIENT].start()

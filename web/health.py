@@ -33,10 +33,13 @@ def add_routes(app: web.Application, client: Callable[[], RpcClient]) -> None:
 
 
 async def readiness(client: RpcClient) -> dict[str, Any]:
-    """Broker: the edge's own connection. Workers, Postgres, Redis: one worker's ping reply."""
+    """Broker: the edge's own connection and its node. Workers (and the node of the one that
+    answered), Postgres, Redis: one worker's ping reply."""
     started = time.perf_counter()
-    broker = {"status": "pass" if client.connected else "fail", "latency_ms": 0.0}
-    if not client.connected:
+    broker: dict[str, Any] = {"status": "pass" if client.connected else "fail", "latency_ms": 0.0}
+    if client.connected:
+        broker["node"] = client.node  # CONTRACT §10: which node of the cluster
+    else:
         broker["error"] = "not connected to the message broker"
     worker: dict[str, Any]
     deps: dict[str, Any] = {}
@@ -44,6 +47,8 @@ async def readiness(client: RpcClient) -> dict[str, Any]:
         envelope = await client.call(PING_QUEUE, b"{}", {}, READY_BUDGET)
         worker = {"status": "pass" if envelope.get("ok") else "fail"}
         deps = envelope.get("data") or {}
+        if isinstance(deps.get("node"), str):
+            worker["node"] = deps["node"]  # the answering worker's broker node
     except WardenError as exc:
         worker = {"status": "fail", "error": exc.detail}
     except asyncio.CancelledError:

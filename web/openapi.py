@@ -82,6 +82,8 @@ CHECK = {
         "status": {"enum": ["pass", "fail"]},
         "latency_ms": {"type": "number"},
         "error": {"type": "string"},
+        # broker: the edge's node; workers: the answering worker's node (host:port)
+        "node": {"type": "string"},
     },
 }
 READY = {

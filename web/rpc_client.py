@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import itertools
 import os
+import random
 import time
 from collections.abc import Mapping
 from typing import Any, cast
@@ -25,12 +26,15 @@ import structlog
 from aiormq.abc import AbstractConnection, DeliveredMessage
 from pamqp.commands import Basic
 
-from contract.protocol import DEADLINE, DIRECT_REPLY_TO, broker_user
+from contract.protocol import DEADLINE, DIRECT_REPLY_TO, broker_user, node_address
 from domain.errors import InternalError, ServiceUnavailable, UpstreamTimeout
 
 log = structlog.get_logger("warden.edge")
 
 RECONNECT_DELAY = 1.0
+# After losing its node, the pause before the next (see handlers.nodes.LOSS_SETTLE): requests
+# meanwhile get 503 at once.
+LOSS_SETTLE = 2.0
 CONNECT_TIMEOUT = 5.0
 _LINK_ERRORS = (
     aiormq.exceptions.AMQPError,
@@ -40,15 +44,32 @@ _LINK_ERRORS = (
 
 
 class RpcClient:
-    """Connects in the background (the edge starts without a broker) and reconnects by itself."""
+    """Connects in the background (the edge starts without a broker) and reconnects by itself.
 
-    def __init__(self, url: str) -> None:
-        self._url = url
+    Given several nodes of one cluster (CONTRACT §10) it takes them in a shuffled order, so a
+    fleet of edges spreads over them, and moves to the next one whenever its link drops or a
+    connection attempt fails: requests in flight on the lost link fail at once (503), and
+    new ones are taken again within about RECONNECT_DELAY of the loss.
+    """
+
+    def __init__(self, urls: str | tuple[str, ...], rng: random.Random | None = None) -> None:
+        nodes = [urls] if isinstance(urls, str) else list(urls)
+        (rng or random.SystemRandom()).shuffle(nodes)
+        self._nodes = nodes
+        self._url = nodes[0]
         # Every request names its publisher: RabbitMQ refuses a user_id that is not this
         # connection's user, so the worker may believe the x-client-ip of such a request.
-        self._user = broker_user(url)
+        self._user = broker_user(self._url)
         self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._connection: AbstractConnection | None = None
+        # Direct reply-to on one node. On a cluster a reply queue of this connection's own
+        # (exclusive, server-named): RabbitMQ 3.10 crashes the *replying worker's* connection
+        # (541 INTERNAL_ERROR, rabbit_channel:deliver_reply) when it replies to a direct
+        # reply-to consumer whose node has died, so one edge's lost node would knock every
+        # worker that held one of its requests off the broker. A reply to a queue that died
+        # with its node is merely unroutable.
+        self._own_reply_queue = len(nodes) > 1
+        self._reply_to = DIRECT_REPLY_TO
         self._channel: aiormq.Channel | None = None
         self._ready = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -59,6 +80,11 @@ class RpcClient:
     @property
     def connected(self) -> bool:
         return self._ready.is_set()
+
+    @property
+    def node(self) -> str:
+        """host:port of the node this client is connected to (or trying next)."""
+        return node_address(self._url)
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._keep_connected(), name="rpc-client")
@@ -90,7 +116,7 @@ class RpcClient:
         properties = Basic.Properties(
             content_type="application/json",
             correlation_id=correlation_id,
-            reply_to=DIRECT_REPLY_TO,
+            reply_to=self._reply_to,
             # RabbitMQ drops a request nobody took before the caller gives up.
             expiration=str(max(int(budget * 1000), 1)),
             headers={**headers, DEADLINE: deadline_ms},
@@ -115,18 +141,27 @@ class RpcClient:
             self._pending.pop(correlation_id, None)
 
     async def _keep_connected(self) -> None:
-        while True:
+        for attempt in itertools.count():
+            self._url = self._nodes[attempt % len(self._nodes)]
             try:
                 closed = await self._connect()
-                log.info("broker connected")
+                log.info("broker connected", node=self.node)
                 await closed
-                log.warning("broker connection lost")
+                log.warning("broker connection lost", node=self.node)
+                await self._disconnect(
+                    ServiceUnavailable("The message broker connection was lost.")
+                )
+                await asyncio.sleep(LOSS_SETTLE if len(self._nodes) > 1 else RECONNECT_DELAY)
+                continue
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.debug("broker connect failed", error=type(exc).__name__)
+                log.debug("broker connect failed", node=self.node, error=type(exc).__name__)
             await self._disconnect(ServiceUnavailable("The message broker connection was lost."))
-            await asyncio.sleep(RECONNECT_DELAY)
+            # A failed attempt: the next node at once; a pause once every node was tried,
+            # so a broker that is down entirely is not hammered.
+            if len(self._nodes) == 1 or (attempt + 1) % len(self._nodes) == 0:
+                await asyncio.sleep(RECONNECT_DELAY)
 
     async def _connect(self) -> asyncio.Future[None]:
         """Connect, consume replies; the returned future ends when the link is gone."""
@@ -135,7 +170,12 @@ class RpcClient:
             self._connection = connection
             # No publisher confirms: the reply is the confirmation.
             channel = cast(aiormq.Channel, await connection.channel(publisher_confirms=False))
-            await channel.basic_consume(DIRECT_REPLY_TO, self._on_reply, no_ack=True)
+            reply_to = DIRECT_REPLY_TO
+            if self._own_reply_queue:
+                declared = await channel.queue_declare("", exclusive=True, auto_delete=True)
+                reply_to = declared.queue or ""
+            await channel.basic_consume(reply_to, self._on_reply, no_ack=True)
+            self._reply_to = reply_to
         closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
         def link_lost(done: asyncio.Future[Any]) -> None:

@@ -150,6 +150,30 @@ async def test_a_request_cancelled_as_its_work_ends_is_cancelled_not_completed(
     assert claim is None or "reply" not in orjson.loads(claim)  # no reply was kept
 
 
+async def test_a_request_cancelled_mid_work_releases_its_claim_for_the_retry(
+    idempotency: Idempotency, client: aioredis.Redis
+) -> None:
+    """A request whose channel died with its broker node is cancelled while its worker lives
+    on: the caller's retry is worked at once, not refused until the claim's lease lapses."""
+    key = unique("key-")
+    started = asyncio.Event()
+
+    async def stuck(_: ReplyRecorder | None) -> Envelope:
+        started.set()
+        await asyncio.sleep(60)
+        raise AssertionError("not cancelled")
+
+    request = asyncio.create_task(idempotency.once(QUEUE, None, key, BODY, stuck))
+    await started.wait()
+    request.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await request
+    assert await client.get(claim_of(key)) is None
+    work = Work(success({"id": 4}))
+    assert await idempotency.once(QUEUE, None, key, BODY, work) == success({"id": 4})
+    assert work.runs == 1
+
+
 async def test_a_live_workers_claim_outlasts_its_heartbeats_ttl_and_is_never_taken_over(
     idempotency: Idempotency, client: aioredis.Redis
 ) -> None:

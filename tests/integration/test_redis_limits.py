@@ -1,6 +1,6 @@
 """The Redis adapters at their limits, against real Redis: a hung Redis or an exhausted pool
 fails closed (503) before the edge would give up, the login throttle's waits come from the
-counters' own windows, and redeliveries are counted per request and forgotten."""
+counters' own windows."""
 
 from __future__ import annotations
 
@@ -18,10 +18,7 @@ from domain.errors import ServiceUnavailable
 from storage.redis_store import (
     FAILURES,
     POOL_SIZE,
-    REDELIVERIES,
-    REDELIVERY_MEMORY,
     RedisLoginThrottle,
-    RedisRedeliveryCounter,
     RedisSessionStore,
     make_redis,
 )
@@ -112,15 +109,3 @@ async def test_a_counter_at_its_limit_that_lost_its_ttl_blocks_for_a_whole_windo
         assert lockout.retry_after == WINDOW
     finally:
         await client.delete(key)  # every warden key has a TTL: leave none without
-
-
-async def test_redeliveries_are_counted_per_request_and_forgotten_in_time(
-    client: aioredis.Redis,
-) -> None:
-    counter = RedisRedeliveryCounter(client)
-    queue, message = "warden.test", new_id()
-
-    assert [await counter.count(queue, message) for _ in range(3)] == [1, 2, 3]
-    assert await counter.count(queue, new_id()) == 1
-    ttl = await client.ttl(f"{REDELIVERIES}{queue}:{message}")
-    assert 0 < ttl <= REDELIVERY_MEMORY

@@ -1,10 +1,11 @@
-"""Requests that come back to their queue: the worker works on a request at most
-RPC_REDELIVERY_LIMIT + 1 times, then rejects it unworked to warden.dlq.
+"""Requests that come back to their queue: a request is delivered at most
+RPC_REDELIVERY_LIMIT + 1 times, then the broker dead-letters it unworked to warden.dlq (the
+quorum queue's x-delivery-limit; no counter of Warden's).
 
 A request comes back only when the worker holding it died. Here the test takes each request
-first and returns it unacknowledged (what a dead worker's channel does), so the worker of this
-module's own vhost receives it marked redelivered; the earlier deaths of a request that has
-already killed workers are stood in for by its count in Redis.
+and returns it unacknowledged (what a dead worker's channel does): the survivor once, then the
+worker of this module's own vhost answers it; the poison as often as the limit allows, after
+which no worker ever receives it.
 """
 
 from __future__ import annotations
@@ -15,10 +16,8 @@ from collections.abc import AsyncIterator
 import aio_pika
 import orjson
 import pytest_asyncio
-import redis.asyncio as aioredis
 
 from handlers.queues import RPC_REDELIVERY_LIMIT
-from storage.redis_store import REDELIVERIES
 from tests.conftest import make_settings
 from tests.support.infra import Urls, own_vhost
 from tests.support.waiting import eventually
@@ -47,19 +46,22 @@ async def channel(isolated: Settings) -> AsyncIterator[aio_pika.abc.AbstractChan
         await connection.close()
 
 
-async def returned_once(
-    channel: aio_pika.abc.AbstractChannel, reply_to: str, message_ids: list[str]
+async def returned(
+    channel: aio_pika.abc.AbstractChannel, message_ids: list[str], times: int
 ) -> None:
-    """Publish requests, then take each and give it back unacknowledged: now redelivered."""
-    for message_id in message_ids:
-        message = aio_pika.Message(
-            b"{}", message_id=message_id, correlation_id=message_id, reply_to=reply_to
-        )
-        await channel.default_exchange.publish(message, routing_key=QUEUE)
-    taken = [await next_message(channel, QUEUE) for _ in message_ids]
-    assert [m.message_id for m in taken] == message_ids
-    for m in taken:
-        await m.nack(requeue=True)
+    """Take each of these requests `times` times, giving it back unacknowledged each time."""
+    for _ in range(times):
+        taken = [await next_message(channel, QUEUE) for _ in message_ids]
+        assert sorted(m.message_id or "" for m in taken) == sorted(message_ids)
+        for m in taken:
+            await m.nack(requeue=True)
+
+
+async def publish(channel: aio_pika.abc.AbstractChannel, reply_to: str, message_id: str) -> None:
+    message = aio_pika.Message(
+        b"{}", message_id=message_id, correlation_id=message_id, reply_to=reply_to
+    )
+    await channel.default_exchange.publish(message, routing_key=QUEUE)
 
 
 async def next_message(
@@ -83,37 +85,30 @@ async def test_a_request_that_keeps_coming_back_is_dead_lettered_unworked(
     isolated: Settings, channel: aio_pika.abc.AbstractChannel
 ) -> None:
     replies = await channel.declare_queue(exclusive=True)
-    survivor, poison = uuid.uuid4().hex, uuid.uuid4().hex
-    client = aioredis.from_url(isolated.redis_url.get_secret_value())
-    try:
-        # The poison request already killed its worker on its first delivery and on every
-        # redelivery the limit allows.
-        await client.set(f"{REDELIVERIES}{QUEUE}:{poison}", RPC_REDELIVERY_LIMIT)
-        await returned_once(channel, replies.name, [survivor, poison])
+    poison, survivor = uuid.uuid4().hex, uuid.uuid4().hex
+    # The poison request killed its worker on its first delivery and on every redelivery the
+    # limit allows; the survivor came back once.
+    await publish(channel, replies.name, poison)
+    await returned(channel, [poison], RPC_REDELIVERY_LIMIT + 1)
+    await publish(channel, replies.name, survivor)
+    await returned(channel, [survivor], 1)
+    dead = await next_message(channel, "warden.dlq")
 
-        async with running_worker(isolated):
-            reply = await next_message(channel, replies.name)
-            dead = await next_message(channel, "warden.dlq")
-            # The worker answers in order: a request sent now is answered after any (wrong)
-            # reply it sent the poison, so the next reply being this one's means none was.
-            probe = uuid.uuid4().hex
-            message = aio_pika.Message(
-                b"{}", message_id=probe, correlation_id=probe, reply_to=replies.name
-            )
-            await channel.default_exchange.publish(message, routing_key=QUEUE)
-            after = await next_message(channel, replies.name)
-            assert after.correlation_id == probe  # the poison got no reply
+    async with running_worker(isolated):
+        reply = await next_message(channel, replies.name)
+        # The worker answers in order: a request sent now is answered after any (wrong)
+        # reply it sent the poison, so the next reply being this one's means none was.
+        probe = uuid.uuid4().hex
+        await publish(channel, replies.name, probe)
+        after = await next_message(channel, replies.name)
+        assert after.correlation_id == probe  # the poison got no reply
 
-        # A request back once is worked on as usual.
-        assert reply.correlation_id == survivor
-        assert orjson.loads(reply.body)["error"]["status"] == 401
-        assert await client.get(f"{REDELIVERIES}{QUEUE}:{survivor}") == b"1"
-        assert 0 < await client.ttl(f"{REDELIVERIES}{QUEUE}:{survivor}") <= 3600
+    # A request back once is worked on as usual.
+    assert reply.correlation_id == survivor
+    assert orjson.loads(reply.body)["error"]["status"] == 401
 
-        assert dead.message_id == poison
-        headers = dead.headers or {}
-        assert headers["x-first-death-queue"] == QUEUE
-        assert headers["x-first-death-reason"] == "rejected"
-        await dead.ack()
-    finally:
-        await client.aclose()
+    assert dead.message_id == poison
+    headers = dead.headers or {}
+    assert headers["x-first-death-queue"] == QUEUE
+    assert headers["x-first-death-reason"] == "delivery_limit"
+    await dead.ack()

@@ -10,6 +10,7 @@ import pytest
 import structlog
 from pydantic import ValidationError
 
+from contract.protocol import node_address
 from warden import logs
 from warden.settings import DEV_JWT_SECRET, DEV_KEY_ENCRYPTION_KEY, Settings
 
@@ -123,3 +124,40 @@ def test_every_setting_is_in_the_readme_table() -> None:
         if not any(f"`WARDEN_{name.upper()}`" in row for row in rows)
     ]
     assert missing == []
+
+
+def test_several_broker_nodes_are_one_clusters_and_named_without_credentials() -> None:
+    nodes = "amqp://u:p@10.0.0.1/v, amqp://u:p@10.0.0.2:5673/v,amqp://u:p@[::1]/v"
+    s = Settings(amqp_url=nodes)  # type: ignore[arg-type]
+    assert s.amqp_urls == (
+        "amqp://u:p@10.0.0.1/v",
+        "amqp://u:p@10.0.0.2:5673/v",
+        "amqp://u:p@[::1]/v",
+    )
+    assert [node_address(n) for n in s.amqp_urls] == [
+        "10.0.0.1:5672",
+        "10.0.0.2:5673",
+        "[::1]:5672",
+    ]
+    assert node_address("amqps://u:p@h/") == "h:5671"
+    assert Settings().amqp_urls == ("amqp://guest:guest@127.0.0.1:5672/",)
+
+
+@pytest.mark.parametrize(
+    ("value", "refused"),
+    [
+        ("amqp://u:p@a/v,,amqp://u:p@b/v", "empty node"),
+        ("amqp://u:p@a/v,amqp://u:other@b/v", "node 2 differs"),
+        ("amqp://u:p@a/v,amqp://u:p@b/w", "node 2 differs"),
+        ("amqp://u:p@a/v,amqps://u:p@b/v", "node 2 differs"),
+        ("amqp://u:p@a/v,http://u:p@b/v", "node 2 is not an amqp"),
+        ("amqp://u:p@a:x/v", "node 1 is not a URL"),
+        ("amqp:///v", "node 1 is not an amqp"),
+    ],
+)
+def test_broker_nodes_that_are_not_one_clusters_are_refused_without_echoing_them(
+    value: str, refused: str
+) -> None:
+    with pytest.raises(ValidationError, match=refused) as error:
+        Settings(amqp_url=value)  # type: ignore[arg-type]
+    assert ":p@" not in str(error.value.errors(include_input=False))
