@@ -15,7 +15,7 @@ from contract.errors import MethodNotAllowed, NotFound, PayloadTooLarge
 from contract.protocol import HTTP_REQUEST_ID, MAX_BODY_BYTES
 from contract.routes import ROUTES, Route
 from domain.errors import InternalError, WardenError
-from web import health, metrics
+from web import console, health, metrics
 from web.openapi import openapi_document
 from web.problems import problem
 from web.rpc_client import RpcClient
@@ -125,6 +125,7 @@ def create_app(amqp_url: str, rpc_timeout: float, trusted: Networks = ()) -> web
     app.router.add_get("/api/v1/openapi.json", openapi)
     health.add_routes(app, lambda: app[RPC_CLIENT])
     app.router.add_get("/metrics", metrics.handler)
+    console.add_routes(app)
     return app
 
 
