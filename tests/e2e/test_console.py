@@ -1,0 +1,488 @@
+"""The console (CONTRACT §9) in a real headless Chromium, against a real edge and worker on a
+database and vhost of this module's own: the superuser the test makes is the only one.
+
+Every page a test opens is watched: a request to any origin but the edge's, or a
+Content-Security-Policy violation, fails the test. With WARDEN_SCREENSHOTS=DIR set, the tests
+also save screenshots of the pages they visit there (`make screenshots` writes docs/console/).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import pytest_asyncio
+from aiohttp.test_utils import TestServer
+from playwright.async_api import Browser, BrowserContext, Page, Request, async_playwright, expect
+from sqlalchemy import text
+
+from domain.errors import InvalidCredentials, LastSuperuser, WrongPassword
+from domain.model import NewUser
+from tests.conftest import PASSWORD, make_settings, own_world, unique
+from tests.support.infra import Urls
+from warden.bootstrap import build_edge, running_worker
+from web.app import RPC_CLIENT
+
+API = "/api/v1"
+CHROMIUM = os.environ.get("WARDEN_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+SHOTS = os.environ.get("WARDEN_SCREENSHOTS")
+DESKTOP = {"width": 1280, "height": 860}
+PHONE = {"width": 360, "height": 740}
+WAIT_MS = 15_000  # a loaded two-core machine: a page and its API calls within this
+
+
+@dataclass
+class World:
+    base: str
+    worker: Any
+
+    async def user(self, name: str | None = None, superuser: bool = False, **extra: Any) -> Any:
+        name = name or unique("con")
+        hashed = await self.worker.hasher.hash(PASSWORD)
+        new = NewUser(f"{name}@example.com", name, hashed, is_superuser=superuser, **extra)
+        return await self.worker.accounts.create(new)
+
+
+@dataclass
+class Watch:
+    """What a browser context did that it must not: other origins, CSP violations."""
+
+    origin: str
+    foreign: list[str] = field(default_factory=list)
+    violations: list[str] = field(default_factory=list)
+
+    def request(self, request: Request) -> None:
+        url = request.url
+        if not (url.startswith(self.origin + "/") or url.startswith(("data:", "blob:"))):
+            self.foreign.append(url)
+
+    def console(self, message: Any) -> None:
+        if "Content Security Policy" in message.text or "Content-Security-Policy" in message.text:
+            self.violations.append(message.text)
+
+    def check(self) -> None:
+        assert self.foreign == [], f"requests to another origin: {self.foreign}"
+        assert self.violations == [], f"CSP violations: {self.violations}"
+
+
+@pytest_asyncio.fixture(scope="module")
+async def world(urls: Urls) -> AsyncIterator[World]:
+    async with own_world(urls, "console") as own:
+        settings = make_settings(own)
+        async with running_worker(settings) as worker:
+            server = TestServer(build_edge(settings), host="127.0.0.1")
+            await server.start_server()
+            assert server.app is not None
+            await server.app[RPC_CLIENT].wait_connected(10)
+            try:
+                yield World(str(server.make_url("")).rstrip("/"), worker)
+            finally:
+                await server.close()
+
+
+@pytest_asyncio.fixture(scope="module")
+async def browser() -> AsyncIterator[Browser]:
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"no Chromium at {CHROMIUM}: `make browser` installs Debian's package")
+    async with async_playwright() as playwright:
+        # As root (CI) Chromium's sandbox cannot start; the pages are our own.
+        chromium = await playwright.chromium.launch(
+            executable_path=CHROMIUM, args=["--no-sandbox"], headless=True
+        )
+        yield chromium
+        await chromium.close()
+
+
+async def open_context(
+    browser: Browser, world: World, viewport: dict[str, int] = DESKTOP
+) -> tuple[BrowserContext, Watch]:
+    context = await browser.new_context(viewport=viewport)  # type: ignore[arg-type]
+    context.set_default_timeout(WAIT_MS)
+    watch = Watch(world.base)
+    context.on("request", watch.request)
+    context.on("console", watch.console)
+    return context, watch
+
+
+@pytest_asyncio.fixture
+async def page(browser: Browser, world: World) -> AsyncIterator[Page]:
+    """A desktop-sized tab of its own (its own sessionStorage); checked when the test ends."""
+    context, watch = await open_context(browser, world)
+    yield await context.new_page()
+    await context.close()
+    watch.check()
+
+
+async def shot(page: Page, name: str) -> None:
+    if SHOTS:
+        Path(SHOTS).mkdir(parents=True, exist_ok=True)
+        await page.screenshot(path=str(Path(SHOTS) / f"{name}.png"), full_page=True)
+
+
+async def sign_in(page: Page, url: str, username: str, password: str = PASSWORD) -> None:
+    await page.goto(url)
+    await page.get_by_label("Username or email").fill(username)
+    await page.get_by_label("Password").fill(password)
+    await page.get_by_role("button", name="Sign in").click()
+
+
+async def stored(world: World, user_id: int) -> dict[str, Any] | None:
+    """The user's row as the database has it now (None once deleted)."""
+    async with world.worker.engine.connect() as conn:
+        row = await conn.execute(
+            text("SELECT is_active, is_superuser, full_name FROM users WHERE id = :id"),
+            {"id": user_id},
+        )
+        found = row.mappings().first()
+    return dict(found) if found is not None else None
+
+
+async def only_superuser(world: World, keep: int) -> None:
+    """Demote every other active superuser this module made: `keep` is the last one."""
+    async with world.worker.engine.begin() as conn:
+        await conn.execute(
+            text("UPDATE users SET is_superuser = false WHERE id <> :keep AND is_superuser"),
+            {"keep": keep},
+        )
+
+
+# --- what the edge serves ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/admin/", "/account/", "/api/v1/docs", "/api/v1/docs/messaging", "/console/admin.js"],
+)
+async def test_every_console_page_has_a_strict_policy(world: World, path: str) -> None:
+    async with aiohttp.ClientSession() as http, http.get(world.base + path) as r:
+        assert r.status == 200
+        policy = {
+            part.split()[0]: part.split()[1:]
+            for part in r.headers["Content-Security-Policy"].split("; ")
+        }
+        headers = dict(r.headers)
+    assert policy["default-src"] == ["'self'"]
+    assert policy["script-src"] == ["'self'"] and policy["style-src"] == ["'self'"]
+    assert policy["object-src"] == ["'none'"] and policy["base-uri"] == ["'none'"]
+    assert policy["frame-ancestors"] == ["'none'"]
+    assert not any("unsafe" in v or "http" in v for values in policy.values() for v in values)
+    assert headers["X-Frame-Options"] == "DENY"
+    assert headers["X-Content-Type-Options"] == "nosniff"
+    assert headers["Referrer-Policy"] == "no-referrer"
+
+
+async def test_api_replies_and_errors_carry_the_headers_too(world: World) -> None:
+    async with aiohttp.ClientSession() as http, http.get(world.base + API + "/users") as r:
+        assert r.status == 401
+        assert r.headers["X-Frame-Options"] == "DENY"
+        assert "frame-ancestors 'none'" in r.headers["Content-Security-Policy"]
+
+
+async def test_the_qr_code_of_an_otpauth_uri_is_an_svg_never_cached(world: World) -> None:
+    uri = "otpauth://totp/Warden:alice?secret=JBSWY3DPEHPK3PXP&issuer=Warden"
+    async with aiohttp.ClientSession() as http:
+        async with http.post(world.base + "/account/qr", json={"uri": uri}) as r:
+            assert r.status == 200, await r.text()
+            assert r.content_type == "image/svg+xml"
+            assert r.headers["Cache-Control"] == "no-store"
+            svg = await r.text()
+        assert svg.startswith("<svg") and "<path" in svg and "JBSWY3DP" not in svg
+        async with http.get(world.base + "/account/qr", params={"uri": uri}) as r:
+            assert r.status == 405  # never a secret in a URL
+        for body, status, code in [
+            ({"uri": "https://evil.example/"}, 422, "validation_error"),
+            ({"uri": "otpauth://totp/" + "a" * 600}, 422, "validation_error"),
+            ({"uri": "otpauth://totp/a\x00b"}, 422, "validation_error"),
+            (["not", "an", "object"], 422, "validation_error"),
+        ]:
+            async with http.post(world.base + "/account/qr", json=body) as r:
+                assert (r.status, (await r.json())["code"]) == (status, code), body
+        async with http.post(
+            world.base + "/account/qr", data=b"{" * 10, headers={"Content-Type": "application/json"}
+        ) as r:
+            assert (r.status, (await r.json())["code"]) == (400, "malformed_json")
+        async with http.post(
+            world.base + "/account/qr",
+            data=b'{"uri": "' + b"x" * 2000 + b'"}',
+            headers={"Content-Type": "application/json"},
+        ) as r:
+            assert (r.status, (await r.json())["code"]) == (413, "payload_too_large")
+
+
+# --- admin ------------------------------------------------------------------------------------
+
+
+async def test_a_superuser_finds_a_user_by_search_and_deactivates_them(
+    page: Page, world: World
+) -> None:
+    root = await world.user(superuser=True)
+    target = await world.user(unique("findme"), full_name="Target Person")
+    await sign_in(page, world.base + "/admin/", root.username)
+    await expect(page.get_by_role("heading", name="Users")).to_be_visible()
+
+    await page.get_by_label("Search").fill(target.username)
+    await page.get_by_role("button", name="Search").click()
+    link = page.get_by_role("link", name=target.username)
+    await expect(link).to_be_visible()
+    await expect(page.locator("table.users tbody tr:not(.filler)")).to_have_count(1)
+    await shot(page, "admin-users-search")
+    await link.click()
+
+    await expect(page.get_by_role("heading", name=target.username, exact=True)).to_be_visible()
+    await page.get_by_role("button", name="Deactivate").click()
+    await expect(page.get_by_role("status").filter(has_text="Deactivated")).to_be_visible()
+    await expect(page.get_by_role("button", name="Activate", exact=True)).to_be_visible()
+    await shot(page, "admin-user")
+    assert await stored(world, target.id) == {
+        "is_active": False,
+        "is_superuser": False,
+        "full_name": "Target Person",
+    }
+
+
+async def test_the_last_superuser_demoting_themselves_reads_why_not(
+    page: Page, world: World
+) -> None:
+    root = await world.user(superuser=True)
+    await only_superuser(world, root.id)
+    await sign_in(page, world.base + f"/admin/#/users/{root.id}", root.username)
+
+    await page.get_by_role("button", name="Revoke superuser").click()
+
+    alert = page.get_by_role("alert")
+    await expect(alert).to_contain_text(LastSuperuser.default_detail)
+    assert (await stored(world, root.id) or {}).get("is_superuser") is True
+
+
+async def test_a_wrong_password_at_sign_in_reads_as_the_api_says(page: Page, world: World) -> None:
+    root = await world.user(superuser=True)
+    await sign_in(page, world.base + "/admin/", root.username, "not the password")
+    await expect(page.get_by_role("alert")).to_contain_text(InvalidCredentials.default_detail)
+
+
+async def test_signing_in_by_keyboard_alone(page: Page, world: World) -> None:
+    root = await world.user(superuser=True)
+    await page.goto(world.base + "/admin/")
+    await expect(page.get_by_label("Username or email")).to_be_focused()
+    await page.keyboard.type(root.username)
+    await page.keyboard.press("Tab")
+    await page.keyboard.type(PASSWORD)
+    await page.keyboard.press("Enter")
+    await expect(page.get_by_role("heading", name="Users")).to_be_visible()
+    await shot(page, "admin-users")
+
+
+async def test_keyset_pages_walk_forward_and_back_without_a_jump(page: Page, world: World) -> None:
+    root = await world.user(superuser=True)
+    prefix = unique("walk")
+    names = {(await world.user(f"{prefix}{i:02d}")).username for i in range(23)}
+    await sign_in(
+        page, world.base + f"/admin/#/users?q={prefix}&sort=username&limit=10", root.username
+    )
+    rows = page.locator("table.users tbody tr:not(.filler) td:first-child")
+    table = page.locator("table.users")
+    pages: list[list[str]] = []
+    heights: list[float] = []
+    for number in (1, 2, 3):
+        await expect(page.get_by_text(f"Page {number}", exact=True)).to_be_visible()
+        await expect(table).not_to_have_attribute("aria-busy", "true")
+        pages.append(await rows.all_inner_texts())
+        box = await table.bounding_box()
+        assert box is not None
+        heights.append(box["height"])
+        if number < 3:
+            await page.get_by_role("button", name="Next →").click()
+    await expect(page.get_by_role("button", name="Next →")).to_be_disabled()
+
+    assert [len(p) for p in pages] == [10, 10, 3]
+    assert [n for p in pages for n in p] == sorted(names)
+    assert len(set(heights)) == 1, f"the table's height changed between pages: {heights}"
+
+    await page.get_by_role("button", name="← Previous").click()
+    await expect(page.get_by_text("Page 2", exact=True)).to_be_visible()
+    await expect(table).not_to_have_attribute("aria-busy", "true")
+    assert await rows.all_inner_texts() == pages[1]
+
+
+async def test_the_audit_log_globally_and_for_one_user(page: Page, world: World) -> None:
+    root = await world.user(superuser=True)
+    target = await world.user()
+    await sign_in(page, world.base + f"/admin/#/users/{target.id}", root.username)
+    await page.get_by_role("button", name="Grant superuser").click()
+    await expect(page.get_by_role("status").filter(has_text="Now a superuser")).to_be_visible()
+
+    await page.get_by_role("link", name="Audit log", exact=True).click()
+    await expect(page.get_by_role("heading", name="Audit log")).to_be_visible()
+    await expect(page.locator("table.audit tbody tr:not(.filler)").first).to_be_visible()
+    await shot(page, "admin-audit")
+
+    await page.goto(world.base + f"/admin/#/users/{target.id}")
+    await page.get_by_role("link", name="This user's audit log →").click()
+    await expect(
+        page.get_by_role("heading", name=f"Audit log of user #{target.id}")
+    ).to_be_visible()
+    users = page.locator("table.audit tbody tr:not(.filler) td:nth-child(3)")
+    await expect(users.first).to_be_visible()
+    assert set(await users.all_inner_texts()) == {target.username}
+    types = await page.locator(
+        "table.audit tbody tr:not(.filler) td:nth-child(2)"
+    ).all_inner_texts()
+    assert "user.updated" in types
+
+    await page.get_by_label("Event type").fill("user.registered")
+    await page.get_by_role("button", name="Filter").click()
+    await expect(page.get_by_text("Page 1", exact=True)).to_be_visible()
+    types = await page.locator(
+        "table.audit tbody tr:not(.filler) td:nth-child(2)"
+    ).all_inner_texts()
+    assert types == ["user.registered"]
+
+
+async def test_deleting_a_user_needs_their_name_typed(page: Page, world: World) -> None:
+    root = await world.user(superuser=True)
+    target = await world.user()
+    await sign_in(page, world.base + f"/admin/#/users/{target.id}", root.username)
+    delete = page.get_by_role("button", name="Delete user")
+    await expect(delete).to_be_disabled()
+    await page.get_by_label(f"Type {target.username} to confirm").fill(target.username + "x")
+    await expect(delete).to_be_disabled()
+    await page.get_by_label(f"Type {target.username} to confirm").fill(target.username)
+    await delete.click()
+    await expect(page.get_by_role("status").filter(has_text="was deleted")).to_be_visible()
+    assert await stored(world, target.id) is None
+
+
+async def test_a_user_who_is_not_a_superuser_is_sent_to_their_account(
+    page: Page, world: World
+) -> None:
+    plain = await world.user()
+    await sign_in(page, world.base + "/admin/", plain.username)
+    await expect(page.get_by_role("heading", name="Superusers only")).to_be_visible()
+
+
+# --- account ----------------------------------------------------------------------------------
+
+
+async def test_a_user_edits_their_profile_and_changes_their_password(
+    page: Page, world: World
+) -> None:
+    user = await world.user()
+    await sign_in(page, world.base + "/account/", user.username)
+    await expect(page.get_by_role("heading", name=f"Hello, {user.username}")).to_be_visible()
+    await shot(page, "account")
+
+    await page.get_by_label("Full name").fill("Ada Lovelace")
+    await page.get_by_role("button", name="Save profile").click()
+    await expect(page.get_by_role("status").filter(has_text="Profile saved")).to_be_visible()
+    assert (await stored(world, user.id) or {}).get("full_name") == "Ada Lovelace"
+
+    await page.get_by_label("Current password").fill("not my password")
+    await page.get_by_label("New password", exact=True).fill("a brand new secret")
+    await page.get_by_label("New password, again").fill("a brand new secret")
+    await page.get_by_role("button", name="Change password").click()
+    alert = page.locator("#password").get_by_role("alert")
+    await expect(alert).to_contain_text(WrongPassword.default_detail)
+
+    await page.get_by_label("Current password").fill(PASSWORD)
+    await page.get_by_role("button", name="Change password").click()
+    await expect(page.get_by_role("status").filter(has_text="Password changed")).to_be_visible()
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(
+            world.base + API + "/auth/login",
+            json={"username": user.username, "password": "a brand new secret"},
+        ) as r,
+    ):
+        assert r.status == 200
+
+
+async def test_signing_out_ends_the_session_and_shows_the_form(page: Page, world: World) -> None:
+    user = await world.user()
+    await sign_in(page, world.base + "/account/", user.username)
+    await expect(page.get_by_role("heading", name=f"Hello, {user.username}")).to_be_visible()
+    token = await page.evaluate(
+        "JSON.parse(sessionStorage.getItem('warden.console.tokens')).access_token"
+    )
+    await page.get_by_role("button", name="Sign out", exact=True).click()
+    await expect(page.get_by_label("Username or email")).to_be_visible()
+    assert await page.evaluate("sessionStorage.length") == 0
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(world.base + API + "/users/me", headers={"Authorization": f"Bearer {token}"}) as r,
+    ):
+        assert (r.status, (await r.json())["code"]) == (401, "token_revoked")
+
+
+async def test_an_expired_access_token_is_refreshed_without_a_new_sign_in(
+    page: Page, world: World
+) -> None:
+    user = await world.user()
+    await sign_in(page, world.base + "/account/", user.username)
+    await expect(page.get_by_role("heading", name=f"Hello, {user.username}")).to_be_visible()
+    before = await page.evaluate("sessionStorage.getItem('warden.console.tokens')")
+    # As if the access token's life had run out while the tab slept.
+    await page.evaluate(
+        "(() => { const t = JSON.parse(sessionStorage.getItem('warden.console.tokens'));"
+        " t.expires_at = Date.now() - 1000;"
+        " sessionStorage.setItem('warden.console.tokens', JSON.stringify(t)); })()"
+    )
+    await page.reload()
+    await expect(page.get_by_role("heading", name=f"Hello, {user.username}")).to_be_visible()
+    after = await page.evaluate("sessionStorage.getItem('warden.console.tokens')")
+    assert re.search('"refresh_token":"([^"]+)"', before) != re.search(
+        '"refresh_token":"([^"]+)"', after
+    )
+    assert '"refresh_token"' in after and before != after
+
+
+# --- small screens and the API docs ---------------------------------------------------------
+
+
+async def test_the_consoles_fit_a_360_pixel_screen(browser: Browser, world: World) -> None:
+    root = await world.user(superuser=True)
+    for i in range(3):
+        await world.user(f"{unique('phone')}{i}", full_name="Someone With A Long Full Name")
+    context, watch = await open_context(browser, world, PHONE)
+    page = await context.new_page()
+    await sign_in(page, world.base + "/admin/", root.username)
+    await expect(page.get_by_role("heading", name="Users")).to_be_visible()
+    await expect(page.locator("table.users tbody tr:not(.filler)").first).to_be_visible()
+    widths = [await page.evaluate("document.documentElement.scrollWidth")]
+    await shot(page, "admin-users-360px")
+    await page.goto(world.base + f"/admin/#/users/{root.id}")
+    await expect(page.get_by_role("heading", name=root.username, exact=True)).to_be_visible()
+    widths.append(await page.evaluate("document.documentElement.scrollWidth"))
+    await page.goto(world.base + "/account/")
+    await expect(page.get_by_role("heading", name=re.compile("^Hello"))).to_be_visible()
+    widths.append(await page.evaluate("document.documentElement.scrollWidth"))
+    await shot(page, "account-360px")
+    picture = await page.screenshot()
+    await context.close()
+    watch.check()
+    assert widths == [PHONE["width"]] * 3, f"wider than the screen: {widths}"
+    assert picture[:8] == b"\x89PNG\r\n\x1a\n" and len(picture) > 5_000
+
+
+async def test_swagger_ui_renders_the_openapi_document_from_warden_alone(
+    page: Page, world: World
+) -> None:
+    await page.goto(world.base + "/api/v1/docs")
+    await expect(page.locator(".swagger-ui .info .title")).to_contain_text("Warden")
+    await expect(page.locator(".opblock-summary-path").first).to_be_visible()
+    paths = await page.locator(".opblock-summary-path").all_inner_texts()
+    assert "/api/v1/users/{id}" in [p.replace("\u200b", "") for p in paths]
+    await shot(page, "api-docs")
+
+
+async def test_the_companion_page_lists_the_queues_and_the_events(page: Page, world: World) -> None:
+    await page.goto(world.base + "/api/v1/docs/messaging")
+    await expect(page.get_by_role("cell", name="warden.users.register")).to_be_visible()
+    await expect(page.get_by_role("cell", name="user.registered")).to_be_visible()
+    await expect(page.get_by_role("cell", name="warden.ping")).to_have_count(0)
