@@ -14,6 +14,7 @@ Warden's own, and nothing of Warden's may be framed.
 from __future__ import annotations
 
 import io
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,8 @@ from contract.catalog import PING_QUEUE, RPC
 from contract.errors import MalformedJson, PayloadTooLarge, UnsupportedMediaType
 from contract.events import EVENT_DATA
 from domain.errors import FieldError, ValidationFailed
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 STATIC = Path(__file__).parent / "console" / "static"
 ASSETS = "/console/"  # where the pages' scripts, styles and vendored files are served
@@ -74,7 +77,7 @@ async def security_headers(_: web.Request, response: web.StreamResponse) -> None
         response.headers.setdefault(name, value)
 
 
-def _page(name: str) -> web.StreamHandler:  # type: ignore[type-arg]
+def _page(name: str) -> Handler:
     path = STATIC / name
 
     async def view(_: web.Request) -> web.FileResponse:
@@ -84,7 +87,7 @@ def _page(name: str) -> web.StreamHandler:  # type: ignore[type-arg]
     return view
 
 
-def _redirect(to: str) -> web.StreamHandler:  # type: ignore[type-arg]
+def _redirect(to: str) -> Handler:
     async def view(_: web.Request) -> web.Response:
         raise web.HTTPPermanentRedirect(to)
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import subprocess
+import zipfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +34,7 @@ from web.app import RPC_CLIENT
 
 API = "/api/v1"
 CHROMIUM = os.environ.get("WARDEN_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+HAVE_CHROMIUM = Path(CHROMIUM).exists()
 SHOTS = os.environ.get("WARDEN_SCREENSHOTS")
 DESKTOP = {"width": 1280, "height": 860}
 PHONE = {"width": 360, "height": 740}
@@ -89,7 +92,7 @@ async def world(urls: Urls) -> AsyncIterator[World]:
 
 @pytest_asyncio.fixture(scope="module")
 async def browser() -> AsyncIterator[Browser]:
-    if not Path(CHROMIUM).exists():
+    if not HAVE_CHROMIUM:
         pytest.fail(f"no Chromium at {CHROMIUM}: `make browser` installs Debian's package")
     async with async_playwright() as playwright:
         # As root (CI) Chromium's sandbox cannot start; the pages are our own.
@@ -120,10 +123,10 @@ async def page(browser: Browser, world: World) -> AsyncIterator[Page]:
     watch.check()
 
 
-async def shot(page: Page, name: str) -> None:
+async def shot(page: Page, name: str, full_page: bool = True) -> None:
     if SHOTS:
-        Path(SHOTS).mkdir(parents=True, exist_ok=True)
-        await page.screenshot(path=str(Path(SHOTS) / f"{name}.png"), full_page=True)
+        os.makedirs(SHOTS, exist_ok=True)
+        await page.screenshot(path=str(Path(SHOTS) / f"{name}.png"), full_page=full_page)
 
 
 async def sign_in(page: Page, url: str, username: str, password: str = PASSWORD) -> None:
@@ -169,8 +172,10 @@ async def test_every_console_page_has_a_strict_policy(world: World, path: str) -
         }
         headers = dict(r.headers)
     assert policy["default-src"] == ["'self'"]
-    assert policy["script-src"] == ["'self'"] and policy["style-src"] == ["'self'"]
-    assert policy["object-src"] == ["'none'"] and policy["base-uri"] == ["'none'"]
+    assert policy["script-src"] == ["'self'"]
+    assert policy["style-src"] == ["'self'"]
+    assert policy["object-src"] == ["'none'"]
+    assert policy["base-uri"] == ["'none'"]
     assert policy["frame-ancestors"] == ["'none'"]
     assert not any("unsafe" in v or "http" in v for values in policy.values() for v in values)
     assert headers["X-Frame-Options"] == "DENY"
@@ -193,7 +198,9 @@ async def test_the_qr_code_of_an_otpauth_uri_is_an_svg_never_cached(world: World
             assert r.content_type == "image/svg+xml"
             assert r.headers["Cache-Control"] == "no-store"
             svg = await r.text()
-        assert svg.startswith("<svg") and "<path" in svg and "JBSWY3DP" not in svg
+        assert svg.startswith("<svg")
+        assert "<path" in svg
+        assert "JBSWY3DP" not in svg
         async with http.get(world.base + "/account/qr", params={"uri": uri}) as r:
             assert r.status == 405  # never a secret in a URL
         for body, status, code in [
@@ -439,7 +446,8 @@ async def test_an_expired_access_token_is_refreshed_without_a_new_sign_in(
     assert re.search('"refresh_token":"([^"]+)"', before) != re.search(
         '"refresh_token":"([^"]+)"', after
     )
-    assert '"refresh_token"' in after and before != after
+    assert '"refresh_token"' in after
+    assert before != after
 
 
 # --- small screens and the API docs ---------------------------------------------------------
@@ -467,7 +475,8 @@ async def test_the_consoles_fit_a_360_pixel_screen(browser: Browser, world: Worl
     await context.close()
     watch.check()
     assert widths == [PHONE["width"]] * 3, f"wider than the screen: {widths}"
-    assert picture[:8] == b"\x89PNG\r\n\x1a\n" and len(picture) > 5_000
+    assert picture[:8] == b"\x89PNG\r\n\x1a\n"
+    assert len(picture) > 5_000
 
 
 async def test_swagger_ui_renders_the_openapi_document_from_warden_alone(
@@ -478,7 +487,7 @@ async def test_swagger_ui_renders_the_openapi_document_from_warden_alone(
     await expect(page.locator(".opblock-summary-path").first).to_be_visible()
     paths = await page.locator(".opblock-summary-path").all_inner_texts()
     assert "/api/v1/users/{id}" in [p.replace("\u200b", "") for p in paths]
-    await shot(page, "api-docs")
+    await shot(page, "api-docs", full_page=False)
 
 
 async def test_the_companion_page_lists_the_queues_and_the_events(page: Page, world: World) -> None:
@@ -486,3 +495,19 @@ async def test_the_companion_page_lists_the_queues_and_the_events(page: Page, wo
     await expect(page.get_by_role("cell", name="warden.users.register")).to_be_visible()
     await expect(page.get_by_role("cell", name="user.registered")).to_be_visible()
     await expect(page.get_by_role("cell", name="warden.ping")).to_have_count(0)
+
+
+def test_the_wheel_ships_every_console_file(tmp_path: Path) -> None:
+    root = Path(__file__).resolve().parents[2]
+    subprocess.run(
+        [str(root / "scripts" / "uv"), "build", "--wheel", "-q", "-o", str(tmp_path)],
+        cwd=root,
+        check=True,
+        timeout=300,
+    )
+    [wheel] = tmp_path.glob("warden-*.whl")
+    shipped = set(zipfile.ZipFile(wheel).namelist())
+    static = root / "web" / "console" / "static"
+    files = {p.relative_to(root).as_posix() for p in static.rglob("*") if p.is_file()}
+    assert len(files) > 10
+    assert files <= shipped, sorted(files - shipped)
