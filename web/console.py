@@ -118,8 +118,9 @@ async def qr_code(request: web.Request) -> web.Response:
     if not uri.isprintable() or not uri.isascii():
         raise _bad_uri("`uri` must be printable ASCII (percent-encode the rest).")
     out = io.BytesIO()
+    # A viewBox and no fixed size: the page scales it; a white quiet zone for dark themes.
     segno.make(uri, error="m").save(
-        out, kind="svg", scale=5, border=4, xmldecl=False, svgns=True, title="TOTP QR code"
+        out, kind="svg", border=4, omitsize=True, light="#fff", xmldecl=False, title="TOTP QR code"
     )
     return web.Response(
         body=out.getvalue(),

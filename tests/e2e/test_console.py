@@ -200,6 +200,7 @@ async def test_the_qr_code_of_an_otpauth_uri_is_an_svg_never_cached(world: World
             svg = await r.text()
         assert svg.startswith("<svg")
         assert "<path" in svg
+        assert 'viewBox="0 0 ' in svg  # scales with the page, never clipped
         assert "JBSWY3DP" not in svg
         async with http.get(world.base + "/account/qr", params={"uri": uri}) as r:
             assert r.status == 405  # never a secret in a URL

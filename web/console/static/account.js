@@ -170,8 +170,7 @@ async function enrolView(enrolment, box, reset) {
   const cancel = h("button", { type: "button", text: "Cancel" });
   const form = h("form", { class: "enrol" },
     h("ol", {},
-      h("li", { text: "Scan this code with your authenticator app:" }),
-      h("li", { class: "qr" }, picture),
+      h("li", {}, "Scan this code with your authenticator app:", h("div", { class: "qr" }, picture)),
       h("li", {}, "Or enter this key: ", h("code", { class: "secret", "data-secret": "", text: enrolment.secret })),
       h("li", { text: "Type the 6-digit code it shows:" })),
     code.node, h("div", { class: "actions" }, confirm, cancel));
@@ -199,7 +198,7 @@ function recoveryView(codes, reset) {
 }
 
 function disable(box) {
-  const password = field("Password", { name: "mfa_password", type: "password", autocomplete: "current-password", required: true });
+  const password = field("Your password, to confirm", { name: "mfa_password", type: "password", autocomplete: "current-password", required: true });
   const off = h("button", { type: "submit", class: "danger", text: "Turn off two-factor" });
   const form = h("details", { class: "mfa-off" },
     h("summary", { text: "Turn off two-factor authentication" }),
