@@ -349,6 +349,11 @@ function auditRow(entry) {
 
 function summarise(data) {
   const parts = [];
+  const user = data.user && typeof data.user === "object" ? data.user : null;
+  if (user) {
+    parts.push(user.email, user.is_active ? "active" : "inactive");
+    if (user.is_superuser) parts.push("superuser");
+  }
   for (const key of ["reason", "client_ip", "session_id"]) if (data[key]) parts.push(`${key}: ${data[key]}`);
   return parts.length ? parts.join(" · ") : "data";
 }

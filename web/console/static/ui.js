@@ -76,7 +76,7 @@ export async function busy(button, box, work) {
 export function time(iso) {
   if (!iso) return "—";
   const date = new Date(iso);
-  return Number.isNaN(date.getTime()) ? iso : date.toLocaleString();
+  return Number.isNaN(date.getTime()) ? iso : date.toLocaleString(undefined, { dateStyle: "medium", timeStyle: "short" });
 }
 
 export function loading(text = "Loading…") {
