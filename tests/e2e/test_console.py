@@ -446,7 +446,7 @@ async def test_an_expired_access_token_is_refreshed_without_a_new_sign_in(
     await expect(page.get_by_role("heading", name=f"Hello, {user.username}")).to_be_visible()
 
     async def refreshed() -> bool:
-        return (await held_tokens(page))["refresh_token"] != before["refresh_token"]
+        return bool((await held_tokens(page))["refresh_token"] != before["refresh_token"])
 
     await eventually(refreshed, WAIT_MS / 1000, "the console refreshed its tokens")
     after = await held_tokens(page)
