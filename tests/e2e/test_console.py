@@ -8,10 +8,15 @@ also save screenshots of the pages they visit there (`make screenshots` writes d
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import os
 import re
 import shutil
+import struct
 import subprocess
+import time
 import zipfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -25,6 +30,8 @@ from aiohttp.test_utils import TestServer
 from playwright.async_api import Browser, BrowserContext, Page, Request, async_playwright, expect
 from sqlalchemy import text
 
+from contract.catalog import RPC
+from contract.wire import UserOut
 from domain.errors import InvalidCredentials, LastSuperuser, WrongPassword
 from domain.model import NewUser
 from tests.conftest import PASSWORD, make_settings, own_world, unique
@@ -526,3 +533,132 @@ def test_the_wheel_ships_every_console_file(tmp_path: Path) -> None:
     files = {p.relative_to(root).as_posix() for p in static.rglob("*") if p.is_file()}
     assert len(files) > 10
     assert files <= shipped, sorted(files - shipped)
+
+
+# --- v2 (CONTRACT §7, §8): these run once the routes are in the catalogue ----------------------
+
+SESSIONS = "warden.sessions.list" in RPC
+TOTP = "warden.mfa.enroll" in RPC
+VERIFIED = "is_verified" in UserOut.model_fields
+needs_sessions = pytest.mark.skipif(not SESSIONS, reason="no warden.sessions.* queue yet (§8)")
+needs_totp = pytest.mark.skipif(not TOTP, reason="no warden.mfa.* queue yet (§8)")
+needs_verified = pytest.mark.skipif(not VERIFIED, reason="User has no is_verified yet (§7)")
+
+
+def totp(secret: str, at: float | None = None) -> str:
+    """RFC 6238's code (SHA-1, 6 digits, 30 s) for a base32 secret, as an authenticator app."""
+    key = base64.b32decode(secret.upper() + "=" * (-len(secret) % 8))
+    counter = int((time.time() if at is None else at) // 30)
+    digest = hmac.new(key, struct.pack(">Q", counter), hashlib.sha1).digest()
+    offset = digest[-1] & 0x0F
+    number = struct.unpack(">I", digest[offset : offset + 4])[0] & 0x7FFFFFFF
+    return f"{number % 1_000_000:06d}"
+
+
+def test_the_totp_helper_matches_rfc_6238() -> None:
+    # RFC 6238, appendix B: the SHA-1 secret "12345678901234567890", 8 digits there, 6 here.
+    secret = base64.b32encode(b"12345678901234567890").decode()
+    assert totp(secret, 59) == "287082"
+    assert totp(secret, 1111111109) == "081804"
+
+
+async def api_login(world: World, username: str, agent: str) -> str:
+    body = {"username": username, "password": PASSWORD}
+    async with (
+        aiohttp.ClientSession(headers={"User-Agent": agent}) as http,
+        http.post(world.base + API + "/auth/login", json=body) as r,
+    ):
+        assert r.status == 200, await r.text()
+        return str((await r.json())["access_token"])
+
+
+async def me_status(world: World, token: str) -> int:
+    headers = {"Authorization": f"Bearer {token}"}
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(world.base + API + "/users/me", headers=headers) as r,
+    ):
+        return r.status
+
+
+@needs_sessions
+async def test_a_user_signs_out_one_session_then_all_others(page: Page, world: World) -> None:
+    user = await world.user()
+    phone = await api_login(world, user.username, "Phone agent")
+    laptop = await api_login(world, user.username, "Laptop agent")
+    await sign_in(page, world.base + "/account/#sessions", user.username)
+    sessions = page.locator("#sessions li")
+    await expect(sessions).to_have_count(3)
+    await expect(page.locator("#sessions li.current")).to_have_count(1)
+
+    await sessions.filter(has_text="Phone agent").get_by_role("button", name="Sign out").click()
+    await expect(page.get_by_role("status").filter(has_text="signed out")).to_be_visible()
+    await expect(sessions).to_have_count(2)
+    assert await me_status(world, phone) == 401
+    assert await me_status(world, laptop) == 200
+
+    await page.get_by_role("button", name="Sign out all other sessions").click()
+    await expect(sessions).to_have_count(1)
+    assert await me_status(world, laptop) == 401
+    await expect(page.get_by_role("heading", name=re.compile("^Hello"))).to_be_visible()
+
+
+@needs_sessions
+async def test_a_superuser_ends_every_session_of_a_user(page: Page, world: World) -> None:
+    root = await world.user(superuser=True)
+    user = await world.user()
+    token = await api_login(world, user.username, "Victim agent")
+    await sign_in(page, world.base + f"/admin/#/users/{user.id}", root.username)
+    await page.get_by_role("button", name="Sign out of every session").click()
+    await expect(page.get_by_role("status").filter(has_text="has ended")).to_be_visible()
+    assert await me_status(world, token) == 401
+
+
+@needs_verified
+async def test_a_superuser_marks_an_email_verified(page: Page, world: World) -> None:
+    root = await world.user(superuser=True)
+    user = await world.user()
+    await sign_in(page, world.base + f"/admin/#/users/{user.id}", root.username)
+    await page.get_by_role("button", name="Mark email verified").click()
+    await expect(page.get_by_role("button", name="Mark email unverified")).to_be_visible()
+    async with world.worker.engine.connect() as conn:
+        verified = await conn.scalar(
+            text("SELECT is_verified FROM users WHERE id = :id"), {"id": user.id}
+        )
+    assert verified is True
+
+
+@needs_totp
+async def test_a_user_enrols_totp_then_signs_in_with_a_code_and_a_recovery_code(
+    page: Page, world: World
+) -> None:
+    user = await world.user()
+    await sign_in(page, world.base + "/account/#mfa", user.username)
+    await page.get_by_role("button", name="Set up an authenticator app").click()
+    await expect(page.get_by_role("img", name="QR code for your authenticator app")).to_be_visible()
+    secret = (await page.locator("code.secret").inner_text()).strip()
+    await shot(page, "account-totp")
+
+    await page.get_by_label("Code from the app").fill(
+        "000000" if totp(secret) != "000000" else "111111"
+    )
+    await page.get_by_role("button", name="Turn on").click()
+    await expect(page.locator("#mfa").get_by_role("alert")).to_be_visible()
+    await page.get_by_label("Code from the app").fill(totp(secret))
+    await page.get_by_role("button", name="Turn on").click()
+    codes = page.locator(".recovery .codes li")
+    await expect(codes).to_have_count(10)
+    recovery = (await codes.all_inner_texts())[0].strip()
+    await page.get_by_role("button", name="I have saved them").click()
+    await expect(codes).to_have_count(0)
+
+    await page.get_by_role("button", name="Sign out", exact=True).click()
+    await sign_in(page, world.base + "/account/", user.username)
+    await page.get_by_label("Authentication code").fill(recovery)
+    await page.get_by_role("button", name="Verify").click()
+    await expect(page.get_by_role("heading", name=re.compile("^Hello"))).to_be_visible()
+
+    await page.get_by_text("Turn off two-factor authentication").click()
+    await page.get_by_label("Your password, to confirm").fill(PASSWORD)
+    await page.get_by_role("button", name="Turn off two-factor").click()
+    await expect(page.get_by_role("status").filter(has_text="is off")).to_be_visible()
