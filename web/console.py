@@ -88,7 +88,9 @@ def _page(name: str) -> Handler:
 
 def _redirect(to: str) -> Handler:
     async def view(_: web.Request) -> web.Response:
-        raise web.HTTPPermanentRedirect(to)
+        # Returned, not raised: the edge's middleware turns a raised HTTPException into a
+        # problem, which would lose the Location.
+        return web.Response(status=308, headers={"Location": to})
 
     return view
 

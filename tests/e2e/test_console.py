@@ -232,6 +232,31 @@ async def test_the_qr_code_of_an_otpauth_uri_is_an_svg_never_cached(world: World
             assert (r.status, (await r.json())["code"]) == (413, "payload_too_large")
 
 
+async def test_the_qr_route_refuses_other_media_and_a_long_streamed_body(world: World) -> None:
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b'{"uri": "otpauth://totp/'
+        for _ in range(40):
+            yield b"x" * 64
+        yield b'"}'
+
+    async with aiohttp.ClientSession() as http:
+        async with http.post(world.base + "/account/qr", data=b"otpauth://totp/a") as r:
+            assert (r.status, (await r.json())["code"]) == (415, "unsupported_media_type")
+        headers = {"Content-Type": "application/json"}
+        async with http.post(world.base + "/account/qr", data=chunks(), headers=headers) as r:
+            assert r.request_info.headers.get("Transfer-Encoding") == "chunked"
+            assert (r.status, (await r.json())["code"]) == (413, "payload_too_large")
+
+
+@pytest.mark.parametrize("path", ["/admin", "/account"])
+async def test_a_console_without_its_slash_redirects_to_it(world: World, path: str) -> None:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(world.base + path, allow_redirects=False) as r,
+    ):
+        assert (r.status, r.headers["Location"]) == (308, path + "/")
+
+
 # --- admin ------------------------------------------------------------------------------------
 
 
