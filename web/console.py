@@ -24,7 +24,7 @@ from aiohttp import web
 from pydantic import BaseModel
 
 from contract.catalog import PING_QUEUE, RPC
-from contract.errors import MalformedJson, PayloadTooLarge, UnsupportedMediaType
+from contract.errors import MalformedJson, NotFound, PayloadTooLarge, UnsupportedMediaType
 from contract.events import EVENT_DATA
 from domain.errors import FieldError, ValidationFailed
 
@@ -175,4 +175,19 @@ def add_routes(app: web.Application) -> None:
         return web.Response(body=summary, content_type="application/json")
 
     app.router.add_get("/api/v1/docs/messaging.json", messaging)
-    app.router.add_static(ASSETS, STATIC, append_version=False, show_index=False)
+    app.router.add_get(ASSETS + "{name:.+}", _assets())
+
+
+def _assets() -> Handler:
+    """The console's files, by name from a list made at start-up: a path that is not one of
+    them is a 404 `not_found` like any unknown route, and nothing outside can be reached."""
+    files = {p.relative_to(STATIC).as_posix(): p for p in STATIC.rglob("*") if p.is_file()}
+
+    async def view(request: web.Request) -> web.FileResponse:
+        path = files.get(request.match_info["name"])
+        if path is None:
+            raise NotFound()
+        # Revalidated on every use (ETag, Last-Modified): a new release is never half-cached.
+        return web.FileResponse(path, headers={"Cache-Control": "no-cache"})
+
+    return view

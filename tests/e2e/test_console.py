@@ -248,6 +248,17 @@ async def test_the_qr_route_refuses_other_media_and_a_long_streamed_body(world: 
             assert (r.status, (await r.json())["code"]) == (413, "payload_too_large")
 
 
+@pytest.mark.parametrize(
+    "path",
+    ["/console/", "/console/vendor/", "/console/nothing.js", "/console/..%2fconsole.py"],
+)
+async def test_a_file_the_console_does_not_have_is_a_plain_404(world: World, path: str) -> None:
+    async with aiohttp.ClientSession() as http, http.get(world.base + path) as r:
+        assert r.status == 404
+        assert r.content_type == "application/problem+json"
+        assert (await r.json())["code"] == "not_found"
+
+
 @pytest.mark.parametrize("path", ["/admin", "/account"])
 async def test_a_console_without_its_slash_redirects_to_it(world: World, path: str) -> None:
     async with (
