@@ -505,6 +505,26 @@ async def test_an_expired_access_token_is_refreshed_without_a_new_sign_in(
         assert r.status == 200
 
 
+async def test_the_pair_is_refreshed_before_it_expires_without_redrawing_the_page(
+    page: Page, world: World
+) -> None:
+    user = await world.user()
+    await page.clock.install()
+    await sign_in(page, world.base + "/account/", user.username)
+    await expect(page.get_by_role("heading", name=f"Hello, {user.username}")).to_be_visible()
+    before = await held_tokens(page)
+    await page.get_by_label("Full name").fill("typed, not saved")
+
+    # The access token lives 1800 s (WARDEN_ACCESS_TOKEN_TTL): the tab wakes before its end.
+    await page.clock.run_for(before["life"] * 1000 - 30_000)
+
+    async def refreshed() -> bool:
+        return bool((await held_tokens(page))["refresh_token"] != before["refresh_token"])
+
+    await eventually(refreshed, WAIT_MS / 1000, "the console refreshed its tokens in time")
+    await expect(page.get_by_label("Full name")).to_have_value("typed, not saved")
+
+
 async def held_tokens(page: Page) -> dict[str, Any]:
     held = await page.evaluate("JSON.parse(sessionStorage.getItem('warden.console.tokens'))")
     assert isinstance(held, dict)

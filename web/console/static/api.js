@@ -45,6 +45,7 @@ function load() {
 }
 
 function keep(pair) {
+  const was = tokens !== null;
   if (pair === null) {
     tokens = null;
     sessionStorage.removeItem(STORE);
@@ -59,7 +60,8 @@ function keep(pair) {
     sessionStorage.setItem(STORE, JSON.stringify(tokens));
     schedule();
   }
-  listeners.forEach((listener) => listener(tokens !== null));
+  // Only a change of state is news: a refreshed pair must not redraw a page mid-edit.
+  if (was !== (tokens !== null)) listeners.forEach((listener) => listener(tokens !== null));
 }
 
 function schedule() {
