@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import json
 import os
 import re
 import shutil
@@ -523,6 +524,44 @@ async def test_the_pair_is_refreshed_before_it_expires_without_redrawing_the_pag
 
     await eventually(refreshed, WAIT_MS / 1000, "the console refreshed its tokens in time")
     await expect(page.get_by_label("Full name")).to_have_value("typed, not saved")
+
+
+async def test_a_duplicated_tab_takes_the_pair_its_twin_refreshed(
+    browser: Browser, world: World
+) -> None:
+    user = await world.user()
+    context, watch = await open_context(browser, world)
+    first = await context.new_page()
+    await sign_in(first, world.base + "/account/", user.username)
+    await expect(first.get_by_role("heading", name=f"Hello, {user.username}")).to_be_visible()
+    held = await held_tokens(first)
+    spent = held["refresh_token"]
+    # What "Duplicate tab" does: a second tab starts with a copy of the first's sessionStorage.
+    twin = await context.new_page()
+    key, copy = "'warden.console.tokens'", json.dumps(json.dumps(held))
+    await twin.add_init_script(
+        f"if (!sessionStorage.getItem({key})) sessionStorage.setItem({key}, {copy})"
+    )
+    await twin.goto(world.base + "/account/")
+    await expect(twin.get_by_role("heading", name=f"Hello, {user.username}")).to_be_visible()
+
+    await first.evaluate(
+        "(() => { const t = JSON.parse(sessionStorage.getItem('warden.console.tokens'));"
+        " t.expires_at = Date.now() - 1000;"
+        " sessionStorage.setItem('warden.console.tokens', JSON.stringify(t)); })()"
+    )
+    await first.reload()
+
+    async def twin_took_it() -> bool:
+        fresh = (await held_tokens(first))["refresh_token"]
+        return bool(fresh != spent and (await held_tokens(twin))["refresh_token"] == fresh)
+
+    await eventually(twin_took_it, WAIT_MS / 1000, "the twin tab took the refreshed pair")
+    await twin.reload()
+    await expect(twin.get_by_role("heading", name=f"Hello, {user.username}")).to_be_visible()
+    assert await me_status(world, (await held_tokens(first))["access_token"]) == 200
+    await context.close()
+    watch.check()
 
 
 async def held_tokens(page: Page) -> dict[str, Any]:

@@ -68,7 +68,9 @@ function schedule() {
   clearTimeout(timer);
   if (!tokens) return;
   const margin = Math.min(MARGIN, tokens.life * 0.2) * 1000;
-  const wait = Math.max(0, tokens.expires_at - Date.now() - margin);
+  // A little jitter, so that two tabs holding one pair (see `channel`) do not refresh at once.
+  const jitter = Math.random() * margin * 0.25;
+  const wait = Math.max(0, tokens.expires_at - Date.now() - margin - jitter);
   timer = setTimeout(() => refresh().catch(() => {}), wait);
 }
 
@@ -164,7 +166,9 @@ export function refresh() {
     refreshing = (async () => {
       if (!spent) throw new ApiError(401, { title: "Signed out", detail: "Sign in again.", code: "missing_token" });
       try {
-        keep(await send("POST", "/auth/refresh", { body: { refresh_token: spent }, bearer: false }));
+        const pair = await send("POST", "/auth/refresh", { body: { refresh_token: spent }, bearer: false });
+        keep(pair);
+        if (channel) channel.postMessage({ spent, pair });
       } catch (error) {
         if (error.status === 401 || error.status === 422) keep(null);
         throw error;
@@ -187,6 +191,17 @@ export async function logout() {
 // Forget this tab's tokens without a call (the session was ended elsewhere, e.g. revoked).
 export function forget() {
   keep(null);
+}
+
+// "Duplicate tab" copies sessionStorage, so two tabs may hold one refresh token, and the second
+// to spend it would be refused as reuse, which ends the session. The tab that spends it tells
+// the others of this origin; one holding that same token takes the new pair instead.
+const channel = typeof BroadcastChannel === "function" ? new BroadcastChannel("warden.console") : null;
+if (channel) {
+  channel.onmessage = (event) => {
+    const { spent, pair } = event.data || {};
+    if (tokens && spent && pair && tokens.refresh_token === spent) keep(pair);
+  };
 }
 
 if (tokens) schedule();
