@@ -23,7 +23,7 @@ import segno
 from aiohttp import web
 from pydantic import BaseModel
 
-from contract.catalog import PING_QUEUE, RPC
+from contract.catalog import CALLER_ERRORS, EVERY_QUEUE, IDEMPOTENCY, PING_QUEUE, RPC, Errors
 from contract.errors import MalformedJson, NotFound, PayloadTooLarge, UnsupportedMediaType
 from contract.events import EVENT_DATA
 from domain.errors import FieldError, ValidationFailed
@@ -144,7 +144,8 @@ def messaging_summary() -> dict[str, Any]:
             "request": _schema_name(spec.request),
             "reply": _schema_name(spec.reply),
             "idempotent": spec.idempotent,
-            "errors": sorted({f"{e.status} {e.code}" for e in spec.every_error}),
+            # Its own and its caller's; EVERY_QUEUE's (and IDEMPOTENCY's) are listed once.
+            "errors": _codes((*CALLER_ERRORS[spec.caller], *spec.errors)),
         }
         for name, spec in RPC.items()
         if name != PING_QUEUE
@@ -158,7 +159,17 @@ def messaging_summary() -> dict[str, Any]:
         }
         for kind, model in EVENT_DATA.items()
     ]
-    return {"exchange": "warden.events", "queues": queues, "events": events}
+    return {
+        "exchange": "warden.events",
+        "every_queue_errors": _codes(EVERY_QUEUE),
+        "idempotency_errors": _codes(IDEMPOTENCY),
+        "queues": queues,
+        "events": events,
+    }
+
+
+def _codes(errors: Errors) -> list[str]:
+    return sorted({f"{e.status} {e.code}" for e in errors})
 
 
 def add_routes(app: web.Application) -> None:

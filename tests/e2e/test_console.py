@@ -618,6 +618,7 @@ async def test_the_companion_page_lists_the_queues_and_the_events(page: Page, wo
     await expect(page.get_by_role("cell", name="warden.users.register")).to_be_visible()
     await expect(page.get_by_role("cell", name="user.registered")).to_be_visible()
     await expect(page.get_by_role("cell", name="warden.ping")).to_have_count(0)
+    await shot(page, "api-messaging", full_page=False)
 
 
 def test_the_wheel_ships_every_console_file(tmp_path: Path) -> None:
