@@ -2,13 +2,17 @@
 UV := scripts/uv
 PYTEST_ARGS ?=
 
-.PHONY: sync services run test test-cluster check validate-docs asyncapi bench mutate mutate-domain
+.PHONY: sync services browser run test test-cluster check validate-docs asyncapi bench mutate mutate-domain screenshots
 
 sync:
 	@$(UV) sync --frozen --quiet --compile-bytecode
 
 services:
 	@scripts/services
+
+# Debian's Chromium for the console's browser tests (installed when missing and we may).
+browser:
+	@scripts/chromium
 
 run: sync services
 	$(UV) run --frozen warden run
@@ -17,7 +21,7 @@ run: sync services
 GATED := domain/auth.py,warden/security.py,storage/redis_store.py,handlers/idempotency.py,web/translate.py
 
 # One combined report: the test process's data and that of every warden process it started.
-test: sync services
+test: sync services browser
 	$(UV) run --frozen pytest --cov --cov-report=term-missing:skip-covered --cov-fail-under=80 $(PYTEST_ARGS)
 	$(UV) run --frozen coverage report --include='$(GATED)' --fail-under=100
 
@@ -50,6 +54,11 @@ mutate-domain: sync
 
 mutate: sync services
 	$(UV) run --frozen python scripts/mutate.py run domain security redis idempotency $(MUTATE_ARGS)
+
+# The console's screenshots in the README: the browser tests save the pages they visit.
+screenshots: sync services browser
+	rm -rf docs/console
+	WARDEN_SCREENSHOTS=docs/console $(UV) run --frozen pytest -q -p no:cacheprovider tests/e2e/test_console.py
 
 asyncapi: sync
 	$(UV) run --frozen python -m handlers.asyncapi > asyncapi/asyncapi.json

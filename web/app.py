@@ -22,7 +22,7 @@ from contract.routes import (
     Route,
 )
 from domain.errors import InternalError, WardenError
-from web import health, metrics
+from web import console, health, metrics
 from web.openapi import openapi_document
 from web.problems import problem
 from web.rpc_client import RpcClient
@@ -150,6 +150,7 @@ def create_app(
     app.router.add_get(METADATA_PATH, authorization_server)
     health.add_routes(app, lambda: app[RPC_CLIENT])
     app.router.add_get("/metrics", metrics.handler)
+    console.add_routes(app)
     return app
 
 

@@ -315,6 +315,28 @@ def openapi_document() -> dict[str, Any]:
     metadata = plain("AuthorizationServer", "Authorization server metadata (RFC 8414)", "200")
     metadata["get"]["responses"]["200"]["headers"] = {CACHE_CONTROL: PUBLIC_CACHE}
     paths[METADATA_PATH] = metadata
+    paths["/api/v1/docs"] = {
+        "get": {
+            "summary": "This document in Swagger UI (every asset served by Warden)",
+            "responses": {
+                "200": {
+                    "description": "An HTML page",
+                    "content": {"text/html": {"schema": {"type": "string"}}},
+                }
+            },
+        }
+    }
+    paths["/api/v1/docs/messaging.json"] = {
+        "get": {
+            "summary": "The RPC queues and the events, as the docs' companion page lists them",
+            "responses": {
+                "200": {
+                    "description": "Queues (name, caller, request, reply, errors) and events",
+                    "content": {"application/json": {"schema": {"type": "object"}}},
+                }
+            },
+        }
+    }
     paths["/metrics"] = {
         "get": {
             "summary": "Prometheus metrics",

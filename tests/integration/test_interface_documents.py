@@ -47,5 +47,5 @@ async def test_the_edge_serves_an_openapi_31_document_of_every_route(
     for route in ROUTES:
         path = route.path.replace("{id:[0-9]{1,18}}", "{id}")
         assert route.method.lower() in doc["paths"][path], (route.method, path)
-    for path in ("/health", "/health/live", "/health/ready", "/metrics"):
+    for path in ("/health", "/health/live", "/health/ready", "/metrics", "/api/v1/docs"):
         assert path in doc["paths"]
