@@ -18,7 +18,7 @@ from prometheus_client import Counter, Histogram
 
 from domain.auth import new_id
 from domain.errors import InvalidToken, TokenExpired
-from domain.model import AccessClaims, RefreshClaims
+from domain.model import AccessClaims, RefreshClaims, TokenSession
 from domain.rules import PASSWORD_MAX_BYTES, normalize_password
 
 _REQUIRED_CLAIMS = ["iss", "sub", "sid", "jti", "type", "iat", "exp"]
@@ -165,6 +165,13 @@ class JwtTokenIssuer:
     def read_refresh(self, token: str) -> RefreshClaims:
         claims = self._read(token, "refresh")
         return RefreshClaims(int(claims["sub"]), claims["sid"], claims["jti"])
+
+    def read_session(self, token: str) -> TokenSession:
+        for kind in ("refresh", "access"):  # the type claim tells; either kind is tried
+            with contextlib.suppress(InvalidToken):
+                claims = self._read(token, kind, verify_exp=False)
+                return TokenSession(int(claims["sub"]), claims["sid"])
+        raise InvalidToken
 
     def _sign(
         self, kind: str, user_id: int, sid: str, jti: str, now: datetime, ttl: timedelta
