@@ -152,8 +152,10 @@ async def test_a_revocation_leaves_the_users_other_sessions_alone(
     leaving = await client.fetch_token(TOKEN, username=user["username"], password=PASSWORD)
     staying = await client.fetch_token(TOKEN, username=user["username"], password=PASSWORD)
 
-    await client.revoke_token(REVOKE, token=leaving["refresh_token"])
+    revoked = await client.revoke_token(REVOKE, token=leaving["refresh_token"])
 
+    assert revoked.status_code == 200
+    assert (await me(edge_url, leaving["access_token"])).status_code == 401
     assert (await me(edge_url, staying["access_token"])).status_code == 200
 
 
@@ -211,9 +213,16 @@ async def test_a_token_signed_for_another_user_does_not_end_someones_session(
         other["id"], session_of(pair["access_token"]), "x", now
     )
 
-    await client.revoke_token(REVOKE, token=crossed)
+    refused = await client.revoke_token(REVOKE, token=crossed)
 
+    assert refused.status_code == 200  # as for any token: the caller learns nothing
     assert (await me(edge_url, pair["access_token"])).status_code == 200
+    # The same token signed for the session's own user does end it.
+    genuine = issuer(settings).issue_refresh(
+        victim["id"], session_of(pair["access_token"]), "x", now
+    )
+    await client.revoke_token(REVOKE, token=genuine)
+    assert (await me(edge_url, pair["access_token"])).status_code == 401
 
 
 async def test_a_revocation_records_logged_out_with_the_session(
