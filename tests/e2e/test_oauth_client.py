@@ -17,7 +17,7 @@ import jwt
 import pytest
 from authlib.integrations.httpx_client import AsyncOAuth2Client, OAuthError
 
-from tests.conftest import PASSWORD, fresh_ip, unique
+from tests.conftest import PASSWORD, AmqpCaller, fresh_ip, unique
 from tests.e2e.test_sessions import admin_token
 from tests.support.events import EventTap
 from warden.bootstrap import Services
@@ -296,3 +296,18 @@ async def test_a_deactivated_account_is_invalid_grant(
         await client.fetch_token(TOKEN, username=user["username"], password=PASSWORD)
 
     assert refused.value.error == "invalid_grant"
+
+
+async def test_another_service_revokes_over_the_queue_with_the_same_answer(
+    client: AsyncOAuth2Client, edge_url: str, amqp: AmqpCaller
+) -> None:
+    user = await new_user(edge_url)
+    pair = await client.fetch_token(TOKEN, username=user["username"], password=PASSWORD)
+
+    assert await amqp.call("warden.auth.revoke", {"token": "garbage"}) == {"ok": True, "data": None}
+    reply = await amqp.call("warden.auth.revoke", {"token": pair["access_token"]})
+
+    assert reply == {"ok": True, "data": None}
+    assert (await me(edge_url, pair["access_token"])).json()["code"] == "token_revoked"
+    refused = await amqp.call("warden.auth.revoke", {"token": pair["access_token"], "x": 1})
+    assert refused["error"]["code"] == "validation_error"
