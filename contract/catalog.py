@@ -127,6 +127,9 @@ RPC: dict[str, RpcSpec] = {
         (InvalidToken, TokenExpired, TokenRevoked, TokenReused),
     ),
     "warden.auth.logout": RpcSpec(wire.Empty, None, "bearer"),
+    # RFC 7009: the same reply whether or not the token was any good, so it has no errors of
+    # its own. A repeat with the same Idempotency-Key gets the kept (empty) reply.
+    "warden.auth.revoke": RpcSpec(wire.RevokeRequest, None, "anyone"),
     "warden.auth.introspect": RpcSpec(wire.IntrospectRequest, wire.IntrospectionOut, "any service"),
     "warden.auth.jwks": RpcSpec(wire.Empty, wire.JwksOut, "anyone", idempotent=False),
     "warden.users.me": RpcSpec(wire.Empty, wire.UserOut, "bearer"),

@@ -45,12 +45,12 @@ class UnsupportedMediaType(WardenError):
 
 
 class UnsupportedGrantType(WardenError):
-    """An OAuth2 form with a grant type other than `password`."""
+    """An OAuth 2.0 form with a grant type the endpoint does not take."""
 
     status = 400
     code = "unsupported_grant_type"
     title = "Unsupported grant type"
-    default_detail = "Only grant_type=password is supported."
+    default_detail = "This endpoint does not take this grant_type."
 
 
 class PayloadTooLarge(WardenError):

@@ -1,7 +1,8 @@
 """The HTTP routes: each is a translation to one RPC queue of the catalogue.
 
 The edge registers exactly these; its OpenAPI document describes them. Method, path, queue
-and success status are the contract's; `body` says where the RPC body comes from.
+and success status are the contract's; `body` says where the RPC body comes from, and `form`
+which OAuth 2.0 form (RFC 6749, RFC 7009) a route takes beside JSON, and where each goes.
 """
 
 from __future__ import annotations
@@ -9,7 +10,48 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-BodyKind = Literal["json", "optional_json", "login", "query", "none"]
+BodyKind = Literal["json", "optional_json", "query", "none"]
+
+
+@dataclass(frozen=True)
+class Grant:
+    """What one OAuth 2.0 form is forwarded as: the queue and the parameters it reads.
+
+    Any other parameter of the form (client_id, scope, ...) is not forwarded: RFC 6749 3.2
+    tells a server to ignore what it does not recognise, and Warden has no clients or scopes.
+    """
+
+    queue: str
+    fields: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Form:
+    """An application/x-www-form-urlencoded body a route takes beside JSON.
+
+    `grants` maps each grant_type it takes to its Grant; a form without grant_type is
+    `implied`. A route with no `grants` does not read grant_type at all (RFC 7009's form
+    has none).
+    """
+
+    implied: Grant
+    grants: tuple[tuple[str, Grant], ...] = ()
+
+    def grant(self, grant_type: str | None) -> Grant | None:
+        """The grant a form with this grant_type is; None for one the route does not take."""
+        if grant_type is None or not self.grants:
+            return self.implied
+        return dict(self.grants).get(grant_type)
+
+    @property
+    def queues(self) -> tuple[str, ...]:
+        """Every queue a form of this route may go to, each once."""
+        return tuple(dict.fromkeys([self.implied.queue, *(g.queue for _, g in self.grants)]))
+
+
+PASSWORD_GRANT = Grant("warden.auth.login", ("username", "password"))
+REFRESH_GRANT = Grant("warden.auth.refresh", ("refresh_token",))
+REVOCATION = Grant("warden.auth.revoke", ("token", "token_type_hint"))
 
 
 @dataclass(frozen=True)
@@ -20,6 +62,9 @@ class Route:
     success: int = 200
     body: BodyKind = "json"
     tokens: bool = False  # a TokenPair reply: Cache-Control: no-store
+    form: Form | None = None  # an OAuth 2.0 form it takes beside JSON
+    # Its problem details carry RFC 6749 5.2's `error` too (see contract.oauth).
+    oauth: bool = False
     location: bool = False  # a created User: Location: USER_LOCATION
     public: bool = False  # Cache-Control: public, max-age=WARDEN_JWKS_MAX_AGE
     summary: str = ""
@@ -48,16 +93,32 @@ ROUTES: tuple[Route, ...] = (
         "POST",
         f"{API}/auth/login",
         "warden.auth.login",
-        body="login",
         tokens=True,
-        summary="Log in (JSON or OAuth2 password form)",
+        # The token endpoint of OAuth 2.0: JSON is a login; a form is the password grant
+        # (also without grant_type) or the refresh grant (RFC 6749 4.3 and 6).
+        form=Form(
+            PASSWORD_GRANT,
+            (("password", PASSWORD_GRANT), ("refresh_token", REFRESH_GRANT)),
+        ),
+        oauth=True,
+        summary="Log in, or refresh (JSON, or the OAuth 2.0 password or refresh_token grant)",
     ),
     Route(
         "POST",
         f"{API}/auth/refresh",
         "warden.auth.refresh",
         tokens=True,
-        summary="Spend a refresh token for a new pair",
+        form=Form(REFRESH_GRANT, (("refresh_token", REFRESH_GRANT),)),
+        oauth=True,
+        summary="Spend a refresh token for a new pair (JSON or the OAuth 2.0 refresh form)",
+    ),
+    Route(
+        "POST",
+        f"{API}/auth/revoke",
+        "warden.auth.revoke",
+        form=Form(REVOCATION),
+        oauth=True,
+        summary="Revoke the session of an access or refresh token (RFC 7009)",
     ),
     Route(
         "POST",

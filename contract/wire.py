@@ -165,6 +165,22 @@ class IntrospectRequest(Strict):
     token: Annotated[str, StringConstraints(max_length=8192)]
 
 
+class RevokeRequest(Strict):
+    """RFC 7009: an access or refresh token whose session is to end."""
+
+    token: Annotated[str, StringConstraints(min_length=1, max_length=8192)] = Field(
+        description="An access or refresh token. The reply is the same whether or not it was "
+        "valid, expired or already revoked."
+    )
+    token_type_hint: str | None = Field(
+        default=None,
+        max_length=64,
+        description="access_token or refresh_token; accepted and not needed: a Warden token "
+        "says its own type, and either kind is looked for.",
+        examples=["refresh_token"],
+    )
+
+
 class UpdateMeRequest(Strict):
     """Only the fields sent are changed; null is a value only for full_name (it clears it)."""
 

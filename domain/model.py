@@ -109,6 +109,14 @@ class RefreshClaims:
 
 
 @dataclass(frozen=True)
+class TokenSession:
+    """The user and session a genuine token names, whatever its kind, expired or not."""
+
+    user_id: int
+    session_id: str
+
+
+@dataclass(frozen=True)
 class TokenPair:
     """What a login or refresh hands back."""
 

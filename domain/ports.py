@@ -11,7 +11,7 @@ from typing import Literal, Protocol
 
 from domain.events import Event
 from domain.listing import AuditPage, AuditQuery, UserPage, UserQuery
-from domain.model import AccessClaims, NewUser, RefreshClaims, User, UserChanges
+from domain.model import AccessClaims, NewUser, RefreshClaims, TokenSession, User, UserChanges
 
 
 class Clock(Protocol):
@@ -43,6 +43,10 @@ class TokenIssuer(Protocol):
 
     def read_refresh(self, token: str) -> RefreshClaims:
         """Raise InvalidToken or TokenExpired unless the token is a live refresh token."""
+
+    def read_session(self, token: str) -> TokenSession:
+        """The user and session of an access or refresh token this issuer signed, even an
+        expired one; InvalidToken for anything else."""
 
 
 class Rotation(enum.Enum):

@@ -1,4 +1,4 @@
-"""Subscribers of the auth queues: log in, refresh, log out, introspect, the key set."""
+"""Subscribers of the auth queues: log in, refresh, log out, revoke, introspect, the key set."""
 
 from __future__ import annotations
 
@@ -6,7 +6,15 @@ from typing import Any
 
 from faststream.rabbit import RabbitRouter
 
-from contract.wire import Empty, IntrospectRequest, JwksOut, LoginRequest, RefreshRequest, dump
+from contract.wire import (
+    Empty,
+    IntrospectRequest,
+    JwksOut,
+    LoginRequest,
+    RefreshRequest,
+    RevokeRequest,
+    dump,
+)
 from domain.auth import Auth, LogIn
 from domain.errors import TokenRevoked
 from domain.model import Introspection, TokenPair
@@ -35,6 +43,11 @@ def router(deps: WorkerDeps) -> RabbitRouter:
     async def logout(call: Call[Empty]) -> None:
         """End the caller's session (bearer)."""
         await auth.using(call.units).logout(await auth.authenticate(call.authorization))
+
+    @deps.rpc(r, "warden.auth.revoke", reply=no_content)
+    async def revoke(call: Call[RevokeRequest]) -> None:
+        """RFC 7009: end the session of an access or refresh token, whoever holds it."""
+        await auth.using(call.units).revoke(call.body.token)
 
     @deps.rpc(r, "warden.auth.introspect", reply=introspection_body, replay=introspect_replay)
     async def introspect(call: Call[IntrospectRequest]) -> Introspection:

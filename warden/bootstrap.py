@@ -214,7 +214,7 @@ def build_services(settings: Settings, **overrides: Unpack[Overrides]) -> Servic
     made = Resources(settings)
     uow = overrides.get("uow") or made.uow
     hasher = overrides.get("hasher") or made.hasher
-    tokens = overrides.get("tokens") or _tokens(settings, made.key_ring)
+    tokens = overrides.get("tokens") or token_issuer(settings, made.key_ring)
     sessions = overrides.get("sessions") or RedisSessionStore(
         made.redis, settings.refresh_token_ttl
     )
@@ -241,7 +241,7 @@ def build_services(settings: Settings, **overrides: Unpack[Overrides]) -> Servic
     )
 
 
-def _tokens(settings: Settings, keys: KeyRing | SharedSecret) -> JwtTokenIssuer:
+def token_issuer(settings: Settings, keys: KeyRing | SharedSecret) -> JwtTokenIssuer:
     s = settings
     if s.asymmetric:  # refresh tokens: Warden's own, under a key derived from the KEK
         master = s.key_encryption_key.get_secret_value().encode()

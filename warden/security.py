@@ -19,7 +19,7 @@ from prometheus_client import Counter, Histogram
 
 from domain.auth import new_id
 from domain.errors import InvalidToken, TokenExpired
-from domain.model import AccessClaims, RefreshClaims
+from domain.model import AccessClaims, RefreshClaims, TokenSession
 from domain.rules import PASSWORD_MAX_BYTES, normalize_password
 
 _REQUIRED_CLAIMS = ["iss", "sub", "sid", "jti", "type", "iat", "exp"]
@@ -245,6 +245,14 @@ class JwtTokenIssuer:
     def read_refresh(self, token: str) -> RefreshClaims:
         claims = self._read(token, "refresh", self._refresh.verifying(None))
         return RefreshClaims(int(claims["sub"]), claims["sid"], claims["jti"])
+
+    def read_session(self, token: str) -> TokenSession:
+        """The user and session a genuine token of either kind names, expired or not."""
+        with contextlib.suppress(InvalidToken):
+            claims = self._read(token, "refresh", self._refresh.verifying(None), verify_exp=False)
+            return TokenSession(int(claims["sub"]), claims["sid"])
+        access, _ = self._verified_access(token)
+        return TokenSession(access.user_id, access.session_id)
 
     def _claims(
         self, kind: str, user_id: int, sid: str, jti: str, now: datetime, ttl: timedelta

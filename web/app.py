@@ -26,7 +26,7 @@ from web import console, health, metrics
 from web.openapi import openapi_document
 from web.problems import problem
 from web.rpc_client import RpcClient
-from web.translate import Networks, http_response, message_body, request_id, rpc_headers
+from web.translate import Networks, http_response, message, request_id, rpc_headers
 
 log = structlog.get_logger("warden.edge")
 
@@ -34,6 +34,9 @@ RPC_CLIENT = web.AppKey("rpc_client", RpcClient)
 REQUEST_ID = web.RequestKey("request_id", str)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# Paths whose problems carry RFC 6749's `error` too, whoever refuses the request (see
+# contract.oauth): the edge's own refusals of a body as much as a worker's.
+OAUTH_PATHS = frozenset(route.path for route in ROUTES if route.oauth)
 
 
 @web.middleware
@@ -46,7 +49,7 @@ async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamR
     route = _route_name(request)
     metrics.IN_FLIGHT.inc()
     try:
-        response = await _guarded(request, handler)
+        response = await _guarded(request, handler, route in OAUTH_PATHS)
     finally:
         metrics.IN_FLIGHT.dec()
     response.headers[HTTP_REQUEST_ID] = rid
@@ -63,13 +66,13 @@ async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamR
     return response
 
 
-async def _guarded(request: web.Request, handler: Handler) -> web.StreamResponse:
+async def _guarded(request: web.Request, handler: Handler, oauth: bool) -> web.StreamResponse:
     try:
         return await handler(request)
     except WardenError as exc:
-        return problem(exc)
+        return problem(exc, oauth)
     except web.HTTPException as exc:
-        response = problem(_http_error(exc))
+        response = problem(_http_error(exc), oauth)
         if "Allow" in exc.headers:  # RFC 9110: a 405 names the methods the route takes
             response.headers["Allow"] = exc.headers["Allow"]
         return response
@@ -77,7 +80,7 @@ async def _guarded(request: web.Request, handler: Handler) -> web.StreamResponse
         raise
     except Exception:
         log.exception("edge fault")
-        return problem(InternalError())
+        return problem(InternalError(), oauth)
 
 
 def _http_error(exc: web.HTTPException) -> WardenError:
@@ -100,11 +103,9 @@ def _route_name(request: web.Request) -> str:
 
 def _forward(route: Route, timeout: float, trusted: Networks, max_age: int = 0) -> Handler:
     async def view(request: web.Request) -> web.Response:
-        body = await message_body(request, route)
+        queue, body = await message(request, route)
         headers = rpc_headers(request, request[REQUEST_ID], trusted)
-        envelope = await request.app[RPC_CLIENT].call(
-            route.queue, orjson.dumps(body), headers, timeout
-        )
+        envelope = await request.app[RPC_CLIENT].call(queue, orjson.dumps(body), headers, timeout)
         return http_response(route, envelope, max_age)
 
     view.__name__ = route.queue

@@ -17,7 +17,8 @@ from contract.errors import (
     UnsupportedGrantType,
     UnsupportedMediaType,
 )
-from contract.routes import METADATA_PATH, ROUTES, Route
+from contract.oauth import ERRORS as OAUTH_ERRORS
+from contract.routes import METADATA_PATH, ROUTES, Form, Route
 from domain.errors import (
     InternalError,
     ServiceUnavailable,
@@ -47,7 +48,7 @@ EDGE_READING_A_BODY: Errors = (
     PayloadTooLarge,
     ValidationFailed,  # JSON that is not an object
 )
-READS_BODY = ("json", "optional_json", "login")
+READS_BODY = ("json", "optional_json")
 # What a worker never answers the edge, which forwards only JSON objects within the limit.
 NEVER_OVER_HTTP: Errors = (MalformedMessage, PayloadTooLarge)
 
@@ -73,6 +74,23 @@ PROBLEM = {
             },
         },
     },
+}
+# The problems of the routes a stock OAuth 2.0 client calls: RFC 6749 5.2's fields beside ours.
+OAUTH_PROBLEM = {
+    "allOf": [
+        {"$ref": "#/components/schemas/Problem"},
+        {
+            "type": "object",
+            "required": ["error"],
+            "properties": {
+                "error": {
+                    "enum": sorted({*OAUTH_ERRORS.values(), "invalid_request", "server_error"}),
+                    "description": "RFC 6749 5.2's error code for `code` (see the README).",
+                },
+                "error_description": {"type": "string"},
+            },
+        },
+    ]
 }
 HEALTH = {"type": "object", "required": ["status"], "properties": {"status": {"enum": ["pass"]}}}
 CHECK = {
@@ -100,13 +118,19 @@ READY = {
 }
 
 
-def _problem(description: str) -> dict[str, Any]:
+def _problem(description: str, schema: str = "Problem") -> dict[str, Any]:
     return {
         "description": description,
         "content": {
-            "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}
+            "application/problem+json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}
         },
     }
+
+
+def _queues(route: Route) -> tuple[str, ...]:
+    """Every queue a request of the route may go to: its JSON's, then its forms'."""
+    forms = route.form.queues if route.form is not None else ()
+    return tuple(dict.fromkeys([route.queue, *forms]))
 
 
 def route_errors(route: Route) -> list[type[WardenError]]:
@@ -117,11 +141,11 @@ def route_errors(route: Route) -> list[type[WardenError]]:
         left_out |= set(IDEMPOTENCY)  # Idempotency-Key is a parameter of POST routes only
     if route.body == "none" and "{id" not in route.path:
         left_out.add(ValidationFailed)  # the edge sends `{}`: nothing to validate
-    kinds = [e for e in RPC[route.queue].every_error if e not in left_out]
+    kinds = [e for q in _queues(route) for e in RPC[q].every_error if e not in left_out]
     kinds += EDGE_EVERY_ROUTE
     if route.body in READS_BODY:
         kinds += EDGE_READING_A_BODY
-    if route.body == "login":
+    if route.form is not None and route.form.grants:
         kinds.append(UnsupportedGrantType)
     if "{id" in route.path:
         kinds.append(NotFound)  # an id the route's pattern does not take
@@ -132,8 +156,9 @@ def _errors(route: Route) -> dict[str, Any]:
     by_status: dict[int, list[type[WardenError]]] = {}
     for error in route_errors(route):
         by_status.setdefault(error.status, []).append(error)
+    schema = "OAuthProblem" if route.oauth else "Problem"
     responses = {
-        str(status): _problem("; ".join(f"{e.title} (`{e.code}`)" for e in kinds))
+        str(status): _problem("; ".join(f"{e.title} (`{e.code}`)" for e in kinds), schema)
         for status, kinds in sorted(by_status.items())
     }
     # The HTTP server itself refuses a request line or a header over 8 KiB, before any route
@@ -158,10 +183,14 @@ def _operation(route: Route) -> dict[str, Any]:
             "schema": {"type": "string"},
         },
     ]
+    queues = _queues(route)
+    described = f"the RPC queue `{route.queue}`"
+    if len(queues) > 1:
+        described = "the RPC queues " + ", ".join(f"`{q}`" for q in queues) + " (see the body)"
     op: dict[str, Any] = {
         "operationId": route.queue.removeprefix("warden.").replace(".", "_"),
         "summary": route.summary,
-        "description": f"Translated to the RPC queue `{route.queue}`.",
+        "description": f"Translated to {described}.",
         "parameters": parameters,
         "responses": _errors(route),
     }
@@ -196,18 +225,8 @@ def _operation(route: Route) -> dict[str, Any]:
         content: dict[str, Any] = {
             "application/json": {"schema": {"$ref": REF.format(model=model.__name__)}}
         }
-        if route.body == "login":
-            content["application/x-www-form-urlencoded"] = {
-                "schema": {
-                    "type": "object",
-                    "required": ["username", "password"],
-                    "properties": {
-                        "grant_type": {"type": "string", "enum": ["password"]},
-                        "username": {"type": "string"},
-                        "password": {"type": "string"},
-                    },
-                }
-            }
+        if route.form is not None:
+            content["application/x-www-form-urlencoded"] = {"schema": _form_schema(route.form)}
         op["requestBody"] = {"required": route.body != "optional_json", "content": content}
     if RPC[route.queue].bearer:
         op["security"] = [{"bearer": []}]
@@ -259,6 +278,23 @@ AUTHORIZATION_SERVER = {
 }
 
 
+def _form_schema(form: Form) -> dict[str, Any]:
+    """The OAuth 2.0 forms a route takes: one variant per grant_type, with the parameters
+    its queue reads (any other is ignored)."""
+    variants = []
+    grants = form.grants or ((None, form.implied),)
+    for grant_type, grant in grants:
+        schema = RPC[grant.queue].request.model_json_schema()
+        properties = {name: schema["properties"][name] for name in grant.fields}
+        required = [name for name in grant.fields if name in schema.get("required", ())]
+        if grant_type is not None:
+            properties = {"grant_type": {"const": grant_type}} | properties
+            if grant is not form.implied:  # the implied grant may leave grant_type out
+                required.insert(0, "grant_type")
+        variants.append({"type": "object", "required": required, "properties": properties})
+    return variants[0] if len(variants) == 1 else {"anyOf": variants}
+
+
 def _path(route: Route) -> str:
     return route.path.replace("{id:[0-9]{1,18}}", "{id}")
 
@@ -271,6 +307,7 @@ def openapi_document() -> dict[str, Any]:
     _, defs = models_json_schema(pairs, ref_template=REF)
     schemas = defs.get("$defs", {}) | {
         "Problem": PROBLEM,
+        "OAuthProblem": OAUTH_PROBLEM,
         "Health": HEALTH,
         "Check": CHECK,
         "Ready": READY,

@@ -8,6 +8,7 @@ import orjson
 from aiohttp import web
 
 from contract.errors import every_error
+from contract.oauth import oauth_fields
 from domain.errors import BearerError, WardenError
 
 PROBLEM_JSON = "application/problem+json"
@@ -21,8 +22,9 @@ _CHALLENGES = {
 }
 
 
-def problem_from_error(error: dict[str, Any]) -> web.Response:
-    """The HTTP response for an RPC envelope's `error` (or a local WardenError's)."""
+def problem_from_error(error: dict[str, Any], oauth: bool = False) -> web.Response:
+    """The HTTP response for an RPC envelope's `error` (or a local WardenError's); `oauth`
+    adds RFC 6749 5.2's `error` and `error_description` to the problem's fields."""
     status = int(error.get("status", 500))
     body: dict[str, Any] = {
         "type": TYPE_BASE + str(error.get("code", "internal_error")),
@@ -33,6 +35,8 @@ def problem_from_error(error: dict[str, Any]) -> web.Response:
     }
     if "errors" in error:
         body["errors"] = error["errors"]
+    if oauth:
+        body |= oauth_fields(body)
     headers: dict[str, str] = {}
     if status == 401:
         challenge = _CHALLENGES.get(body["code"])
@@ -44,5 +48,5 @@ def problem_from_error(error: dict[str, Any]) -> web.Response:
     )
 
 
-def problem(exc: WardenError) -> web.Response:
-    return problem_from_error(exc.as_error())
+def problem(exc: WardenError, oauth: bool = False) -> web.Response:
+    return problem_from_error(exc.as_error(), oauth)

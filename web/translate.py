@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qsl
 
 import orjson
 from aiohttp import web
@@ -17,7 +17,7 @@ from contract.errors import (
     UnsupportedGrantType,
     UnsupportedMediaType,
 )
-from contract.routes import USER_LOCATION, Route
+from contract.routes import USER_LOCATION, Form, Grant, Route
 from contract.wire import json_object, load_json
 from domain.errors import FieldError, ValidationFailed
 from web.problems import problem_from_error
@@ -28,17 +28,26 @@ FORM = "application/x-www-form-urlencoded"
 Networks = tuple[IPv4Network | IPv6Network, ...]
 
 
+async def message(request: web.Request, route: Route) -> tuple[str, dict[str, Any]]:
+    """The RPC queue and body for this request, or the contract's 400/413/415/422.
+
+    A route that takes an OAuth 2.0 form may send it to another queue than its JSON (the
+    token endpoint's refresh grant goes to warden.auth.refresh).
+    """
+    if route.form is not None and request.content_type == FORM:
+        grant, body = await _oauth_form(request, route.form)
+        return grant.queue, body
+    return route.queue, await message_body(request, route)
+
+
 async def message_body(request: web.Request, route: Route) -> dict[str, Any]:
-    """The RPC body for this request, or the contract's 400/413/415/422."""
+    """The RPC body of a request that is not an OAuth 2.0 form."""
     if route.body == "query":
         return dict(request.query)
     body: dict[str, Any] = {}
-    if route.body == "none":
-        pass
-    elif route.body == "login" and request.content_type == FORM:
-        body = await _login_form(request)
-    else:
-        body = await _json_object(request, optional=route.body == "optional_json")
+    if route.body != "none":
+        optional = route.body == "optional_json"
+        body = await _json_object(request, optional, route.form is not None)
     if "id" in request.match_info:
         if "id" in body:
             raise ValidationFailed(
@@ -48,11 +57,13 @@ async def message_body(request: web.Request, route: Route) -> dict[str, Any]:
     return body
 
 
-async def _json_object(request: web.Request, optional: bool) -> dict[str, Any]:
+async def _json_object(request: web.Request, optional: bool, form: bool) -> dict[str, Any]:
     raw = await _read(request)
     if optional and not raw.strip():
         return {}
     if request.content_type != "application/json":
+        if form:
+            raise UnsupportedMediaType(f"The request body must be application/json or {FORM}.")
         raise UnsupportedMediaType
     try:
         data = load_json(raw)
@@ -61,16 +72,33 @@ async def _json_object(request: web.Request, optional: bool) -> dict[str, Any]:
     return json_object(data)
 
 
-async def _login_form(request: web.Request) -> dict[str, Any]:
+async def _oauth_form(request: web.Request, form: Form) -> tuple[Grant, dict[str, str]]:
+    """An OAuth 2.0 form's grant and the parameters it forwards (RFC 6749 3.1, 3.2).
+
+    A parameter sent without a value counts as not sent; one of those the grant reads that is
+    sent twice is a 422 (which of the two would be meant?); any other is ignored.
+    """
     raw = await _read(request)
     try:
-        form = parse_qs(raw.decode("utf-8", "strict"), keep_blank_values=True)
+        pairs = parse_qsl(raw.decode("utf-8", "strict"))
     except (UnicodeDecodeError, ValueError):
         raise MalformedJson("The form body is not valid UTF-8.") from None
-    grant = form.get("grant_type", ["password"])[-1]
-    if grant != "password":
-        raise UnsupportedGrantType
-    return {k: form[k][-1] for k in ("username", "password") if k in form}
+    sent: dict[str, list[str]] = {}
+    for name, value in pairs:
+        sent.setdefault(name, []).append(value)
+    grant = form.grant(_once(sent, "grant_type") if form.grants else None)
+    if grant is None:
+        taken = " or ".join(name for name, _ in form.grants)
+        raise UnsupportedGrantType(f"This endpoint takes grant_type {taken}.")
+    return grant, {k: v for k in grant.fields if (v := _once(sent, k)) is not None}
+
+
+def _once(sent: dict[str, list[str]], name: str) -> str | None:
+    values = sent.get(name, [])
+    if len(values) > 1:
+        msg = f"{name} may be sent only once"
+        raise ValidationFailed([FieldError(("body", name), msg, "value_error")])
+    return values[0] if values else None
 
 
 async def _read(request: web.Request) -> bytes:
@@ -143,10 +171,10 @@ def http_response(route: Route, envelope: dict[str, Any], max_age: int = 0) -> w
         error = dict(envelope.get("error") or {})
         if error.get("errors"):
             error["errors"] = [_relocate(e, route) for e in error["errors"]]
-        return problem_from_error(error)
+        return problem_from_error(error, route.oauth)
     data = envelope.get("data")
-    if route.success == 204 or data is None:
-        return web.Response(status=204)
+    if data is None:  # 204, or RFC 7009's 200 with an empty body
+        return web.Response(status=route.success)
     headers = {}
     if route.tokens:
         headers["Cache-Control"] = "no-store"

@@ -236,7 +236,7 @@ class Fuzz:
                 assume(len(path) < 8000)
                 # The edge reads bytes that are not UTF-8 (a surrogate's) as U+FFFD.
                 sent.query = {as_read(k): as_read(v) for k, v in body.items()}
-            elif route.body == "login" and form and isinstance(body, dict):
+            elif route.form is not None and form and isinstance(body, dict):
                 pairs = (f"{percent(str(k))}={percent(str(v))}" for k, v in body.items())
                 payload = "&".join(pairs).encode()
                 headers.append((b"Content-Type", b"application/x-www-form-urlencoded"))

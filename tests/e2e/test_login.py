@@ -70,7 +70,10 @@ async def test_a_user_logs_in_with_json_by_username_or_email_in_any_case(
 
 
 @pytest.mark.parametrize(
-    "grant", [{"grant_type": "password"}, {}], ids=["grant_type=password", "no-grant_type"]
+    "grant",
+    [{"grant_type": "password"}, {}, {"grant_type": ""}],
+    # RFC 6749 3.1: a parameter sent without a value counts as not sent.
+    ids=["grant_type=password", "no-grant_type", "empty-grant_type"],
 )
 async def test_a_user_logs_in_with_the_oauth2_password_form(
     http: aiohttp.ClientSession, account: Account, grant: dict[str, str]
@@ -83,13 +86,16 @@ async def test_a_user_logs_in_with_the_oauth2_password_form(
         assert set(await r.json()) == TOKEN_PAIR_FIELDS
 
 
-@pytest.mark.parametrize("grant_type", ["client_credentials", "refresh_token", ""])
+@pytest.mark.parametrize(
+    "grant_type", ["client_credentials", "authorization_code", "PASSWORD", "password\x00"]
+)
 async def test_a_form_with_another_grant_type_is_a_400_unsupported_grant_type(
     http: aiohttp.ClientSession, account: Account, grant_type: str
 ) -> None:
     form = {"grant_type": grant_type, "username": account.username, "password": PASSWORD}
     async with http.post("/api/v1/auth/login", data=form) as r:
-        await assert_problem(r, 400, "unsupported_grant_type")
+        problem = await assert_problem(r, 400, "unsupported_grant_type")
+    assert problem["error"] == "unsupported_grant_type"
 
 
 async def test_a_wrong_password_and_an_unknown_user_get_the_same_401(

@@ -157,6 +157,11 @@ async def logout(c: Callers) -> Request:
     return Request({}, (await c.account()).token)
 
 
+async def revoke(c: Callers) -> Request:
+    pair = (await c.account()).pair
+    return Request({"token": pair["refresh_token"], "token_type_hint": "refresh_token"})
+
+
 async def introspect(c: Callers) -> Request:
     token = (await c.account()).token
     return Request({"token": token}, filled=("active", "sub", "sid", "username", "exp", "iat"))
@@ -221,6 +226,7 @@ CASES: dict[str, Callable[[Callers], Awaitable[Request]]] = {
     "warden.auth.login": login,
     "warden.auth.refresh": refresh,
     "warden.auth.logout": logout,
+    "warden.auth.revoke": revoke,
     "warden.auth.introspect": introspect,
     "warden.users.me": me,
     "warden.users.update_me": update_me,

@@ -27,7 +27,7 @@ from domain.listing import (
     UserQuery,
     sort_value,
 )
-from domain.model import AccessClaims, NewUser, RefreshClaims, User, UserChanges
+from domain.model import AccessClaims, NewUser, RefreshClaims, TokenSession, User, UserChanges
 from domain.ports import AuditLog, EventOutbox, Lockout, Rotation, UserRepository
 
 EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
@@ -346,6 +346,11 @@ class FakeTokenIssuer:
         _, uid, sid, token_id, exp = self._open(token, "refresh", 5)
         self._check_live(int(exp))
         return RefreshClaims(int(uid), sid, token_id)
+
+    def read_session(self, token: str) -> TokenSession:
+        kind = token.split(":", 1)[0]
+        fields = self._open(token, kind, 6 if kind == "access" else 5)  # expired or not
+        return TokenSession(int(fields[1]), fields[2])
 
     def _sign(self, token: str) -> str:
         self._issued.add(token)

@@ -216,3 +216,41 @@ def test_anything_but_a_well_formed_access_token_of_ours_is_invalid(
 ) -> None:
     with pytest.raises(InvalidToken):
         tokens.read_access(token)
+
+
+# --- revocation reads the session of either kind, expired or not ----------------------------
+
+
+def test_the_session_of_a_token_of_either_kind_is_read(tokens: JwtTokenIssuer) -> None:
+    now = datetime.now(UTC)
+    for token in (tokens.issue_access(7, "sid", now), tokens.issue_refresh(7, "sid", "rid", now)):
+        named = tokens.read_session(token)
+        assert (named.user_id, named.session_id) == (7, "sid")
+
+
+def test_the_session_of_an_expired_token_is_read_still(tokens: JwtTokenIssuer) -> None:
+    long_ago = datetime.now(UTC) - timedelta(days=30)
+    for token in (
+        tokens.issue_access(7, "sid", long_ago),
+        tokens.issue_refresh(7, "sid", "rid", long_ago),
+    ):
+        assert tokens.read_session(token).session_id == "sid"
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        forged(type="id"),  # signed, but neither kind
+        forged(type="refresh", sub="alice"),
+        forged(iss="someone-else"),
+        jwt.encode({"iss": "warden", "sub": "7"}, "another secret" * 3, algorithm="HS256"),
+        jwt.encode({"iss": "warden", "sub": "7"}, None, algorithm="none"),  # type: ignore[arg-type]
+        "garbage",
+        "",
+    ],
+)
+def test_no_session_is_read_from_a_token_that_is_not_genuinely_ours(
+    tokens: JwtTokenIssuer, token: str
+) -> None:
+    with pytest.raises(InvalidToken):
+        tokens.read_session(token)
