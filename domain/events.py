@@ -21,6 +21,8 @@ USER_LOGGED_IN = "user.logged_in"
 USER_LOGGED_OUT = "user.logged_out"
 USER_LOGIN_FAILED = "user.login_failed"
 USER_TOKEN_REUSE_DETECTED = "user.token_reuse_detected"
+USER_MFA_ENABLED = "user.mfa_enabled"
+USER_MFA_DISABLED = "user.mfa_disabled"
 
 EVENT_TYPES = (
     USER_REGISTERED,
@@ -31,6 +33,8 @@ EVENT_TYPES = (
     USER_LOGGED_OUT,
     USER_LOGIN_FAILED,
     USER_TOKEN_REUSE_DETECTED,
+    USER_MFA_ENABLED,
+    USER_MFA_DISABLED,
 )
 
 

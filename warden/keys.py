@@ -16,6 +16,8 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 IDEMPOTENCY_FINGERPRINT = "warden idempotency fingerprint v1"
 IDEMPOTENCY_REPLY = "warden idempotency reply v1"
+TOTP_SECRET = "warden totp secret v1"  # seals each user's TOTP secret (the user id bound)
+RECOVERY_CODES = "warden recovery codes v1"  # keys the HMAC digests of recovery codes
 NONCE_BYTES = 12  # AES-GCM's standard nonce, random for each value sealed
 
 

@@ -8,6 +8,7 @@ import functools
 import os
 import threading
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Any
@@ -18,7 +19,7 @@ from prometheus_client import Counter, Histogram
 
 from domain.auth import new_id
 from domain.errors import InvalidToken, TokenExpired
-from domain.model import AccessClaims, RefreshClaims
+from domain.model import PASSWORD_ONLY, AccessClaims, RefreshClaims
 from domain.rules import PASSWORD_MAX_BYTES, normalize_password
 
 _REQUIRED_CLAIMS = ["iss", "sub", "sid", "jti", "type", "iat", "exp"]
@@ -140,11 +141,20 @@ class JwtTokenIssuer:
         # cases look them up on every request.
         self._verified_access = functools.lru_cache(maxsize=VERIFIED_TOKENS)(self._verify_access)
 
-    def issue_access(self, user_id: int, session_id: str, now: datetime) -> str:
-        return self._sign("access", user_id, session_id, new_id(), now, self._access_ttl)
+    def issue_access(
+        self, user_id: int, session_id: str, now: datetime, amr: Sequence[str] = PASSWORD_ONLY
+    ) -> str:
+        return self._sign("access", user_id, session_id, new_id(), now, self._access_ttl, amr)
 
-    def issue_refresh(self, user_id: int, session_id: str, token_id: str, now: datetime) -> str:
-        return self._sign("refresh", user_id, session_id, token_id, now, self._refresh_ttl)
+    def issue_refresh(
+        self,
+        user_id: int,
+        session_id: str,
+        token_id: str,
+        now: datetime,
+        amr: Sequence[str] = PASSWORD_ONLY,
+    ) -> str:
+        return self._sign("refresh", user_id, session_id, token_id, now, self._refresh_ttl, amr)
 
     def read_access(self, token: str) -> AccessClaims:
         claims = self._verified_access(token)
@@ -160,16 +170,24 @@ class JwtTokenIssuer:
             token_id=claims["jti"],
             issued_at=int(claims["iat"]),
             expires_at=int(claims["exp"]),
+            amr=_amr(claims),
         )
 
     def read_refresh(self, token: str) -> RefreshClaims:
         claims = self._read(token, "refresh")
-        return RefreshClaims(int(claims["sub"]), claims["sid"], claims["jti"])
+        return RefreshClaims(int(claims["sub"]), claims["sid"], claims["jti"], _amr(claims))
 
     def _sign(
-        self, kind: str, user_id: int, sid: str, jti: str, now: datetime, ttl: timedelta
+        self,
+        kind: str,
+        user_id: int,
+        sid: str,
+        jti: str,
+        now: datetime,
+        ttl: timedelta,
+        amr: Sequence[str],
     ) -> str:
-        claims = {
+        claims: dict[str, Any] = {
             "iss": self._issuer,
             "sub": str(user_id),
             "sid": sid,
@@ -177,6 +195,7 @@ class JwtTokenIssuer:
             "type": kind,
             "iat": int(now.timestamp()),
             "exp": int((now + ttl).timestamp()),
+            "amr": list(amr),
         }
         return jwt.encode(claims, self._secret, algorithm=self._algorithm)
 
@@ -201,4 +220,12 @@ class JwtTokenIssuer:
             raise InvalidToken
         if not (isinstance(sid, str) and isinstance(jti, str) and type(claims["exp"]) is int):
             raise InvalidToken
+        amr = claims.get("amr", list(PASSWORD_ONLY))
+        if not (isinstance(amr, list) and amr and all(isinstance(m, str) for m in amr)):
+            raise InvalidToken
         return claims
+
+
+def _amr(claims: dict[str, Any]) -> tuple[str, ...]:
+    """RFC 8176 `amr` of a checked token; a token issued before it existed was a password's."""
+    return tuple(claims.get("amr", PASSWORD_ONLY))
