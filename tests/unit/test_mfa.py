@@ -202,10 +202,10 @@ async def test_a_confirm_that_loses_a_race_with_a_new_enrolment_is_refused(
     original = uow.mfa.confirm
 
     async def enrolment_replaced_meanwhile(
-        user_id: int, sealed: bytes, step: int, digests: Sequence[bytes]
+        user_id: int, sealed_secret: bytes, step: int, recovery_digests: Sequence[bytes]
     ) -> bool:
         await uow.mfa.put_pending(alice.id, b"another secret")
-        return await original(user_id, sealed, step, digests)
+        return await original(user_id, sealed_secret, step, recovery_digests)
 
     uow.mfa.confirm = enrolment_replaced_meanwhile  # type: ignore[method-assign]
     with pytest.raises(MfaNotEnrolled):
