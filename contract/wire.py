@@ -301,7 +301,9 @@ class TotpEnrollmentOut(Reply):
     secret: str = Field(description="Base32; shown once. Not active until confirmed.")
     otpauth_uri: str = Field(
         description="The otpauth://totp/ URI (with the issuer) an authenticator app reads.",
-        examples=["otpauth://totp/Warden:alice?secret=JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP&issuer=Warden"],
+        examples=[
+            "otpauth://totp/Warden:alice?secret=JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP&issuer=Warden"
+        ],
     )
 
 

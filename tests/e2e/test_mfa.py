@@ -64,7 +64,9 @@ async def post(
         return await answer(r)
 
 
-async def log_in(http: aiohttp.ClientSession, name: str, **headers: str) -> tuple[int, dict]:
+async def log_in(
+    http: aiohttp.ClientSession, name: str, **headers: str
+) -> tuple[int, dict[str, Any]]:
     return await post(http, "/auth/login", {"username": name, "password": PASSWORD}, **headers)
 
 
