@@ -21,6 +21,7 @@ from sqlalchemy import text
 
 from tests.conftest import PASSWORD, AmqpCaller, fresh_ip, unique
 from tests.support.events import EventTap
+from tests.support.waiting import eventually
 from warden.bootstrap import Services
 from warden.settings import Settings
 from warden.totp import PyotpTotp
@@ -158,19 +159,16 @@ async def test_the_whole_flow_from_enrolment_to_a_refreshed_pair_with_amr(
     assert status == 200
     assert amr_of(refreshed["access_token"]) == ["pwd", "otp"]
 
-    logged_in = [
-        a.event
-        for a in tap.arrivals
-        if a.event["type"] == "user.logged_in" and a.event["subject"] == str(account.user_id)
-    ]
-    while len(logged_in) < 3:  # two password logins, then the one with the code
-        await asyncio.sleep(0.05)
-        logged_in = [
+    def logged_in() -> list[dict[str, Any]]:
+        return [
             a.event
             for a in tap.arrivals
             if a.event["type"] == "user.logged_in" and a.event["subject"] == str(account.user_id)
         ]
-    assert [e["data"]["amr"] for e in logged_in] == [["pwd"], ["pwd"], ["pwd", "otp"]]
+
+    # Two password logins, then the one with the code.
+    await eventually(lambda: len(logged_in()) >= 3, 10, "user.logged_in events missing")
+    assert [e["data"]["amr"] for e in logged_in()] == [["pwd"], ["pwd"], ["pwd", "otp"]]
 
 
 async def test_a_code_is_accepted_once(http: aiohttp.ClientSession) -> None:
