@@ -614,6 +614,10 @@ class FakeLoginThrottle:
         window = self._counters.live(f"account:{account}")
         return 0 if window is None else window.failures
 
+    def failures_from(self, client_ip: str) -> int:
+        window = self._counters.live(f"ip:{client_ip}")
+        return 0 if window is None else window.failures
+
     def _limits(
         self, account: str, client_ip: str | None
     ) -> list[tuple[Literal["account", "client_ip"], str, int]]:
@@ -668,6 +672,7 @@ class FakeMfaChallenges:
         return found
 
     async def find(self, token: str) -> MfaChallenge | None:
+        token.encode()  # the Redis adapter keys a token by its digest: a lone surrogate fails
         found = self._live(token)
         return None if found is None else found.challenge
 

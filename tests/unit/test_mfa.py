@@ -22,8 +22,10 @@ from domain.errors import (
     WrongPassword,
 )
 from domain.mfa import (
+    DEAD_MFA_TOKEN,
     MFA_TOKEN_MAX_FAILURES,
     RECOVERY_CODE_COUNT,
+    WRONG_PASSWORDS,
     MfaLogIn,
     SecondFactor,
     sealing_context,
@@ -148,6 +150,9 @@ async def test_confirming_gives_ten_distinct_recovery_codes_and_announces_it(
 
     assert len(set(codes)) == RECOVERY_CODE_COUNT
     assert all(len(c) == 19 and c.count("-") == 3 for c in codes)
+    groups = [c.split("-") for c in codes]
+    # Four groups of four characters each, not overlapping windows of one run.
+    assert not all(g[0][1:] == g[1][:3] and g[1][1:] == g[2][:3] for g in groups)
     [event] = uow.events(events.USER_MFA_ENABLED)
     assert event.user == alice.view()
     assert event.extra == {}
@@ -208,8 +213,9 @@ async def test_a_confirm_that_loses_a_race_with_a_new_enrolment_is_refused(
         return await original(user_id, sealed_secret, step, recovery_digests)
 
     uow.mfa.confirm = enrolment_replaced_meanwhile  # type: ignore[method-assign]
-    with pytest.raises(MfaNotEnrolled):
+    with pytest.raises(MfaNotEnrolled) as refused:
         await mfa.confirm(principal, code(secret, clock))
+    assert refused.value.detail == "The enrolment changed meanwhile: confirm the new one."
     assert uow.events(events.USER_MFA_ENABLED) == []
 
 
@@ -223,7 +229,7 @@ async def test_the_right_password_of_an_account_with_totp_asks_for_the_code(
 
     token = await mfa_token(auth)
 
-    assert len(token) >= 43  # 256 bits, URL-safe base64
+    assert len(token) == 43  # 256 bits, URL-safe base64
     assert sessions.of_user(alice.id) == before  # no session yet
 
 
@@ -318,15 +324,25 @@ async def test_wrong_codes_count_toward_the_accounts_lockout_like_wrong_password
         with pytest.raises(InvalidMfaCode):
             await mfa.log_in(MfaLogIn(await mfa_token(auth), wrong, HOME))
     assert throttle.failures(f"user:{alice.id}") == throttle.max_failures
+    assert throttle.failures_from(HOME.client_ip or "") == throttle.max_failures
     failed = uow.events(events.USER_LOGIN_FAILED)
-    assert {e.extra["reason"] for e in failed} == {"invalid_mfa_code"}
+    assert {e.user for e in failed} == {alice.view()}
+    assert [e.extra for e in failed] == [
+        {"reason": "invalid_mfa_code", "client_ip": HOME.client_ip}
+    ] * throttle.max_failures
 
     with pytest.raises(TooManyAttempts):
         await auth.login(LogIn("alice", PASSWORD, HOME))
 
 
 async def test_a_locked_account_cannot_try_codes(
-    auth: Auth, mfa: SecondFactor, enrolled: Enrolled, clock: FakeClock, throttle: FakeLoginThrottle
+    auth: Auth,
+    mfa: SecondFactor,
+    enrolled: Enrolled,
+    clock: FakeClock,
+    throttle: FakeLoginThrottle,
+    uow: FakeUnitOfWorkFactory,
+    alice: User,
 ) -> None:
     token = await mfa_token(auth)
     for _ in range(throttle.max_failures):
@@ -334,8 +350,25 @@ async def test_a_locked_account_cannot_try_codes(
 
     with pytest.raises(TooManyAttempts):
         await mfa.log_in(MfaLogIn(token, code(enrolled.secret, clock), HOME))
+    [locked] = uow.events(events.USER_LOGIN_FAILED)
+    assert locked.user == alice.view()
+    assert (locked.extra["reason"], locked.extra["client_ip"]) == (
+        "too_many_attempts",
+        HOME.client_ip,
+    )
     clock.advance(throttle.window)  # the window ends; so did the token, long ago
     with pytest.raises(InvalidToken):
+        await mfa.log_in(MfaLogIn(token, code(enrolled.secret, clock), HOME))
+
+
+async def test_a_locked_address_cannot_try_codes(
+    auth: Auth, mfa: SecondFactor, enrolled: Enrolled, clock: FakeClock, throttle: FakeLoginThrottle
+) -> None:
+    token = await mfa_token(auth)
+    for _ in range(throttle.ip_max_failures):
+        await throttle.record_failure("login:someone-else", HOME.client_ip)
+
+    with pytest.raises(TooManyAttempts):
         await mfa.log_in(MfaLogIn(token, code(enrolled.secret, clock), HOME))
 
 
@@ -418,12 +451,21 @@ async def test_a_login_in_this_process_finishes_in_this_process(
     await mfa.log_in(MfaLogIn(token, code(enrolled.secret, clock), None))
 
 
-@pytest.mark.parametrize("token", ["", "nope", "a\x00b"])
+@pytest.mark.parametrize("token", ["", "nope", "a\x00b", "\ud800"])
 async def test_an_unknown_mfa_token_is_invalid(
     mfa: SecondFactor, enrolled: Enrolled, clock: FakeClock, token: str
 ) -> None:
-    with pytest.raises(InvalidToken):
+    with pytest.raises(InvalidToken) as refused:
         await mfa.log_in(MfaLogIn(token, code(enrolled.secret, clock), HOME))
+    assert refused.value.detail == DEAD_MFA_TOKEN
+
+
+@pytest.mark.parametrize("typed", ["١٢٣٤٥٦", "1234567", "12 34 56 7"])
+async def test_what_is_no_six_ascii_digits_is_no_totp_code(
+    auth: Auth, mfa: SecondFactor, enrolled: Enrolled, typed: str
+) -> None:
+    with pytest.raises(InvalidMfaCode):
+        await mfa.log_in(MfaLogIn(await mfa_token(auth), typed, HOME))
 
 
 async def test_a_recovery_code_finishes_one_login_with_amr_recovery(
@@ -454,8 +496,9 @@ async def test_a_code_that_loses_the_token_to_another_request_is_not_spent(
         return False
 
     challenges.spend = lost_the_race  # type: ignore[method-assign]
-    with pytest.raises(InvalidToken):
+    with pytest.raises(InvalidToken) as refused:
         await mfa.log_in(MfaLogIn("raced", recovery, HOME))
+    assert refused.value.detail == DEAD_MFA_TOKEN
     challenges.spend = spend  # type: ignore[method-assign]
 
     await challenges.open("next", MfaChallenge(alice.id, HOME.client_ip or ""), 300)
@@ -488,24 +531,33 @@ async def test_a_user_deleted_after_the_password_gets_no_pair(
     clock: FakeClock,
     alice: User,
     uow: FakeUnitOfWorkFactory,
+    challenges: FakeMfaChallenges,
 ) -> None:
     token = await mfa_token(auth)
     async with uow() as unit:
         await unit.users.delete(alice.id)
         await unit.commit()
 
-    with pytest.raises(InvalidToken):
+    with pytest.raises(InvalidToken) as refused:
         await mfa.log_in(MfaLogIn(token, code(enrolled.secret, clock), HOME))
+    assert refused.value.detail == DEAD_MFA_TOKEN
+    assert await challenges.find(token) is None
 
 
 async def test_totp_turned_off_after_the_password_ends_the_token(
-    auth: Auth, mfa: SecondFactor, enrolled: Enrolled, clock: FakeClock
+    auth: Auth,
+    mfa: SecondFactor,
+    enrolled: Enrolled,
+    clock: FakeClock,
+    challenges: FakeMfaChallenges,
 ) -> None:
     token = await mfa_token(auth)
     await mfa.disable(enrolled.signed_in.principal, PASSWORD)
 
-    with pytest.raises(InvalidToken):
+    with pytest.raises(InvalidToken) as refused:
         await mfa.log_in(MfaLogIn(token, code(enrolled.secret, clock), HOME))
+    assert refused.value.detail == DEAD_MFA_TOKEN
+    assert await challenges.find(token) is None
     assert isinstance(await auth.login(LogIn("alice", PASSWORD, HOME)), TokenPair)
 
 
@@ -517,8 +569,9 @@ async def test_a_secret_sealed_under_another_key_is_an_internal_error(
     stored = uow.mfa.totp[1]
     uow.mfa.totp[1] = type(stored)(other, True, None)
 
-    with pytest.raises(InternalError):
+    with pytest.raises(InternalError) as failed:
         await mfa.log_in(MfaLogIn(token, code(enrolled.secret, clock), HOME))
+    assert failed.value.detail == "The second factor cannot be checked."
 
 
 # --- turning it off ----------------------------------------------------------------------
@@ -542,6 +595,7 @@ async def test_disabling_with_the_password_turns_it_off_and_announces_it(
 
 
 async def test_disabling_with_a_wrong_password_counts_toward_the_lockout(
+    auth: Auth,
     mfa: SecondFactor,
     enrolled: Enrolled,
     throttle: FakeLoginThrottle,
@@ -550,11 +604,15 @@ async def test_disabling_with_a_wrong_password_counts_toward_the_lockout(
 ) -> None:
     principal = enrolled.signed_in.principal
     for _ in range(throttle.max_failures):
-        with pytest.raises(WrongPassword):
+        with pytest.raises(WrongPassword) as wrong:
             await mfa.disable(principal, "wrong")
+        assert wrong.value.detail == "The password is wrong."
 
-    with pytest.raises(TooManyAttempts):
+    with pytest.raises(TooManyAttempts) as locked:
         await mfa.disable(principal, PASSWORD)  # locked: even the right one
+    assert locked.value.detail == WRONG_PASSWORDS
+    with pytest.raises(TooManyAttempts):  # the account's count: its logins too
+        await auth.login(LogIn("alice", PASSWORD, HOME))
     assert await uow.mfa.enabled(alice.id)
     assert uow.events(events.USER_MFA_DISABLED) == []
 
