@@ -32,3 +32,20 @@ def test_a_401_challenges_with_rfc_6750s_invalid_token_only_when_a_token_was_bad
 
 def test_no_other_failure_challenges() -> None:
     assert "WWW-Authenticate" not in problem(errors.Forbidden()).headers
+
+
+def test_mfa_required_carries_its_mfa_token_as_an_extension_member() -> None:
+    import orjson
+
+    from contract.wire import Failure, dump
+
+    error = errors.MfaRequired("the-token")
+    assert error.as_error()["mfa_token"] == "the-token"
+    assert dump(Failure, {"error": error.as_error()})["error"]["mfa_token"] == "the-token"
+
+    response = problem(error)
+    assert response.status == 403
+    assert response.body is not None
+    body = orjson.loads(bytes(response.body))  # type: ignore[arg-type]
+    assert (body["code"], body["mfa_token"]) == ("mfa_required", "the-token")
+    assert "mfa_token" not in orjson.loads(bytes(problem(errors.Forbidden()).body))  # type: ignore[arg-type]
