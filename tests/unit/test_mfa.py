@@ -28,6 +28,7 @@ from domain.mfa import (
     WRONG_PASSWORDS,
     MfaLogIn,
     SecondFactor,
+    normalized_code,
     sealing_context,
 )
 from domain.model import MfaChallenge, Origin, TokenPair, User, UserChanges
@@ -664,3 +665,8 @@ async def test_a_request_s_units_of_work_carry_the_whole_second_step(
 
     # The user's read, the code's spending, and the logged_in event (through the bound Auth).
     assert units.opened - units_before_login == 3
+
+
+def test_a_code_is_read_without_its_spaces_and_hyphens_in_any_case() -> None:
+    assert normalized_code(" Xk7q-ZZXX 2x3A ") == "xk7qzzxx2x3a"
+    assert normalized_code("492 039") == "492039"
