@@ -27,8 +27,12 @@ from domain.errors import (
     InactiveUser,
     InternalError,
     InvalidCredentials,
+    InvalidMfaCode,
     InvalidToken,
     LastSuperuser,
+    MfaAlreadyEnabled,
+    MfaNotEnrolled,
+    MfaRequired,
     MissingToken,
     ServiceUnavailable,
     TokenExpired,
@@ -118,7 +122,32 @@ RPC: dict[str, RpcSpec] = {
         wire.TokenPairOut,
         "anyone",
         # TokenRevoked: a repeat whose kept pair is no longer live.
-        (InvalidCredentials, InactiveUser, TooManyAttempts, TokenRevoked),
+        (InvalidCredentials, InactiveUser, TooManyAttempts, MfaRequired, TokenRevoked),
+    ),
+    "warden.auth.mfa": RpcSpec(
+        wire.MfaLoginRequest,
+        wire.TokenPairOut,
+        "anyone",
+        # InvalidToken: an mfa_token unknown, expired, spent, dead after five wrong codes or
+        # from another address. TooManyAttempts: the account is locked. TokenRevoked: a
+        # repeat whose kept pair is no longer live.
+        (InvalidToken, InvalidMfaCode, InactiveUser, TooManyAttempts, TokenRevoked),
+    ),
+    "warden.mfa.enroll": RpcSpec(
+        wire.Empty, wire.TotpEnrollmentOut, "bearer", (MfaAlreadyEnabled,)
+    ),
+    "warden.mfa.confirm": RpcSpec(
+        wire.MfaCodeRequest,
+        wire.RecoveryCodesOut,
+        "bearer",
+        (InvalidMfaCode, MfaNotEnrolled, MfaAlreadyEnabled),
+    ),
+    "warden.mfa.disable": RpcSpec(
+        wire.DisableMfaRequest,
+        None,
+        "bearer",
+        # TooManyAttempts: an account locked by wrong passwords or codes.
+        (WrongPassword, TooManyAttempts),
     ),
     "warden.auth.refresh": RpcSpec(
         wire.RefreshRequest,

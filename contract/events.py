@@ -26,13 +26,18 @@ class SessionEventData(UserEventData):
 
 class LoggedInData(SessionEventData):
     client_ip: str | None = absent_when_none(description="Present when the caller gave one.")
+    amr: list[Literal["pwd", "otp", "recovery"]] = Field(
+        description="RFC 8176: the factors the login gave: a password, then a TOTP code "
+        "(`otp`) or a recovery code (`recovery`) for an account with a second factor.",
+        examples=[["pwd"], ["pwd", "otp"]],
+    )
 
 
 class LoginFailedData(BaseModel):
     """For too_many_attempts, one event per locked window (see `limited_by`), not per refusal."""
 
     user: UserOut | None = Field(description="Null when no such user exists.")
-    reason: Literal["invalid_credentials", "inactive_user", "too_many_attempts"]
+    reason: Literal["invalid_credentials", "inactive_user", "too_many_attempts", "invalid_mfa_code"]
     client_ip: str | None = absent_when_none(description="Present when the caller gave one.")
     attempts: int | None = absent_when_none(
         description=(
@@ -88,6 +93,8 @@ EVENT_DATA: dict[str, type[BaseModel]] = {
     events.USER_LOGIN_FAILED: LoginFailedData,
     events.USER_TOKEN_REUSE_DETECTED: SessionEventData,
     events.SIGNING_KEYS_CHANGED: SigningKeysChangedData,
+    events.USER_MFA_ENABLED: UserEventData,
+    events.USER_MFA_DISABLED: UserEventData,
 }
 if set(EVENT_DATA) != set(events.EVENT_TYPES):  # pragma: no cover - a start-up error
     raise RuntimeError("every event type of the domain needs its data model here")

@@ -61,7 +61,7 @@ class Route:
     queue: str
     success: int = 200
     body: BodyKind = "json"
-    tokens: bool = False  # a TokenPair reply: Cache-Control: no-store
+    tokens: bool = False  # a reply holding a credential (a TokenPair, a TOTP secret): no-store
     form: Form | None = None  # an OAuth 2.0 form it takes beside JSON
     # Its problem details carry RFC 6749 5.2's `error` too (see contract.oauth).
     oauth: bool = False
@@ -136,6 +136,35 @@ ROUTES: tuple[Route, ...] = (
         "warden.users.change_password",
         204,
         summary="Change your password",
+    ),
+    Route(
+        "POST",
+        f"{API}/auth/mfa",
+        "warden.auth.mfa",
+        tokens=True,
+        summary="Finish a login with a TOTP or recovery code",
+    ),
+    Route(
+        "POST",
+        f"{API}/users/me/mfa/totp",
+        "warden.mfa.enroll",
+        body="optional_json",
+        tokens=True,  # the reply holds a secret: never cached
+        summary="Start a TOTP enrolment",
+    ),
+    Route(
+        "POST",
+        f"{API}/users/me/mfa/totp/confirm",
+        "warden.mfa.confirm",
+        tokens=True,  # the reply holds the recovery codes: never cached
+        summary="Confirm the TOTP enrolment with a code; get the recovery codes",
+    ),
+    Route(
+        "DELETE",
+        f"{API}/users/me/mfa/totp",
+        "warden.mfa.disable",
+        204,
+        summary="Turn TOTP off (with the password)",
     ),
     Route("GET", f"{API}/users", "warden.users.list", body="query", summary="List users"),
     Route("GET", f"{API}/users/{ID}", "warden.users.get", body="none", summary="Read a user"),

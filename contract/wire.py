@@ -203,6 +203,34 @@ class ChangePasswordRequest(Strict):
     new_password: Password
 
 
+MfaCode = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=64),
+    Field(
+        description="A 6-digit TOTP code, or (at POST /auth/mfa) an unused recovery code; "
+        "spaces and hyphens are ignored.",
+        examples=["492039"],
+    ),
+]
+
+
+class MfaCodeRequest(Strict):
+    code: MfaCode
+
+
+class DisableMfaRequest(Strict):
+    password: Annotated[str, StringConstraints(max_length=4096)] = Field(
+        description="The account's password."
+    )
+
+
+class MfaLoginRequest(Strict):
+    mfa_token: Annotated[str, StringConstraints(min_length=1, max_length=256)] = Field(
+        description="From the 403 mfa_required answer of the login; single use, 5 minutes."
+    )
+    code: MfaCode
+
+
 class UserIdMessage(Strict):
     id: UserId
 
@@ -285,6 +313,24 @@ class TokenPairOut(Reply):
     refresh_expires_in: int = Field(examples=[604800])
 
 
+class TotpEnrollmentOut(Reply):
+    secret: str = Field(description="Base32; shown once. Not active until confirmed.")
+    otpauth_uri: str = Field(
+        description="The otpauth://totp/ URI (with the issuer) an authenticator app reads.",
+        examples=[
+            "otpauth://totp/Warden:alice?secret=JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP&issuer=Warden"
+        ],
+    )
+
+
+class RecoveryCodesOut(Reply):
+    recovery_codes: list[str] = Field(
+        description="Ten single-use codes, shown once: each finishes one login instead of a "
+        "TOTP code.",
+        examples=[["k7dq-3xwm-p2ha-9rtv"]],
+    )
+
+
 class UserPageOut(Reply):
     items: list[UserOut]
     next_cursor: str | None
@@ -362,6 +408,9 @@ class ErrorOut(BaseModel):
     detail: str
     errors: list[FieldErrorOut] | None = absent_when_none()
     retry_after: int | None = absent_when_none()
+    mfa_token: str | None = absent_when_none(
+        description="On mfa_required only: send it with a code to warden.auth.mfa."
+    )
 
 
 T = TypeVar("T")

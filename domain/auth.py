@@ -14,16 +14,26 @@ from domain.errors import (
     InactiveUser,
     InvalidCredentials,
     InvalidToken,
+    MfaRequired,
     MissingToken,
     TokenReused,
     TokenRevoked,
     TooManyAttempts,
 )
-from domain.model import Introspection, Origin, Principal, TokenPair, User
+from domain.model import (
+    PASSWORD_ONLY,
+    Introspection,
+    MfaChallenge,
+    Origin,
+    Principal,
+    TokenPair,
+    User,
+)
 from domain.ports import (
     Clock,
     Lockout,
     LoginThrottle,
+    MfaChallenges,
     PasswordHasher,
     Rotation,
     SessionStore,
@@ -58,6 +68,14 @@ def new_id() -> str:
     return secrets.token_urlsafe(16)
 
 
+MFA_TOKEN_TTL = 300  # seconds an mfa_token waits for its code (CONTRACT §8: 5 minutes)
+
+
+def address_of(origin: Origin | None) -> str | None:
+    """The key of per-address limits; None for a caller in this process (no such limit)."""
+    return origin.address if origin else None
+
+
 class Auth:
     """Sessions, tokens and the login rules."""
 
@@ -70,8 +88,10 @@ class Auth:
         throttle: LoginThrottle,
         clock: Clock,
         lifetimes: TokenLifetimes,
+        challenges: MfaChallenges,
     ) -> None:
         self._uow = uow
+        self._challenges = challenges
         self._hasher = hasher
         self._tokens = tokens
         self._sessions = sessions
@@ -86,11 +106,35 @@ class Auth:
         return bound
 
     async def login(self, cmd: LogIn) -> TokenPair:
-        """Check the password, open a session and issue its first token pair."""
+        """Check the password, open a session and issue its first token pair.
+
+        An account with a second factor gets MfaRequired (its mfa_token) instead, and its
+        failure count stands until the second factor is given: a right password must not
+        wipe the wrong codes counted against the account.
+        """
         user = await self._find(cmd.login)
         account = account_of(user.id) if user else f"login:{normalize_login(cmd.login)}"
-        address = cmd.origin.address if cmd.origin else None
+        address = address_of(cmd.origin)
         client_ip = cmd.origin.client_ip if cmd.origin else None
+        await self.refuse_if_locked(user, account, address, client_ip)
+        if user is None:
+            await self._hasher.burn(cmd.password)
+        if user is None or not await self._hasher.verify(cmd.password, user.hashed_password):
+            await self._throttle.record_failure(account, address)
+            await self.record_failure(user, client_ip, InvalidCredentials.code)
+            raise InvalidCredentials
+        if not user.is_active:
+            await self.record_failure(user, client_ip, InactiveUser.code)
+            raise InactiveUser
+        if await self._has_second_factor(user):
+            raise MfaRequired(await self._challenge(user, address))
+        await self._throttle.clear(account)
+        return await self.open_session(user, PASSWORD_ONLY, client_ip)
+
+    async def refuse_if_locked(
+        self, user: User | None, account: str, address: str | None, client_ip: str | None
+    ) -> None:
+        """Raise TooManyAttempts while the throttle refuses the account or the address."""
         lockout = await self._throttle.lockout(account, address)
         if lockout is not None:
             # One event per locked window, not one per refused try: a flood of refused
@@ -98,19 +142,16 @@ class Auth:
             if await self._throttle.report_once(account, address, lockout):
                 await self._record_lockout(user, client_ip, lockout)
             raise TooManyAttempts(lockout.retry_after)
-        if user is None:
-            await self._hasher.burn(cmd.password)
-        if user is None or not await self._hasher.verify(cmd.password, user.hashed_password):
-            await self._throttle.record_failure(account, address)
-            await self._record_failure(user, client_ip, InvalidCredentials.code)
-            raise InvalidCredentials
-        if not user.is_active:
-            await self._record_failure(user, client_ip, InactiveUser.code)
-            raise InactiveUser
-        await self._throttle.clear(account)
+
+    async def open_session(
+        self, user: User, amr: tuple[str, ...], client_ip: str | None
+    ) -> TokenPair:
+        """Open a session of a user who authenticated by `amr`; issue its first pair."""
         session_id = new_id()
-        pair = await self._open_session(user, session_id)
-        extra = {"session_id": session_id} | _ip(client_ip)
+        refresh_id = new_id()
+        await self._sessions.create(user.id, session_id, refresh_id)
+        pair = self._pair(user.id, session_id, refresh_id, amr)
+        extra = {"session_id": session_id, "amr": list(amr)} | _ip(client_ip)
         await self._record(events.USER_LOGGED_IN, user, extra)
         return pair
 
@@ -133,7 +174,7 @@ class Auth:
         if user is None or not user.is_active:
             await self._sessions.revoke(claims.session_id)
             raise TokenRevoked
-        return self._pair(user.id, claims.session_id, new_refresh_id)
+        return self._pair(user.id, claims.session_id, new_refresh_id, claims.amr)
 
     async def logout(self, principal: Principal) -> None:
         """End the caller's session: its access and refresh tokens stop working."""
@@ -209,21 +250,29 @@ class Auth:
         async with self._uow() as uow:
             return await uow.users.get_by_login(normalize_login(login))
 
-    async def _open_session(self, user: User, session_id: str) -> TokenPair:
-        refresh_id = new_id()
-        await self._sessions.create(user.id, session_id, refresh_id)
-        return self._pair(user.id, session_id, refresh_id)
+    async def _has_second_factor(self, user: User) -> bool:
+        async with self._uow() as uow:
+            return await uow.mfa.enabled(user.id)
 
-    def _pair(self, user_id: int, session_id: str, refresh_id: str) -> TokenPair:
+    async def _challenge(self, user: User, address: str | None) -> str:
+        """A new mfa_token (256 random bits) for the user, bound to the login's address."""
+        token = secrets.token_urlsafe(32)
+        await self._challenges.open(token, MfaChallenge(user.id, address or ""), MFA_TOKEN_TTL)
+        return token
+
+    def _pair(
+        self, user_id: int, session_id: str, refresh_id: str, amr: tuple[str, ...]
+    ) -> TokenPair:
         now = self._clock.now()
         return TokenPair(
-            access_token=self._tokens.issue_access(user_id, session_id, now),
-            refresh_token=self._tokens.issue_refresh(user_id, session_id, refresh_id, now),
+            access_token=self._tokens.issue_access(user_id, session_id, now, amr),
+            refresh_token=self._tokens.issue_refresh(user_id, session_id, refresh_id, now, amr),
             expires_in=self._lifetimes.access,
             refresh_expires_in=self._lifetimes.refresh,
         )
 
-    async def _record_failure(self, user: User | None, client_ip: str | None, reason: str) -> None:
+    async def record_failure(self, user: User | None, client_ip: str | None, reason: str) -> None:
+        """A user.login_failed event (the throttle's count is the caller's to keep)."""
         await self._record(events.USER_LOGIN_FAILED, user, {"reason": reason} | _ip(client_ip))
 
     async def _record_lockout(

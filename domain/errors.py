@@ -227,3 +227,52 @@ class ServiceUnavailable(WardenError):
     code = "service_unavailable"
     title = "Service unavailable"
     default_detail = "The service is temporarily unavailable."
+
+
+class MfaRequired(WardenError):
+    """The password was right; the account has a second factor: finish at POST /auth/mfa.
+
+    Carries `mfa_token`, an extension member of the problem (and of the RPC error object).
+    """
+
+    status = 403
+    code = "mfa_required"
+    title = "Second factor required"
+    default_detail = "This account has a second factor: send a code with the mfa_token."
+
+    def __init__(self, mfa_token: str, detail: str | None = None) -> None:
+        super().__init__(detail)
+        self.mfa_token = mfa_token
+
+    def as_error(self) -> dict[str, Any]:
+        error = super().as_error()
+        error["mfa_token"] = self.mfa_token
+        return error
+
+
+class InvalidMfaCode(WardenError):
+    """A TOTP code that is wrong, out of its window or already used, or a spent or unknown
+    recovery code."""
+
+    status = 401
+    code = "invalid_mfa_code"
+    title = "Invalid code"
+    default_detail = "The code is wrong, or was already used."
+
+
+class MfaAlreadyEnabled(WardenError):
+    """The account's TOTP is confirmed already: disable it before enrolling again."""
+
+    status = 409
+    code = "mfa_already_enabled"
+    title = "Second factor already enabled"
+    default_detail = "TOTP is already enabled for this account; disable it first."
+
+
+class MfaNotEnrolled(WardenError):
+    """There is no pending TOTP enrolment to confirm."""
+
+    status = 409
+    code = "mfa_not_enrolled"
+    title = "No enrolment to confirm"
+    default_detail = "Start a TOTP enrolment before confirming it."

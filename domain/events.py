@@ -22,6 +22,8 @@ USER_LOGGED_OUT = "user.logged_out"
 USER_LOGIN_FAILED = "user.login_failed"
 USER_TOKEN_REUSE_DETECTED = "user.token_reuse_detected"
 SIGNING_KEYS_CHANGED = "signing_keys.changed"  # the published key set changed (no user)
+USER_MFA_ENABLED = "user.mfa_enabled"
+USER_MFA_DISABLED = "user.mfa_disabled"
 
 EVENT_TYPES = (
     USER_REGISTERED,
@@ -33,6 +35,8 @@ EVENT_TYPES = (
     USER_LOGIN_FAILED,
     USER_TOKEN_REUSE_DETECTED,
     SIGNING_KEYS_CHANGED,
+    USER_MFA_ENABLED,
+    USER_MFA_DISABLED,
 )
 
 

@@ -88,6 +88,12 @@ class UserChanges:
         return bool(self.as_dict())
 
 
+# RFC 8176 authentication methods of a session: a password, then a TOTP code or a recovery code.
+PASSWORD_ONLY: tuple[str, ...] = ("pwd",)
+WITH_TOTP: tuple[str, ...] = ("pwd", "otp")
+WITH_RECOVERY_CODE: tuple[str, ...] = ("pwd", "recovery")
+
+
 @dataclass(frozen=True)
 class AccessClaims:
     """The verified claims of an access token."""
@@ -97,6 +103,7 @@ class AccessClaims:
     token_id: str
     issued_at: int
     expires_at: int
+    amr: tuple[str, ...] = PASSWORD_ONLY  # RFC 8176: how the session's user authenticated
 
 
 @dataclass(frozen=True)
@@ -106,6 +113,7 @@ class RefreshClaims:
     user_id: int
     session_id: str
     token_id: str
+    amr: tuple[str, ...] = PASSWORD_ONLY  # the session's, carried to each pair it refreshes to
 
 
 @dataclass(frozen=True)
@@ -163,3 +171,20 @@ class Origin:
         if self.client_ip:
             return self.client_ip
         return f"publisher:{self.publisher or 'unknown'}"
+
+
+@dataclass(frozen=True)
+class TotpState:
+    """A user's TOTP enrolment as stored: the secret sealed, confirmed or still pending."""
+
+    user_id: int
+    sealed_secret: bytes = field(repr=False)
+    confirmed: bool
+
+
+@dataclass(frozen=True)
+class MfaChallenge:
+    """A login whose password was right, waiting for its second factor (an mfa_token)."""
+
+    user_id: int
+    address: str  # Origin.address of the login; the code must come from the same

@@ -11,7 +11,17 @@ from typing import Literal, Protocol
 
 from domain.events import Event
 from domain.listing import AuditPage, AuditQuery, UserPage, UserQuery
-from domain.model import AccessClaims, NewUser, RefreshClaims, TokenSession, User, UserChanges
+from domain.model import (
+    PASSWORD_ONLY,
+    AccessClaims,
+    MfaChallenge,
+    NewUser,
+    RefreshClaims,
+    TokenSession,
+    TotpState,
+    User,
+    UserChanges,
+)
 
 
 class Clock(Protocol):
@@ -34,9 +44,20 @@ class PasswordHasher(Protocol):
 class TokenIssuer(Protocol):
     """Signs and verifies access and refresh tokens."""
 
-    def issue_access(self, user_id: int, session_id: str, now: datetime) -> str: ...
+    def issue_access(
+        self, user_id: int, session_id: str, now: datetime, amr: Sequence[str] = PASSWORD_ONLY
+    ) -> str:
+        """An access token whose `amr` claim says how the session authenticated."""
 
-    def issue_refresh(self, user_id: int, session_id: str, token_id: str, now: datetime) -> str: ...
+    def issue_refresh(
+        self,
+        user_id: int,
+        session_id: str,
+        token_id: str,
+        now: datetime,
+        amr: Sequence[str] = PASSWORD_ONLY,
+    ) -> str:
+        """A refresh token carrying the session's `amr`, for the pairs it is spent for."""
 
     def read_access(self, token: str) -> AccessClaims:
         """Raise InvalidToken or TokenExpired unless the token is a live access token."""
@@ -137,6 +158,71 @@ class UserRepository(Protocol):
     async def list(self, query: UserQuery) -> UserPage: ...
 
 
+class MfaRepository(Protocol):
+    """TOTP enrolments and recovery code digests, in the unit of work's transaction."""
+
+    async def get(self, user_id: int) -> TotpState | None: ...
+
+    async def enabled(self, user_id: int) -> bool:
+        """Whether the user has a confirmed TOTP (a login then needs a second factor)."""
+
+    async def put_pending(self, user_id: int, sealed_secret: bytes) -> bool:
+        """Store (or replace) a pending enrolment; False, changing nothing, once confirmed."""
+
+    async def confirm(
+        self, user_id: int, sealed_secret: bytes, step: int, recovery_digests: Sequence[bytes]
+    ) -> bool:
+        """Confirm the pending enrolment of exactly this secret, remembering `step` as used
+        and keeping the digests as the recovery codes; False if it is not pending (any more)."""
+
+    async def remove(self, user_id: int) -> bool:
+        """Delete the enrolment and the recovery codes; True if a confirmed one was removed."""
+
+    async def spend_step(self, user_id: int, step: int) -> bool:
+        """Atomically record `step` as the last used time-step if it is later than the last
+        one: False for a code of a step already used (a replay) or earlier."""
+
+    async def spend_recovery_code(self, user_id: int, digest: bytes) -> bool:
+        """Atomically delete an unused recovery code: True for the one request that spent it."""
+
+
+class MfaChallenges(Protocol):
+    """Pending second-factor logins (mfa_tokens), shared by every worker; each expires."""
+
+    async def open(self, token: str, challenge: MfaChallenge, ttl: int) -> None: ...
+
+    async def find(self, token: str) -> MfaChallenge | None:
+        """The live challenge of a token; None for an unknown, spent or expired one."""
+
+    async def fail(self, token: str, max_failures: int) -> None:
+        """Count a wrong code against the token; at `max_failures` it dies."""
+
+    async def spend(self, token: str) -> bool:
+        """Atomically end the challenge: True for the one request that spent it."""
+
+
+class Totp(Protocol):
+    """RFC 6238 time-based one-time passwords."""
+
+    def new_secret(self) -> str:
+        """A new random secret, base32."""
+
+    def uri(self, secret: str, account: str, issuer: str) -> str:
+        """The otpauth:// URI an authenticator app reads (as a QR code)."""
+
+    def matching_step(self, secret: str, code: str, now: datetime) -> int | None:
+        """The time-step (within the allowed drift) whose code `code` is, else None."""
+
+
+class Sealer(Protocol):
+    """Authenticated encryption of a value kept at rest, bound to a context."""
+
+    def seal(self, plaintext: bytes, context: bytes) -> bytes: ...
+
+    def open(self, sealed: bytes, context: bytes) -> bytes | None:
+        """The plaintext; None when it fails authentication (another key or context)."""
+
+
 class EventOutbox(Protocol):
     """Events to publish, written in the same transaction as the change they describe."""
 
@@ -160,6 +246,9 @@ class UnitOfWork(Protocol):
 
     @property
     def audit(self) -> AuditLog: ...
+
+    @property
+    def mfa(self) -> MfaRepository: ...
 
     async def __aenter__(self) -> UnitOfWork: ...
 

@@ -7,6 +7,7 @@ from sqlalchemy import (
     Boolean,
     Column,
     DateTime,
+    ForeignKey,
     Identity,
     LargeBinary,
     MetaData,
@@ -78,4 +79,25 @@ signing_keys = Table(
     Column("activates_at", DateTime(timezone=True), nullable=False),
     Column("retired_at", DateTime(timezone=True), nullable=True),
     Column("removes_at", DateTime(timezone=True), nullable=True),
+)
+
+# A user's TOTP enrolment (0009): the secret sealed (AES-GCM, see domain/mfa.py), confirmed or
+# pending, and the last time-step accepted (the replay guard).
+user_totp = Table(
+    "user_totp",
+    metadata,
+    Column("user_id", BigInteger, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    Column("secret", LargeBinary, nullable=False),
+    Column("confirmed", Boolean, nullable=False, server_default="false"),
+    Column("last_step", BigInteger, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("confirmed_at", DateTime(timezone=True), nullable=True),
+)
+
+# Digests (HMAC-SHA256) of a user's unused recovery codes; spending one deletes its row.
+mfa_recovery_codes = Table(
+    "mfa_recovery_codes",
+    metadata,
+    Column("user_id", BigInteger, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    Column("digest", LargeBinary, primary_key=True),
 )

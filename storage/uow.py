@@ -38,6 +38,7 @@ from storage.lone import (
     LoneStatements,
     timed_out,
 )
+from storage.mfa import SqlAlchemyMfaRepository
 from storage.outbox import SqlAlchemyEventOutbox
 from storage.users import PostgresUserReader, SqlAlchemyUserRepository
 
@@ -73,6 +74,7 @@ class SqlAlchemyUnitOfWork:
         self.users = _Users(self)
         self.outbox = SqlAlchemyEventOutbox(self._scope.request_id)
         self.audit = _Audit(self)
+        self.mfa = SqlAlchemyMfaRepository(self.connection)
         return self
 
     async def __aexit__(

@@ -21,25 +21,31 @@ from domain.accounts import Accounts
 from domain.auth import Auth, TokenLifetimes
 from domain.errors import BearerError
 from domain.listing import CursorCodec
+from domain.mfa import RecoveryCodes, SecondFactor
 from domain.ports import (
     Clock,
     LoginThrottle,
+    MfaChallenges,
     PasswordHasher,
     RegistrationThrottle,
     SessionStore,
     TokenIssuer,
+    Totp,
     UnitOfWorkFactory,
 )
 from warden.keys import (
     IDEMPOTENCY_FINGERPRINT,
     IDEMPOTENCY_REPLY,
+    RECOVERY_CODES,
     REFRESH_TOKEN,
     SIGNING_KEY,
+    TOTP_SECRET,
     AesGcmSealer,
     subkey,
 )
 from warden.security import BcryptPasswordHasher, JwtTokenIssuer, SharedSecret
 from warden.settings import Settings
+from warden.totp import PyotpTotp
 
 if TYPE_CHECKING:
     # The worker's stack is imported where it is built, not here: the edge imports this
@@ -76,6 +82,8 @@ class Overrides(TypedDict, total=False):
     sessions: SessionStore
     throttle: LoginThrottle
     registrations: RegistrationThrottle
+    challenges: MfaChallenges
+    totp: Totp
     clock: Clock
     idempotency_store: IdempotencyStore
     reply_ledger: ReplyLedger
@@ -178,6 +186,7 @@ class Services:
     settings: Settings
     auth: Auth
     accounts: Accounts
+    mfa: SecondFactor
     hasher: PasswordHasher
     cursors: CursorCodec
     idempotency: Idempotency
@@ -205,6 +214,7 @@ def build_services(settings: Settings, **overrides: Unpack[Overrides]) -> Servic
     built here needs: services on a fake unit of work make no engine. (An adapter is never
     falsy, so `or` takes the one given whenever there is one.)
     """
+    from storage.redis_mfa import RedisMfaChallenges
     from storage.redis_store import (
         RedisLoginThrottle,
         RedisRegistrationThrottle,
@@ -227,17 +237,45 @@ def build_services(settings: Settings, **overrides: Unpack[Overrides]) -> Servic
     registrations = overrides.get("registrations") or RedisRegistrationThrottle(
         made.redis, settings.register_ip_max, settings.register_window
     )
+    challenges = overrides.get("challenges") or RedisMfaChallenges(made.redis)
     clock = overrides.get("clock") or UtcClock()
     lifetimes = TokenLifetimes(settings.access_token_ttl, settings.refresh_token_ttl)
-    auth = Auth(uow, hasher, tokens, sessions, throttle, clock, lifetimes)
+    auth = Auth(uow, hasher, tokens, sessions, throttle, clock, lifetimes, challenges)
     return Services(
         settings=settings,
         auth=auth,
         accounts=Accounts(uow, hasher, sessions, throttle, registrations, clock),
+        mfa=_second_factor(settings, auth, uow, hasher, throttle, challenges, clock, overrides),
         hasher=hasher,
         cursors=CursorCodec(settings.jwt_secret.get_secret_value().encode()),
         idempotency=_idempotency(settings, made, auth, overrides),
         resources=made,
+    )
+
+
+def _second_factor(
+    settings: Settings,
+    auth: Auth,
+    uow: UnitOfWorkFactory,
+    hasher: PasswordHasher,
+    throttle: LoginThrottle,
+    challenges: MfaChallenges,
+    clock: Clock,
+    overrides: Overrides,
+) -> SecondFactor:
+    """TOTP secrets sealed and recovery codes keyed under subkeys of the master key."""
+    master = settings.key_encryption_key.get_secret_value().encode()
+    return SecondFactor(
+        uow,
+        auth,
+        hasher,
+        throttle,
+        challenges,
+        overrides.get("totp") or PyotpTotp(),
+        AesGcmSealer(subkey(master, TOTP_SECRET)),
+        RecoveryCodes(subkey(master, RECOVERY_CODES)),
+        clock,
+        settings.mfa_issuer,
     )
 
 
@@ -320,6 +358,7 @@ def build_broker(settings: Settings, services: Services) -> RabbitBroker:
     deps = WorkerDeps(
         auth=services.auth,
         accounts=services.accounts,
+        mfa=services.mfa,
         cursors=services.cursors,
         probes={"postgres": made.uow.ping, "redis": made.redis.ping},
         prefetch=settings.worker_prefetch,

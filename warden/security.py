@@ -8,6 +8,7 @@ import functools
 import os
 import threading
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -19,7 +20,7 @@ from prometheus_client import Counter, Histogram
 
 from domain.auth import new_id
 from domain.errors import InvalidToken, TokenExpired
-from domain.model import AccessClaims, RefreshClaims, TokenSession
+from domain.model import PASSWORD_ONLY, AccessClaims, RefreshClaims, TokenSession
 from domain.rules import PASSWORD_MAX_BYTES, normalize_password
 
 _REQUIRED_CLAIMS = ["iss", "sub", "sid", "jti", "type", "iat", "exp"]
@@ -208,12 +209,21 @@ class JwtTokenIssuer:
         keys = SharedSecret(secret, algorithm)
         return cls(keys, keys, issuer, access_ttl, refresh_ttl, audience, leeway)
 
-    def issue_access(self, user_id: int, session_id: str, now: datetime) -> str:
-        claims = self._claims("access", user_id, session_id, new_id(), now, self._access_ttl)
+    def issue_access(
+        self, user_id: int, session_id: str, now: datetime, amr: Sequence[str] = PASSWORD_ONLY
+    ) -> str:
+        claims = self._claims("access", user_id, session_id, new_id(), now, self._access_ttl, amr)
         return self._sign(claims, self._keys.signing())
 
-    def issue_refresh(self, user_id: int, session_id: str, token_id: str, now: datetime) -> str:
-        claims = self._claims("refresh", user_id, session_id, token_id, now, self._refresh_ttl)
+    def issue_refresh(
+        self,
+        user_id: int,
+        session_id: str,
+        token_id: str,
+        now: datetime,
+        amr: Sequence[str] = PASSWORD_ONLY,
+    ) -> str:
+        claims = self._claims("refresh", user_id, session_id, token_id, now, self._refresh_ttl, amr)
         return self._sign(claims, self._refresh.signing())
 
     def read_access(self, token: str) -> AccessClaims:
@@ -239,12 +249,13 @@ class JwtTokenIssuer:
             token_id=claims["jti"],
             issued_at=int(claims["iat"]),
             expires_at=int(claims["exp"]),
+            amr=_amr(claims),
         )
         return access, kid if isinstance(kid, str) else None
 
     def read_refresh(self, token: str) -> RefreshClaims:
         claims = self._read(token, "refresh", self._refresh.verifying(None))
-        return RefreshClaims(int(claims["sub"]), claims["sid"], claims["jti"])
+        return RefreshClaims(int(claims["sub"]), claims["sid"], claims["jti"], _amr(claims))
 
     def read_session(self, token: str) -> TokenSession:
         """The user and session a genuine token of either kind names, expired or not."""
@@ -255,7 +266,14 @@ class JwtTokenIssuer:
         return TokenSession(access.user_id, access.session_id)
 
     def _claims(
-        self, kind: str, user_id: int, sid: str, jti: str, now: datetime, ttl: timedelta
+        self,
+        kind: str,
+        user_id: int,
+        sid: str,
+        jti: str,
+        now: datetime,
+        ttl: timedelta,
+        amr: Sequence[str],
     ) -> dict[str, Any]:
         """Every claim of a token, made here only."""
         claims: dict[str, Any] = {
@@ -266,6 +284,7 @@ class JwtTokenIssuer:
             "type": kind,
             "iat": int(now.timestamp()),
             "exp": int((now + ttl).timestamp()),
+            "amr": list(amr),
         }
         if kind == "access" and self._audience is not None:
             claims["aud"] = self._audience
@@ -302,4 +321,12 @@ class JwtTokenIssuer:
             raise InvalidToken
         if not (isinstance(sid, str) and isinstance(jti, str) and type(claims["exp"]) is int):
             raise InvalidToken
+        amr = claims.get("amr", list(PASSWORD_ONLY))
+        if not (isinstance(amr, list) and amr and all(isinstance(m, str) for m in amr)):
+            raise InvalidToken
         return claims
+
+
+def _amr(claims: dict[str, Any]) -> tuple[str, ...]:
+    """RFC 8176 `amr` of a checked token; a token issued before it existed was a password's."""
+    return tuple(claims.get("amr", PASSWORD_ONLY))

@@ -85,6 +85,8 @@ class Settings(BaseSettings):
     metrics_port: int = Field(default=9100, ge=0, le=65535)
     superuser_password: SecretStr | None = None
     key_encryption_key: SecretStr = SecretStr(DEV_KEY_ENCRYPTION_KEY)
+    # The issuer an authenticator app shows beside the account (the otpauth:// URI's).
+    mfa_issuer: str = Field(default="Warden", min_length=1, max_length=64)
 
     @property
     def asymmetric(self) -> bool:

@@ -61,6 +61,10 @@ PROBLEM = {
         "status": {"type": "integer"},
         "detail": {"type": "string"},
         "code": {"type": "string"},
+        "mfa_token": {
+            "type": "string",
+            "description": "On mfa_required only: send it with a code to POST /auth/mfa.",
+        },
         "errors": {
             "type": "array",
             "items": {

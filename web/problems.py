@@ -15,6 +15,8 @@ PROBLEM_JSON = "application/problem+json"
 TYPE_BASE = "https://warden.dev/problems/"
 # A bearer failure's code -> its RFC 6750 challenge, as each error states it (BearerError
 # itself names no code of its own).
+# Extension members (RFC 9457 §3.2) an error may carry beside the standard ones.
+EXTENSIONS = ("errors", "mfa_token")
 _CHALLENGES = {
     e.code: e.challenge
     for e in every_error()
@@ -33,8 +35,9 @@ def problem_from_error(error: dict[str, Any], oauth: bool = False) -> web.Respon
         "detail": error.get("detail", ""),
         "code": error.get("code", "internal_error"),
     }
-    if "errors" in error:
-        body["errors"] = error["errors"]
+    for member in EXTENSIONS:
+        if member in error:
+            body[member] = error[member]
     if oauth:
         body |= oauth_fields(body)
     headers: dict[str, str] = {}

@@ -12,6 +12,7 @@ API documents are generated — keep saying what really goes over the wire. Sche
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +31,7 @@ from tests.conftest import PASSWORD, AmqpCaller, fresh_ip, unique
 from tests.support.waiting import eventually
 from warden.bootstrap import Services, key_store
 from warden.settings import Settings
+from warden.totp import PyotpTotp
 
 WAIT = 15.0  # generous: only to keep a broken build from hanging
 WRONG = "not the password"
@@ -86,11 +88,13 @@ class Callers:
         assert reply["ok"] is True, (queue, reply)
         return reply["data"]
 
-    async def log_in(self, username: str, password: str = PASSWORD) -> dict[str, Any]:
-        """The reply envelope of one login, from an address of its own."""
+    async def log_in(
+        self, username: str, password: str = PASSWORD, ip: str | None = None
+    ) -> dict[str, Any]:
+        """The reply envelope of one login, from an address of its own (or `ip`)."""
         body = {"username": username, "password": password}
         return await self.amqp.call(
-            "warden.auth.login", body, user_id=self.warden_user, x_client_ip=fresh_ip()
+            "warden.auth.login", body, user_id=self.warden_user, x_client_ip=ip or fresh_ip()
         )
 
     async def account(self) -> Account:
@@ -108,6 +112,13 @@ class Callers:
             user = await self.worker.accounts.create(new)
             self._superuser = Account(user.id, name, await self.tokens(name))
         return self._superuser
+
+    async def with_totp(self) -> tuple[Account, str]:
+        """A new account with TOTP enrolled and confirmed, and its secret."""
+        a = await self.account()
+        secret = (await self.ok("warden.mfa.enroll", {}, a.token))["secret"]
+        await self.ok("warden.mfa.confirm", {"code": totp_code(secret, 0)}, a.token)
+        return a, secret
 
     async def tokens(self, username: str) -> dict[str, Any]:
         """The TokenPair of a new login (a session of its own)."""
@@ -213,6 +224,34 @@ async def list_audit(c: Callers) -> Request:
     return Request(query, root.token, filled=("items",))
 
 
+def totp_code(secret: str, steps_ahead: int = 1) -> str:
+    """A current code; by default the next step's, later than the one confirming spent."""
+    return PyotpTotp().code_at(secret, int(time.time()) + 30 * steps_ahead)
+
+
+async def mfa_login(c: Callers) -> Request:
+    a, secret = await c.with_totp()
+    ip = fresh_ip()
+    refused = await c.log_in(a.username, ip=ip)
+    body = {"mfa_token": refused["error"]["mfa_token"], "code": totp_code(secret)}
+    return Request(body, headers={"x-client-ip": ip}, user_id=c.warden_user)
+
+
+async def mfa_enroll(c: Callers) -> Request:
+    return Request({}, (await c.account()).token, filled=("secret", "otpauth_uri"))
+
+
+async def mfa_confirm(c: Callers) -> Request:
+    a = await c.account()
+    secret = (await c.ok("warden.mfa.enroll", {}, a.token))["secret"]
+    return Request({"code": totp_code(secret, 0)}, a.token, filled=("recovery_codes",))
+
+
+async def mfa_disable(c: Callers) -> Request:
+    a, _ = await c.with_totp()
+    return Request({"password": PASSWORD}, a.token)
+
+
 async def ping(c: Callers) -> Request:
     return Request({})
 
@@ -236,6 +275,10 @@ CASES: dict[str, Callable[[Callers], Awaitable[Request]]] = {
     "warden.users.update": update_user,
     "warden.users.delete": delete_user,
     "warden.audit.list": list_audit,
+    "warden.auth.mfa": mfa_login,
+    "warden.mfa.enroll": mfa_enroll,
+    "warden.mfa.confirm": mfa_confirm,
+    "warden.mfa.disable": mfa_disable,
     "warden.ping": ping,
     "warden.auth.jwks": jwks,
 }
@@ -286,6 +329,11 @@ async def test_refusals_have_the_failure_model(amqp: AmqpCaller, callers: Caller
         "warden.auth.login", orjson.dumps({"username": victim.username, "password": PASSWORD})
     )
     replies.append((429, {"retry_after"}, locked))
+    with_totp, _ = await callers.with_totp()
+    asked = await amqp.raw(
+        "warden.auth.login", orjson.dumps({"username": with_totp.username, "password": PASSWORD})
+    )
+    replies.append((403, {"mfa_token"}, asked))
 
     for status, carried, reply in replies:
         envelope = orjson.loads(reply.body)
@@ -357,6 +405,7 @@ async def test_every_event_published_has_the_data_model_of_its_type(
             (FAILED, "invalid_credentials", True),  # no such user
             (FAILED, "inactive_user", False),
             (FAILED, "too_many_attempts", False),
+            (FAILED, "invalid_mfa_code", False),
         }
         await eventually(
             lambda: expected <= kinds(received, subjects),
@@ -394,4 +443,13 @@ async def cause_every_event(c: Callers) -> set[str]:
     assert (await c.log_in(carol.username))["error"]["code"] == "too_many_attempts"
     await c.ok("warden.users.delete", {"id": bob.id}, root.token)
     await key_store(c.worker.settings).rotate()  # a key published: signing_keys.changed
-    return {str(a.id) for a in (root, alice, bob, carol)}
+    dave, secret = await c.with_totp()  # user.mfa_enabled
+    ip = fresh_ip()
+    token = (await c.log_in(dave.username, ip=ip))["error"]["mfa_token"]
+    wrong = {"mfa_token": token, "code": "aaaa-aaaa-aaaa-aaaa"}
+    headers = {"x_client_ip": ip, "user_id": c.warden_user}
+    assert (await c.amqp.call("warden.auth.mfa", wrong, **headers))["ok"] is False
+    right = {"mfa_token": token, "code": totp_code(secret)}
+    await c.ok("warden.auth.mfa", right, **headers)  # user.logged_in with amr pwd, otp
+    await c.ok("warden.mfa.disable", {"password": PASSWORD}, dave.token)  # user.mfa_disabled
+    return {str(a.id) for a in (root, alice, bob, carol, dave)}

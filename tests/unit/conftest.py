@@ -11,6 +11,7 @@ from domain.auth import Auth
 from tests.unit.fakes import (
     FakeClock,
     FakeLoginThrottle,
+    FakeMfaChallenges,
     FakePasswordHasher,
     FakeRegistrationThrottle,
     FakeSessionStore,
@@ -58,6 +59,11 @@ def registrations(clock: FakeClock) -> FakeRegistrationThrottle:
 
 
 @pytest.fixture
+def challenges(clock: FakeClock) -> FakeMfaChallenges:
+    return FakeMfaChallenges(clock)
+
+
+@pytest.fixture
 async def services(
     uow: FakeUnitOfWorkFactory,
     hasher: FakePasswordHasher,
@@ -65,6 +71,7 @@ async def services(
     sessions: FakeSessionStore,
     throttle: FakeLoginThrottle,
     registrations: FakeRegistrationThrottle,
+    challenges: FakeMfaChallenges,
     clock: FakeClock,
 ) -> AsyncIterator[Services]:
     """What the worker runs, built by its own composition root with the fakes in place."""
@@ -76,6 +83,7 @@ async def services(
         sessions=sessions,
         throttle=throttle,
         registrations=registrations,
+        challenges=challenges,
         clock=clock,
     )
     yield services

@@ -27,8 +27,25 @@ from domain.listing import (
     UserQuery,
     sort_value,
 )
-from domain.model import AccessClaims, NewUser, RefreshClaims, TokenSession, User, UserChanges
-from domain.ports import AuditLog, EventOutbox, Lockout, Rotation, UserRepository
+from domain.model import (
+    PASSWORD_ONLY,
+    AccessClaims,
+    MfaChallenge,
+    NewUser,
+    RefreshClaims,
+    TokenSession,
+    TotpState,
+    User,
+    UserChanges,
+)
+from domain.ports import (
+    AuditLog,
+    EventOutbox,
+    Lockout,
+    MfaRepository,
+    Rotation,
+    UserRepository,
+)
 
 EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -216,26 +233,109 @@ class FakeAuditLog:
         return AuditPage(items, items[-1].id if more else None)
 
 
+@dataclass(frozen=True)
+class _Totp:
+    sealed_secret: bytes
+    confirmed: bool = False
+    last_step: int | None = None
+
+
+class FakeMfaRepository:
+    """Enrolments and recovery digests in dicts, rolled back with their unit of work; like
+    the foreign keys, a deleted user's are gone."""
+
+    def __init__(self, users: FakeUserRepository) -> None:
+        self._users = users
+        self.totp: dict[int, _Totp] = {}
+        self.recovery: dict[int, frozenset[bytes]] = {}
+
+    def snapshot(self) -> tuple[dict[int, _Totp], dict[int, frozenset[bytes]]]:
+        return dict(self.totp), dict(self.recovery)
+
+    def restore(self, snapshot: tuple[dict[int, _Totp], dict[int, frozenset[bytes]]]) -> None:
+        self.totp, self.recovery = dict(snapshot[0]), dict(snapshot[1])
+
+    def _live(self, user_id: int) -> _Totp | None:
+        if user_id not in self._users.snapshot():
+            self.totp.pop(user_id, None)
+            self.recovery.pop(user_id, None)
+        return self.totp.get(user_id)
+
+    async def get(self, user_id: int) -> TotpState | None:
+        found = self._live(user_id)
+        return None if found is None else TotpState(user_id, found.sealed_secret, found.confirmed)
+
+    async def enabled(self, user_id: int) -> bool:
+        found = self._live(user_id)
+        return found is not None and found.confirmed
+
+    async def put_pending(self, user_id: int, sealed_secret: bytes) -> bool:
+        found = self._live(user_id)
+        if found is not None and found.confirmed:
+            return False
+        self.totp[user_id] = _Totp(sealed_secret)
+        return True
+
+    async def confirm(
+        self, user_id: int, sealed_secret: bytes, step: int, recovery_digests: Sequence[bytes]
+    ) -> bool:
+        found = self._live(user_id)
+        if found is None or found.confirmed or found.sealed_secret != sealed_secret:
+            return False
+        self.totp[user_id] = _Totp(sealed_secret, True, step)
+        self.recovery[user_id] = frozenset(recovery_digests)
+        return True
+
+    async def remove(self, user_id: int) -> bool:
+        found = self.totp.pop(user_id, None)
+        self.recovery.pop(user_id, None)
+        return found is not None and found.confirmed
+
+    async def spend_step(self, user_id: int, step: int) -> bool:
+        found = self._live(user_id)
+        if found is None or not found.confirmed:
+            return False
+        if found.last_step is not None and step <= found.last_step:
+            return False
+        self.totp[user_id] = dataclasses.replace(found, last_step=step)
+        return True
+
+    async def spend_recovery_code(self, user_id: int, digest: bytes) -> bool:
+        codes = self.recovery.get(user_id, frozenset())
+        if digest not in codes:
+            return False
+        self.recovery[user_id] = codes - {digest}
+        return True
+
+
 class FakeUnitOfWork:
     """One 'transaction': user changes and events stand only once committed."""
 
     def __init__(
-        self, users: FakeUserRepository, outbox: FakeEventOutbox, audit: FakeAuditLog
+        self,
+        users: FakeUserRepository,
+        outbox: FakeEventOutbox,
+        audit: FakeAuditLog,
+        mfa: FakeMfaRepository,
     ) -> None:
         # Typed as the ports: the protocol's attributes are invariant, and the use cases
         # must see nothing more than the ports anyway.
         self.users: UserRepository = users
         self.outbox: EventOutbox = outbox
         self.audit: AuditLog = audit
+        self.mfa: MfaRepository = mfa
         self.committed = False
         self.changed: list[User] = []  # what a recorder would render its reply from
         self._users = users
         self._outbox = outbox
         self._audit = audit
+        self._mfa = mfa
         self._snapshot = users.snapshot()
+        self._mfa_snapshot = mfa.snapshot()
 
     async def __aenter__(self) -> FakeUnitOfWork:
         self._snapshot = self._users.snapshot()
+        self._mfa_snapshot = self._mfa.snapshot()
         return self
 
     async def __aexit__(
@@ -252,10 +352,12 @@ class FakeUnitOfWork:
             self._audit.record(event)
         before, self._snapshot = self._snapshot, self._users.snapshot()
         self.changed = [u for uid, u in self._snapshot.items() if before.get(uid) != u]
+        self._mfa_snapshot = self._mfa.snapshot()
         self.committed = True
 
     def rollback(self) -> None:
         self._users.restore(self._snapshot)
+        self._mfa.restore(self._mfa_snapshot)
         self._outbox.rollback()
 
 
@@ -266,10 +368,11 @@ class FakeUnitOfWorkFactory:
         self.users = FakeUserRepository(clock)
         self.outbox = FakeEventOutbox()
         self.audit = FakeAuditLog()
+        self.mfa = FakeMfaRepository(self.users)
         self.opened: list[FakeUnitOfWork] = []
 
     def __call__(self) -> FakeUnitOfWork:
-        uow = FakeUnitOfWork(self.users, self.outbox, self.audit)
+        uow = FakeUnitOfWork(self.users, self.outbox, self.audit, self.mfa)
         self.opened.append(uow)
         return uow
 
@@ -328,24 +431,34 @@ class FakeTokenIssuer:
         self._refresh_ttl = refresh_ttl
         self._issued: set[str] = set()  # stands in for the signature
 
-    def issue_access(self, user_id: int, session_id: str, now: datetime) -> str:
+    def issue_access(
+        self, user_id: int, session_id: str, now: datetime, amr: Sequence[str] = PASSWORD_ONLY
+    ) -> str:
         iat = int(now.timestamp())
         jti = uuid.uuid4().hex
-        return self._sign(f"access:{user_id}:{session_id}:{jti}:{iat}:{iat + self._access_ttl}")
+        exp = iat + self._access_ttl
+        return self._sign(f"access:{user_id}:{session_id}:{jti}:{iat}:{exp}:{'+'.join(amr)}")
 
-    def issue_refresh(self, user_id: int, session_id: str, token_id: str, now: datetime) -> str:
+    def issue_refresh(
+        self,
+        user_id: int,
+        session_id: str,
+        token_id: str,
+        now: datetime,
+        amr: Sequence[str] = PASSWORD_ONLY,
+    ) -> str:
         exp = int(now.timestamp()) + self._refresh_ttl
-        return self._sign(f"refresh:{user_id}:{session_id}:{token_id}:{exp}")
+        return self._sign(f"refresh:{user_id}:{session_id}:{token_id}:{exp}:{'+'.join(amr)}")
 
     def read_access(self, token: str) -> AccessClaims:
-        _, uid, sid, jti, iat, exp = self._open(token, "access", 6)
+        _, uid, sid, jti, iat, exp, amr = self._open(token, "access", 7)
         self._check_live(int(exp))
-        return AccessClaims(int(uid), sid, jti, int(iat), int(exp))
+        return AccessClaims(int(uid), sid, jti, int(iat), int(exp), tuple(amr.split("+")))
 
     def read_refresh(self, token: str) -> RefreshClaims:
-        _, uid, sid, token_id, exp = self._open(token, "refresh", 5)
+        _, uid, sid, token_id, exp, amr = self._open(token, "refresh", 6)
         self._check_live(int(exp))
-        return RefreshClaims(int(uid), sid, token_id)
+        return RefreshClaims(int(uid), sid, token_id, tuple(amr.split("+")))
 
     def read_session(self, token: str) -> TokenSession:
         kind = token.split(":", 1)[0]
@@ -507,6 +620,10 @@ class FakeLoginThrottle:
         window = self._counters.live(f"account:{account}")
         return 0 if window is None else window.failures
 
+    def failures_from(self, client_ip: str) -> int:
+        window = self._counters.live(f"ip:{client_ip}")
+        return 0 if window is None else window.failures
+
     def _limits(
         self, account: str, client_ip: str | None
     ) -> list[tuple[Literal["account", "client_ip"], str, int]]:
@@ -533,3 +650,45 @@ class FakeRegistrationThrottle:
     def counted(self, client_ip: str) -> int:
         window = self._counters.live(client_ip)
         return 0 if window is None else window.failures
+
+
+@dataclass
+class _Challenge:
+    challenge: MfaChallenge
+    expires: datetime
+    failures: int = 0
+
+
+class FakeMfaChallenges:
+    """mfa_tokens that expire by the clock, die at their failure limit, are spent once."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        self._clock = clock
+        self.challenges: dict[str, _Challenge] = {}
+
+    async def open(self, token: str, challenge: MfaChallenge, ttl: int) -> None:
+        expires = self._clock.now() + timedelta(seconds=ttl)
+        self.challenges[token] = _Challenge(challenge, expires)
+
+    def _live(self, token: str) -> _Challenge | None:
+        found = self.challenges.get(token)
+        if found is not None and self._clock.now() >= found.expires:
+            del self.challenges[token]
+            return None
+        return found
+
+    async def find(self, token: str) -> MfaChallenge | None:
+        token.encode()  # the Redis adapter keys a token by its digest: a lone surrogate fails
+        found = self._live(token)
+        return None if found is None else found.challenge
+
+    async def fail(self, token: str, max_failures: int) -> None:
+        found = self._live(token)
+        if found is None:
+            return
+        found.failures += 1
+        if found.failures >= max_failures:
+            del self.challenges[token]
+
+    async def spend(self, token: str) -> bool:
+        return self._live(token) is not None and self.challenges.pop(token) is not None

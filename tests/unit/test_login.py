@@ -245,10 +245,10 @@ async def test_a_publishers_name_is_never_written_as_the_client_ip(
     [failed] = uow.events(events.USER_LOGIN_FAILED)
     [logged_in] = uow.events(events.USER_LOGGED_IN)
     assert failed.extra == {"reason": "invalid_credentials"}
-    assert set(logged_in.extra) == {"session_id"}
+    assert set(logged_in.extra) == {"session_id", "amr"}  # no client_ip
 
 
-async def test_a_login_records_logged_in_with_the_session_and_client_ip(
+async def test_a_login_records_logged_in_with_the_session_client_ip_and_factors(
     auth: Auth, uow: FakeUnitOfWorkFactory, tokens: FakeTokenIssuer, alice: User
 ) -> None:
     pair = await auth.login(LogIn("alice", PASSWORD, Origin(client_ip="198.51.100.7")))
@@ -258,6 +258,7 @@ async def test_a_login_records_logged_in_with_the_session_and_client_ip(
     assert event.extra == {
         "session_id": tokens.read_access(pair.access_token).session_id,
         "client_ip": "198.51.100.7",
+        "amr": ["pwd"],
     }
 
 
@@ -267,7 +268,7 @@ async def test_a_login_without_a_client_ip_records_none_in_the_event(
     await auth.login(LogIn("alice", PASSWORD))
 
     [event] = uow.events(events.USER_LOGGED_IN)
-    assert set(event.extra) == {"session_id"}
+    assert set(event.extra) == {"session_id", "amr"}
 
 
 async def test_a_wrong_password_records_login_failed_for_the_user(

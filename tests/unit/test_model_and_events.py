@@ -85,6 +85,8 @@ def test_the_event_types_are_the_contracts() -> None:
         "user.login_failed",
         "user.token_reuse_detected",
         "signing_keys.changed",
+        "user.mfa_enabled",
+        "user.mfa_disabled",
     }
 
 
@@ -96,7 +98,8 @@ def test_every_event_has_its_own_id() -> None:
 
 
 def test_an_event_about_a_user_is_a_cloudevent_with_a_subject() -> None:
-    event = Event(events.USER_LOGGED_IN, WHEN, ALICE.view(), {"session_id": "s1"})
+    extra = {"session_id": "s1", "amr": ["pwd", "otp"]}
+    event = Event(events.USER_LOGGED_IN, WHEN, ALICE.view(), extra)
 
     assert to_cloudevent(event, request_id="req-1") == {
         "specversion": "1.0",
@@ -106,7 +109,7 @@ def test_an_event_about_a_user_is_a_cloudevent_with_a_subject() -> None:
         "time": "2026-01-01T12:00:00Z",
         "subject": "7",
         "datacontenttype": "application/json",
-        "data": {"user": dump(UserOut, ALICE.view()), "session_id": "s1"},
+        "data": {"user": dump(UserOut, ALICE.view()), "session_id": "s1", "amr": ["pwd", "otp"]},
         "requestid": "req-1",
     }
 

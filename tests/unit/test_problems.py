@@ -107,3 +107,20 @@ def test_other_routes_problems_carry_no_oauth_error() -> None:
     body = body_of(problem(errors.InvalidCredentials()))
     assert "error" not in body
     assert "error_description" not in body
+
+
+def test_mfa_required_carries_its_mfa_token_as_an_extension_member() -> None:
+    import orjson
+
+    from contract.wire import Failure, dump
+
+    error = errors.MfaRequired("the-token")
+    assert error.as_error()["mfa_token"] == "the-token"
+    assert dump(Failure, {"error": error.as_error()})["error"]["mfa_token"] == "the-token"
+
+    response = problem(error)
+    assert response.status == 403
+    assert response.body is not None
+    body = orjson.loads(bytes(response.body))  # type: ignore[arg-type]
+    assert (body["code"], body["mfa_token"]) == ("mfa_required", "the-token")
+    assert "mfa_token" not in orjson.loads(bytes(problem(errors.Forbidden()).body))  # type: ignore[arg-type]

@@ -157,3 +157,40 @@ async def test_close_drops_the_queued_checks_and_waits_for_the_running_one() -> 
     outcomes = await asyncio.gather(*calls, return_exceptions=True)
     assert [type(o) for o in outcomes] == [str, asyncio.CancelledError, asyncio.CancelledError]
     assert hasher.waiting == 0
+
+
+# --- amr (RFC 8176): how the session authenticated -------------------------------------------
+
+
+def test_both_tokens_carry_the_sessions_amr(tokens: JwtTokenIssuer) -> None:
+    now = datetime.now(UTC)
+    access = tokens.issue_access(7, "sid", now, ("pwd", "otp"))
+    refresh = tokens.issue_refresh(7, "sid", "rid", now, ("pwd", "recovery"))
+
+    assert jwt.decode(access, options={"verify_signature": False})["amr"] == ["pwd", "otp"]
+    assert tokens.read_access(access).amr == ("pwd", "otp")
+    assert tokens.read_refresh(refresh).amr == ("pwd", "recovery")
+
+
+def test_a_password_login_is_amr_pwd(tokens: JwtTokenIssuer) -> None:
+    now = datetime.now(UTC)
+    access = tokens.issue_access(7, "sid", now)
+
+    assert jwt.decode(access, options={"verify_signature": False})["amr"] == ["pwd"]
+    assert tokens.read_refresh(tokens.issue_refresh(7, "sid", "rid", now)).amr == ("pwd",)
+
+
+def signed(**claims: object) -> str:
+    now = int(time.time())
+    base = {"iss": "warden", "sub": "7", "sid": "s", "jti": "j", "type": "access", "iat": now}
+    return jwt.encode(base | {"exp": now + ACCESS_TTL} | claims, SECRET, algorithm="HS256")
+
+
+def test_a_token_signed_before_amr_existed_reads_as_a_passwords(tokens: JwtTokenIssuer) -> None:
+    assert tokens.read_access(signed()).amr == ("pwd",)
+
+
+@pytest.mark.parametrize("amr", ["pwd", [], [1], None, {"pwd": 1}])
+def test_a_token_with_a_malformed_amr_is_invalid(tokens: JwtTokenIssuer, amr: object) -> None:
+    with pytest.raises(InvalidToken):
+        tokens.read_access(signed(amr=amr))

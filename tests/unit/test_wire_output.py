@@ -97,10 +97,16 @@ def test_an_event_member_no_data_model_names_is_refused_not_dropped() -> None:
 def test_an_event_leaves_out_what_it_does_not_have_rather_than_writing_null() -> None:
     lockout = {"reason": "too_many_attempts", "attempts": 10, "limited_by": "account"}
     locked = Event(events.USER_LOGIN_FAILED, WHEN, None, lockout)
-    logged_in = Event(events.USER_LOGGED_IN, WHEN, ALICE.view(), {"session_id": "s"})
+    logged_in = Event(
+        events.USER_LOGGED_IN, WHEN, ALICE.view(), {"session_id": "s", "amr": ["pwd"]}
+    )
 
     assert cloudevent(locked)["data"] == {"user": None, **lockout}
-    assert cloudevent(logged_in)["data"] == {"user": user_body(ALICE), "session_id": "s"}
+    assert cloudevent(logged_in)["data"] == {
+        "user": user_body(ALICE),
+        "session_id": "s",
+        "amr": ["pwd"],
+    }
     assert cloudevent(logged_in, "")["time"] == "2026-01-01T12:00:00.250000Z"
     assert "requestid" not in cloudevent(logged_in, "")
 
