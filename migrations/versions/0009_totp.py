@@ -1,7 +1,7 @@
 """TOTP second factor: each user's sealed secret and its recovery code digests
 
 Revision ID: 0009
-Revises: 0006
+Revises: 0007
 
 `user_totp` holds one enrolment per user: the secret sealed with AES-GCM under a subkey of
 WARDEN_KEY_ENCRYPTION_KEY (the user id as associated data), whether it is confirmed, and

@@ -462,7 +462,7 @@ class FakeTokenIssuer:
 
     def read_session(self, token: str) -> TokenSession:
         kind = token.split(":", 1)[0]
-        fields = self._open(token, kind, 6 if kind == "access" else 5)  # expired or not
+        fields = self._open(token, kind, 7 if kind == "access" else 6)  # expired or not
         return TokenSession(int(fields[1]), fields[2])
 
     def _sign(self, token: str) -> str:
