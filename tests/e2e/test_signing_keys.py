@@ -131,7 +131,7 @@ async def test_a_token_verifies_offline_with_only_the_published_key_set(urls: Ur
         assert set(key) == {"kty", "crv", "x", "kid", "use", "alg"}  # no private member
         assert jwt.get_unverified_header(token)["alg"] == "EdDSA"
         claims = verify_offline(token, jwks)
-        assert set(claims) == {"iss", "sub", "sid", "jti", "type", "iat", "exp"}
+        assert set(claims) == {"iss", "sub", "sid", "jti", "type", "iat", "exp", "amr"}
         assert claims["type"] == "access"
 
 

@@ -64,10 +64,15 @@ async def test_the_sync_verify_fetches_and_verifies_off_the_loop(
     assert server.fetches == 1
 
 
+def from_now(seconds: float, kind: type = int) -> Callable[[], object]:
+    """A time `seconds` from when the test runs (not from when it was collected)."""
+    return lambda: kind(time.time() + seconds)
+
+
 @pytest.mark.parametrize(
     ("claims", "code"),
     [
-        ({"exp": int(time.time()) - 60}, "token_expired"),
+        ({"exp": from_now(-60)}, "token_expired"),
         ({"iss": "someone-else"}, "invalid_token"),
         ({"type": "refresh"}, "invalid_token"),
         ({"type": None}, "invalid_token"),
@@ -75,15 +80,16 @@ async def test_the_sync_verify_fetches_and_verifies_off_the_loop(
         ({"sub": None}, "invalid_token"),
         ({"sid": ""}, "invalid_token"),
         ({"sub": 42}, "invalid_token"),
-        ({"iat": int(time.time()) + 600}, "invalid_token"),
-        ({"exp": float(time.time() + 60)}, "invalid_token"),
+        ({"iat": from_now(600)}, "invalid_token"),
+        ({"exp": from_now(600, float)}, "invalid_token"),
     ],
 )
 async def test_a_token_whose_claims_are_not_warden_access_claims_is_refused(
     server: KeySetServer, ed: SigningKey, claims: dict[str, object], code: str
 ) -> None:
     verifier = Verifier(server.jwks_url, issuer=ISSUER)
-    assert await refused(verifier.verify_async, ed.sign(**claims)) == code
+    made = {name: value() if callable(value) else value for name, value in claims.items()}
+    assert await refused(verifier.verify_async, ed.sign(**made)) == code
 
 
 async def test_an_expired_token_is_accepted_within_the_leeway_only(
