@@ -50,6 +50,10 @@ class LoginFailedData(BaseModel):
     )
 
 
+class EmailChangedData(UserEventData):
+    previous_email: str = Field(description="The address the account had before the change.")
+
+
 D = TypeVar("D")
 
 
@@ -77,6 +81,12 @@ EVENT_DATA: dict[str, type[BaseModel]] = {
     events.USER_LOGGED_OUT: SessionEventData,
     events.USER_LOGIN_FAILED: LoginFailedData,
     events.USER_TOKEN_REUSE_DETECTED: SessionEventData,
+    # CONTRACT §7: never the token; the mail that carries it leaves on warden.mail.
+    events.USER_VERIFICATION_REQUESTED: UserEventData,
+    events.USER_VERIFIED: UserEventData,
+    events.USER_PASSWORD_RESET_REQUESTED: UserEventData,
+    events.USER_PASSWORD_RESET: UserEventData,
+    events.USER_EMAIL_CHANGED: EmailChangedData,
 }
 if set(EVENT_DATA) != set(events.EVENT_TYPES):  # pragma: no cover - a start-up error
     raise RuntimeError("every event type of the domain needs its data model here")

@@ -176,6 +176,7 @@ class UpdateMeRequest(Strict):
 class UpdateUserRequest(UpdateMeRequest):
     is_active: Annotated[bool | None, NotNull] = None
     is_superuser: Annotated[bool | None, NotNull] = None
+    is_verified: Annotated[bool | None, NotNull] = None
 
 
 class UpdateUserMessage(UpdateUserRequest):
@@ -184,6 +185,28 @@ class UpdateUserMessage(UpdateUserRequest):
 
 class ChangePasswordRequest(Strict):
     current_password: Annotated[str, StringConstraints(max_length=4096)]
+    new_password: Password
+
+
+class EmailRequest(Strict):
+    """An address to send a mail to, if it is an account's that needs one."""
+
+    email: Email
+
+
+EmailToken = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=512),
+    Field(description="The token of the link in the mail.", examples=["bSx3...Q"]),
+]
+
+
+class VerifyEmailRequest(Strict):
+    token: EmailToken
+
+
+class ResetPasswordRequest(Strict):
+    token: EmailToken
     new_password: Password
 
 
@@ -259,6 +282,9 @@ class UserOut(Reply):
     is_superuser: bool
     created_at: Timestamp
     updated_at: Timestamp
+    is_verified: bool = Field(
+        description="The email was shown to be the user's (read-only but for a superuser)."
+    )
 
 
 class TokenPairOut(Reply):
@@ -267,6 +293,16 @@ class TokenPairOut(Reply):
     token_type: Literal["bearer"] = "bearer"
     expires_in: int = Field(examples=[1800])
     refresh_expires_in: int = Field(examples=[604800])
+
+
+ACCEPTED_DETAIL = "If this address belongs to an account that needs this mail, it is on its way."
+
+
+class AcceptedOut(Reply):
+    """The same for every address, known or not: it tells nobody whether an account exists."""
+
+    status: Literal["accepted"] = "accepted"
+    detail: str = Field(default=ACCEPTED_DETAIL, examples=[ACCEPTED_DETAIL])
 
 
 class UserPageOut(Reply):

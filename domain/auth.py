@@ -10,6 +10,7 @@ from typing import Any
 from domain import events
 from domain.errors import (
     BearerError,
+    EmailNotVerified,
     InactiveUser,
     InvalidCredentials,
     InvalidToken,
@@ -69,6 +70,7 @@ class Auth:
         throttle: LoginThrottle,
         clock: Clock,
         lifetimes: TokenLifetimes,
+        require_verified: bool = False,
     ) -> None:
         self._uow = uow
         self._hasher = hasher
@@ -77,6 +79,7 @@ class Auth:
         self._throttle = throttle
         self._clock = clock
         self._lifetimes = lifetimes
+        self._require_verified = require_verified  # WARDEN_REQUIRE_VERIFIED_EMAIL
 
     def using(self, uow: UnitOfWorkFactory) -> Auth:
         """These use cases with their units of work opened by `uow` (one request's, say)."""
@@ -107,6 +110,9 @@ class Auth:
             await self._record_failure(user, client_ip, InactiveUser.code)
             raise InactiveUser
         await self._throttle.clear(account)
+        # Told only to whoever knows the password: it says nothing to anyone else.
+        if self._require_verified and not user.is_verified:
+            raise EmailNotVerified
         session_id = new_id()
         pair = await self._open_session(user, session_id)
         extra = {"session_id": session_id} | _ip(client_ip)

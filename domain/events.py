@@ -21,6 +21,12 @@ USER_LOGGED_IN = "user.logged_in"
 USER_LOGGED_OUT = "user.logged_out"
 USER_LOGIN_FAILED = "user.login_failed"
 USER_TOKEN_REUSE_DETECTED = "user.token_reuse_detected"
+# CONTRACT §7: none of these carries a token (the mail that does leaves on a private queue).
+USER_VERIFICATION_REQUESTED = "user.verification_requested"
+USER_VERIFIED = "user.verified"
+USER_PASSWORD_RESET_REQUESTED = "user.password_reset_requested"
+USER_PASSWORD_RESET = "user.password_reset"
+USER_EMAIL_CHANGED = "user.email_changed"
 
 EVENT_TYPES = (
     USER_REGISTERED,
@@ -31,6 +37,11 @@ EVENT_TYPES = (
     USER_LOGGED_OUT,
     USER_LOGIN_FAILED,
     USER_TOKEN_REUSE_DETECTED,
+    USER_VERIFICATION_REQUESTED,
+    USER_VERIFIED,
+    USER_PASSWORD_RESET_REQUESTED,
+    USER_PASSWORD_RESET,
+    USER_EMAIL_CHANGED,
 )
 
 

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from faststream.rabbit import RabbitBroker
 
-from handlers import auth, health, users
+from handlers import auth, health, recovery, users
 from handlers.deps import WorkerDeps
-from handlers.queues import DLQ, DLX, EVENTS_EXCHANGE
+from handlers.queues import DLQ, DLX, EVENTS_EXCHANGE, MAIL_QUEUE, MAIL_RETRY_QUEUE
 
 
 def include_routers(broker: RabbitBroker, deps: WorkerDeps) -> None:
     """Attach every area's router to `broker`: the one place the worker's queues are listed."""
     broker.include_router(auth.router(deps))
     broker.include_router(users.router(deps))
+    broker.include_router(recovery.router(deps, deps.recovery))
     broker.include_router(health.router(deps))
 
 
@@ -22,3 +23,6 @@ async def declare_topology(broker: RabbitBroker) -> None:
     dlx = await broker.declare_exchange(DLX)
     dlq = await broker.declare_queue(DLQ)
     await dlq.bind(dlx, routing_key="")
+    # Before the relay publishes a job to it: an unroutable job would be dropped.
+    await broker.declare_queue(MAIL_QUEUE)
+    await broker.declare_queue(MAIL_RETRY_QUEUE)

@@ -21,3 +21,16 @@ def rpc_queue(name: str) -> RabbitQueue:
     return RabbitQueue(
         name, durable=True, arguments={"x-dead-letter-exchange": DEAD_LETTER_EXCHANGE}
     )
+
+
+# CONTRACT §7: mail jobs. Private: no binding to warden.events; a job carries a (sealed) token.
+MAIL_QUEUE = RabbitQueue(
+    "warden.mail", durable=True, arguments={"x-dead-letter-exchange": DEAD_LETTER_EXCHANGE}
+)
+# A job waits out its backoff here (its own per-message expiration), then dead-letters back
+# to warden.mail. Nothing consumes it.
+MAIL_RETRY_QUEUE = RabbitQueue(
+    "warden.mail.retry",
+    durable=True,
+    arguments={"x-dead-letter-exchange": "", "x-dead-letter-routing-key": "warden.mail"},
+)

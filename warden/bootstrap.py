@@ -13,7 +13,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, TypedDict, Unpack
+from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
 import structlog
 
@@ -21,6 +21,7 @@ from domain.accounts import Accounts
 from domain.auth import Auth, TokenLifetimes
 from domain.errors import BearerError
 from domain.listing import CursorCodec
+from domain.mail import Mailbox, MailPolicy
 from domain.ports import (
     Clock,
     LoginThrottle,
@@ -30,7 +31,14 @@ from domain.ports import (
     TokenIssuer,
     UnitOfWorkFactory,
 )
-from warden.keys import IDEMPOTENCY_FINGERPRINT, IDEMPOTENCY_REPLY, AesGcmSealer, subkey
+from domain.recovery import Recovery
+from warden.keys import (
+    IDEMPOTENCY_FINGERPRINT,
+    IDEMPOTENCY_REPLY,
+    MAIL_TOKEN,
+    AesGcmSealer,
+    subkey,
+)
 from warden.security import BcryptPasswordHasher, JwtTokenIssuer
 from warden.settings import Settings
 
@@ -109,7 +117,9 @@ class Resources:
         """The units of work, and the readiness probe of the pool they take connections from."""
         from storage.uow import SqlAlchemyUnitOfWorkFactory
 
-        return SqlAlchemyUnitOfWorkFactory(self.engine, self.lone)
+        return SqlAlchemyUnitOfWorkFactory(
+            self.engine, self.lone, mail_sealer=mail_sealer(self._settings)
+        )
 
     @functools.cached_property
     def redis(self) -> aioredis.Redis:
@@ -126,6 +136,10 @@ class Resources:
         self._made.callback(hasher.close)
         return hasher
 
+    def closing(self, close: Callable[[], Awaitable[object]]) -> None:
+        """Close `close`'s resource with the rest."""
+        self._made.push_async_callback(close)
+
     async def close(self) -> None:
         await self._made.aclose()
 
@@ -137,6 +151,7 @@ class Services:
     settings: Settings
     auth: Auth
     accounts: Accounts
+    recovery: Recovery
     hasher: PasswordHasher
     cursors: CursorCodec
     idempotency: Idempotency
@@ -188,16 +203,26 @@ def build_services(settings: Settings, **overrides: Unpack[Overrides]) -> Servic
     )
     clock = overrides.get("clock") or UtcClock()
     lifetimes = TokenLifetimes(settings.access_token_ttl, settings.refresh_token_ttl)
-    auth = Auth(uow, hasher, tokens, sessions, throttle, clock, lifetimes)
+    auth = Auth(
+        uow, hasher, tokens, sessions, throttle, clock, lifetimes, settings.require_verified_email
+    )
+    mailbox = Mailbox(clock, MailPolicy(settings.email_token_ttl, settings.mail_max_per_hour))
     return Services(
         settings=settings,
         auth=auth,
-        accounts=Accounts(uow, hasher, sessions, throttle, registrations, clock),
+        accounts=Accounts(uow, hasher, sessions, throttle, registrations, clock, mailbox),
+        recovery=Recovery(uow, hasher, sessions, clock, mailbox),
         hasher=hasher,
         cursors=CursorCodec(settings.jwt_secret.get_secret_value().encode()),
         idempotency=_idempotency(settings, made, auth, overrides),
         resources=made,
     )
+
+
+def mail_sealer(settings: Settings) -> AesGcmSealer:
+    """Seals the token a mail job carries from the outbox to the mailer (storage.mail)."""
+    master = settings.key_encryption_key.get_secret_value().encode()
+    return AesGcmSealer(subkey(master, MAIL_TOKEN))
 
 
 def _tokens(settings: Settings) -> JwtTokenIssuer:
@@ -268,6 +293,7 @@ def build_broker(settings: Settings, services: Services) -> RabbitBroker:
     deps = WorkerDeps(
         auth=services.auth,
         accounts=services.accounts,
+        recovery=services.recovery,
         cursors=services.cursors,
         probes={"postgres": made.uow.ping, "redis": made.redis.ping},
         prefetch=settings.worker_prefetch,
@@ -285,7 +311,41 @@ def build_broker(settings: Settings, services: Services) -> RabbitBroker:
         return await audit.store(event)
 
     broker.include_router(audit_router(store_event, users.warden))
+    broker.include_router(_mailer(settings, broker, made, users.warden))
     return broker
+
+
+def _mailer(settings: Settings, broker: RabbitBroker, made: Resources, warden_user: str) -> Any:
+    """The mail consumer: its ledger, sender (SMTP, or the log in dev), renderer and retries."""
+    from handlers.mail_render import Branding, MailRenderer
+    from handlers.mailer import Mailer, RetryPolicy, mailer_router
+    from handlers.queues import MAIL_RETRY_QUEUE
+    from storage.db import asyncpg_dsn
+    from storage.mail import PostgresMailLedger
+    from storage.smtp import LogMailSender, SmtpMailSender, SmtpTarget
+
+    s = settings
+    ledger = PostgresMailLedger(asyncpg_dsn(s.database_url.get_secret_value()), s.mail_prefetch)
+    made.closing(ledger.close)
+    url = s.smtp_url.get_secret_value()
+    sender = SmtpMailSender(SmtpTarget.parse(url), s.smtp_timeout) if url else LogMailSender()
+    renderer = MailRenderer(Branding(s.product_name, s.public_url, s.mail_from))
+    mailer = Mailer(ledger, sender, renderer, mail_sealer(s))
+
+    async def retry(body: bytes, headers: dict[str, Any], delay_ms: int) -> None:
+        await broker.publish(
+            body,
+            routing_key=MAIL_RETRY_QUEUE.name,
+            content_type="application/json",
+            headers=headers,
+            expiration=delay_ms / 1000,
+            user_id=warden_user,  # kept through the dead-lettering back to warden.mail
+            persist=True,
+            timeout=10,
+        )
+
+    policy = RetryPolicy(s.mail_max_attempts, s.mail_retry_base, s.mail_retry_max)
+    return mailer_router(mailer, retry, policy, warden_user, s.mail_prefetch)
 
 
 def broker_users(settings: Settings) -> BrokerUsers:

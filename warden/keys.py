@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 IDEMPOTENCY_FINGERPRINT = "warden idempotency fingerprint v1"
 IDEMPOTENCY_REPLY = "warden idempotency reply v1"
+MAIL_TOKEN = "warden mail token v1"
 NONCE_BYTES = 12  # AES-GCM's standard nonce, random for each value sealed
 
 
