@@ -13,7 +13,7 @@ def include_routers(broker: RabbitBroker, deps: WorkerDeps) -> None:
     """Attach every area's router to `broker`: the one place the worker's queues are listed."""
     broker.include_router(auth.router(deps))
     broker.include_router(users.router(deps))
-    broker.include_router(recovery.router(deps, deps.recovery))
+    broker.include_router(recovery.router(deps, deps.recovery, deps.background))
     broker.include_router(health.router(deps))
 
 

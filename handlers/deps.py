@@ -4,7 +4,7 @@ settings for its queues."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from faststream.rabbit import RabbitRouter
@@ -14,6 +14,7 @@ from domain.accounts import Accounts
 from domain.auth import Auth
 from domain.listing import CursorCodec
 from domain.recovery import Recovery
+from handlers.background import Background
 from handlers.envelope import RequestUnits, UseCase
 from handlers.idempotency import Idempotency, Replay
 from handlers.rpc import RedeliveryCounter, rpc
@@ -36,6 +37,7 @@ class WorkerDeps:
     units: RequestUnits  # opens units of work; each request binds its own (see Call)
     idempotency: Idempotency | None = None
     redeliveries: RedeliveryCounter | None = None
+    background: Background = field(default_factory=Background)  # work after the reply
 
     def rpc(
         self,

@@ -111,7 +111,7 @@ class SqlAlchemyMailQueue:
         # A transaction-scoped lock per (kind, address): two requests for the same address
         # count one after the other, so the limit is never passed by a race.
         await conn.exec_driver_sql(
-            "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", (f"{kind}\x00{address}",)
+            "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", (f"{kind} {address}",)
         )
         result = await conn.exec_driver_sql(
             "SELECT count(*) FROM mail_jobs WHERE kind = $1 AND address = $2 AND created_at > $3",

@@ -51,6 +51,7 @@ if TYPE_CHECKING:
     from faststream.rabbit import RabbitBroker
     from sqlalchemy.ext.asyncio import AsyncEngine
 
+    from handlers.background import Background
     from handlers.idempotency import Idempotency, IdempotencyStore, ReplyLedger
     from handlers.trust import BrokerUsers
     from storage.lone import LoneStatements
@@ -271,11 +272,15 @@ def _caller_of(auth: Auth) -> Callable[[str | None], Awaitable[str]]:
     return caller_of
 
 
-def build_broker(settings: Settings, services: Services) -> RabbitBroker:
-    """The worker's broker with every subscriber attached (not connected)."""
+def build_broker(
+    settings: Settings, services: Services, background: Background | None = None
+) -> RabbitBroker:
+    """The worker's broker with every subscriber attached (not connected); `background` runs
+    the work that replies do not wait for (drained by running_worker)."""
     from faststream.rabbit import RabbitBroker
 
     from handlers.app import include_routers
+    from handlers.background import Background
     from handlers.deps import WorkerDeps
     from handlers.events import audit_router
     from storage.audit import PostgresAuditWriter
@@ -302,6 +307,7 @@ def build_broker(settings: Settings, services: Services) -> RabbitBroker:
         units=made.uow,
         idempotency=services.idempotency,
         redeliveries=RedisRedeliveryCounter(made.redis),
+        background=background or Background(),
     )
     include_routers(broker, deps)
 
@@ -361,12 +367,14 @@ def broker_users(settings: Settings) -> BrokerUsers:
 async def running_worker(settings: Settings) -> AsyncIterator[Services]:
     """One worker: subscribers consuming and the outbox relay publishing, until the block ends."""
     from handlers.app import declare_topology
+    from handlers.background import Background
     from handlers.events import OutboxRelay
     from storage.db import asyncpg_dsn
     from storage.outbox import PostgresOutboxSource
 
     services = build_services(settings)
-    broker = build_broker(settings, services)
+    background = Background()
+    broker = build_broker(settings, services, background)
     source = PostgresOutboxSource(asyncpg_dsn(settings.database_url.get_secret_value()))
     relay = OutboxRelay(source, broker, broker_users(settings).warden)
     relay_task: asyncio.Task[None] | None = None
@@ -382,6 +390,7 @@ async def running_worker(settings: Settings) -> AsyncIterator[Services]:
         # Stop taking messages and let the in-flight ones finish (their replies go out and
         # their events land in the outbox), then let the relay publish those, then close.
         await _stop_consuming(broker)
+        await background.drain(10)  # what the last replies started, before the relay stops
         heartbeat.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await heartbeat
