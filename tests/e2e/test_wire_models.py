@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aio_pika
@@ -25,7 +26,8 @@ from contract import wire
 from contract.catalog import RPC
 from contract.events import EVENT_DATA, CloudEvent
 from domain.events import EVENT_TYPES
-from domain.model import NewUser
+from domain.mail import RESET_PASSWORD, VERIFY_EMAIL, digest, new_token
+from domain.model import EmailToken, NewUser
 from tests.conftest import PASSWORD, AmqpCaller, fresh_ip, unique
 from tests.support.waiting import eventually
 from warden.bootstrap import Services
@@ -211,6 +213,34 @@ async def ping(c: Callers) -> Request:
     return Request({})
 
 
+async def mail_token(c: Callers, account: Account, kind: str) -> str:
+    """A token as a mail would carry it (the session's worker writes mails to its log)."""
+    token = new_token()
+    expires = datetime.now(UTC) + timedelta(hours=1)
+    stored = EmailToken(digest(token), kind, account.id, f"{account.username}@example.com", expires)
+    async with c.worker.resources.uow() as uow:
+        await uow.tokens.add(stored)
+        await uow.commit()
+    return token
+
+
+async def request_verification(c: Callers) -> Request:
+    return Request({"email": f"{(await c.account()).username}@example.com"})
+
+
+async def verify(c: Callers) -> Request:
+    return Request({"token": await mail_token(c, await c.account(), VERIFY_EMAIL)})
+
+
+async def forgot_password(c: Callers) -> Request:
+    return Request({"email": f"{(await c.account()).username}@example.com"})
+
+
+async def reset_password(c: Callers) -> Request:
+    token = await mail_token(c, await c.account(), RESET_PASSWORD)
+    return Request({"token": token, "new_password": unique("pw-")})
+
+
 CASES: dict[str, Callable[[Callers], Awaitable[Request]]] = {
     "warden.users.register": register,
     "warden.auth.login": login,
@@ -226,6 +256,10 @@ CASES: dict[str, Callable[[Callers], Awaitable[Request]]] = {
     "warden.users.delete": delete_user,
     "warden.audit.list": list_audit,
     "warden.ping": ping,
+    "warden.auth.request_verification": request_verification,
+    "warden.auth.verify": verify,
+    "warden.auth.forgot_password": forgot_password,
+    "warden.auth.reset_password": reset_password,
 }
 
 
@@ -379,4 +413,10 @@ async def cause_every_event(c: Callers) -> set[str]:
         assert (await c.log_in(carol.username, WRONG))["ok"] is False
     assert (await c.log_in(carol.username))["error"]["code"] == "too_many_attempts"
     await c.ok("warden.users.delete", {"id": bob.id}, root.token)
-    return {str(a.id) for a in (root, alice, bob, carol)}
+    dave = await c.account()
+    await c.ok("warden.auth.verify", {"token": await mail_token(c, dave, VERIFY_EMAIL)})
+    await c.ok("warden.auth.forgot_password", {"email": f"{dave.username}@example.com"})
+    reset = {"token": await mail_token(c, dave, RESET_PASSWORD), "new_password": unique("pw-")}
+    await c.ok("warden.auth.reset_password", reset)
+    await c.ok("warden.users.update_me", {"email": f"{unique('wm')}@example.com"}, root.token)
+    return {str(a.id) for a in (root, alice, bob, carol, dave)}

@@ -20,7 +20,7 @@ from warden.cli import migrate
 from warden.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
-TABLES = {"users", "outbox", "audit_log", "idempotent_replies"}
+TABLES = {"users", "outbox", "audit_log", "idempotent_replies", "email_tokens", "mail_jobs"}
 MIGRATION_LOCK_ID = 0x5741_524D  # migrations/env.py's lock
 LOCK_HELD = (
     "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted"

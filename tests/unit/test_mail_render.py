@@ -89,7 +89,7 @@ def test_a_reset_mail_links_to_the_reset_page_and_a_notice_has_no_link() -> None
     ],
 )
 def test_an_address_with_a_line_break_never_becomes_a_header(to: str) -> None:
-    with pytest.raises(ValueError, match="CR or LF|linefeed|carriage"):
+    with pytest.raises(ValueError, match=r"CR or LF|linefeed|carriage"):
         MailRenderer(BRANDING).render(job(to=to), "T", NOW)
 
 

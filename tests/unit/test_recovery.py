@@ -72,7 +72,8 @@ async def test_only_the_hash_of_a_token_is_stored(
     await people.add("alice")
     token = last_token(uow, VERIFY_EMAIL, "alice@example.com")
     [stored] = uow.tokens.rows
-    assert stored == digest(token) and token.encode() not in stored
+    assert stored == digest(token)
+    assert token.encode() not in stored
 
 
 async def test_the_verification_token_verifies_the_address_once(
@@ -83,7 +84,8 @@ async def test_the_verification_token_verifies_the_address_once(
 
     verified = await recovery.verify(token)
 
-    assert verified.is_verified and verified.id == user.id
+    assert verified.is_verified
+    assert verified.id == user.id
     assert [e.user for e in uow.events(events.USER_VERIFIED)] == [verified.view()]
     with pytest.raises(InvalidEmailToken):
         await recovery.verify(token)
@@ -192,9 +194,10 @@ async def test_a_reset_sets_the_password_ends_every_session_and_spends_the_other
             await auth.authenticate(s.bearer)
     with pytest.raises(InvalidCredentials):
         await auth.login(LogIn("alice", people.password_of(user)))
-    assert await auth.login(LogIn("alice", NEW_PASSWORD))
+    assert (await auth.login(LogIn("alice", NEW_PASSWORD))).access_token
     changed = await uow.users.get(user.id)
-    assert changed is not None and changed.is_verified  # the reset proved the address
+    assert changed is not None
+    assert changed.is_verified  # the reset proved the address
     assert [e.type for e in uow.events() if e.type == events.USER_PASSWORD_RESET] == [
         events.USER_PASSWORD_RESET
     ]
@@ -247,9 +250,11 @@ async def test_an_email_change_unverifies_mails_the_new_address_and_notifies_the
 
     changed = await accounts.update_me(me.principal, UserChanges(email="Alice@New.example"))
 
-    assert changed.email == "alice@new.example" and changed.is_verified is False
+    assert changed.email == "alice@new.example"
+    assert changed.is_verified is False
     [notice] = mails(uow, EMAIL_CHANGED, "alice@example.com")
-    assert notice.token is None and notice.new_email == "alice@new.example"
+    assert notice.token is None
+    assert notice.new_email == "alice@new.example"
     [verification] = mails(uow, VERIFY_EMAIL, "alice@new.example")
     [event] = uow.events(events.USER_EMAIL_CHANGED)
     assert event.extra == {"previous_email": "alice@example.com"}
@@ -327,11 +332,11 @@ async def test_requiring_verified_email_refuses_an_unverified_login_only_with_th
     assert sessions.of_user(user.id) == []
 
     await recovery.verify(last_token(uow, VERIFY_EMAIL, user.email))
-    assert await auth.login(LogIn("alice", people.password_of(user)))
+    assert (await auth.login(LogIn("alice", people.password_of(user)))).access_token
 
 
 async def test_without_the_requirement_an_unverified_user_logs_in(
     people: People, auth: Auth
 ) -> None:
     user = await people.add("alice")
-    assert await auth.login(LogIn("alice", people.password_of(user)))
+    assert (await auth.login(LogIn("alice", people.password_of(user)))).access_token

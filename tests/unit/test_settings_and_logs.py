@@ -88,7 +88,7 @@ def test_an_smtp_url_of_another_scheme_is_refused(url: str) -> None:
 )
 def test_a_mail_setting_that_could_break_a_mail_is_refused(setting: str, value: str) -> None:
     with pytest.raises(ValidationError):
-        Settings(**{setting: value})
+        Settings.model_validate({setting: value})
 
 
 def test_the_public_url_loses_its_trailing_slash() -> None:
