@@ -37,12 +37,14 @@ from handlers import metrics
 from handlers.decoding import raw_body
 from handlers.mail_render import MailRenderer
 from handlers.queues import MAIL_QUEUE
+from handlers.rpc import RedeliveryCounter
 from storage.idempotency import Sealer
 from storage.mail import Claim, Mark, PostgresMailLedger, open_token
 from storage.smtp import Accepted, PermanentMailError, TemporaryMailError
 
 log = structlog.get_logger("warden.mail")
 
+MAX_REDELIVERIES = 5
 ATTEMPT = "x-mail-attempt"  # header: which attempt this delivery of the job is (1 first)
 PRUNE_EVERY = 500  # jobs sent between two prunes of the ledger
 KEEP_DAYS = 14  # how long a sent job is remembered: far past any retry or redelivery
@@ -95,8 +97,9 @@ class Mailer:
                     await self._send(job, mark)
         except (TemporaryMailError, PermanentMailError):
             raise
-        except Exception as exc:  # Postgres away: the job waits like an SMTP outage
-            raise TemporaryMailError(f"ledger: {type(exc).__name__}") from None
+        except Exception as exc:  # Postgres away (or a fault): the job waits as in an outage
+            log.warning("mail job failed", error=type(exc).__name__, exc_info=True)
+            raise TemporaryMailError(type(exc).__name__) from None
         if state == "send":
             await self._prune_now_and_then()
         return state
@@ -121,9 +124,18 @@ class Mailer:
 
 
 def mailer_router(
-    mailer: Mailer, retry: Retry, policy: RetryPolicy, warden_user: str, prefetch: int
+    mailer: Mailer,
+    retry: Retry,
+    policy: RetryPolicy,
+    warden_user: str,
+    prefetch: int,
+    redeliveries: RedeliveryCounter | None = None,
 ) -> RabbitRouter:
-    """The subscriber of warden.mail: every delivery ends acknowledged, retried or dead-lettered."""
+    """The subscriber of warden.mail: every delivery ends acknowledged, retried or dead-lettered.
+
+    A job redelivered more than MAX_REDELIVERIES times (its worker died holding it, again and
+    again: a job that kills workers) is dead-lettered unworked, as an RPC request would be.
+    """
     r = RabbitRouter()
 
     @r.subscriber(
@@ -150,6 +162,14 @@ def mailer_router(
             return
         headers = dict(raw.headers or {})
         attempt = _attempt(headers)
+        if raw.redelivered and redeliveries is not None:
+            try:
+                count = await redeliveries.count(MAIL_QUEUE.name, job.id)
+            except Exception:  # no count without Redis: worked on as usual
+                count = 0
+            if count > MAX_REDELIVERIES:
+                await _dead_letter(message, job, attempt, f"redelivered {count} times")
+                return
         structlog.contextvars.bind_contextvars(
             request_id=job.requestid, queue=MAIL_QUEUE.name, mail_id=job.id, kind=job.kind
         )

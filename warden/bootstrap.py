@@ -53,6 +53,7 @@ if TYPE_CHECKING:
 
     from handlers.background import Background
     from handlers.idempotency import Idempotency, IdempotencyStore, ReplyLedger
+    from handlers.rpc import RedeliveryCounter
     from handlers.trust import BrokerUsers
     from storage.lone import LoneStatements
     from storage.uow import SqlAlchemyUnitOfWorkFactory
@@ -317,11 +318,18 @@ def build_broker(
         return await audit.store(event)
 
     broker.include_router(audit_router(store_event, users.warden))
-    broker.include_router(_mailer(settings, broker, made, users.warden))
+    mail = _mailer(settings, broker, made, users.warden, RedisRedeliveryCounter(made.redis))
+    broker.include_router(mail)
     return broker
 
 
-def _mailer(settings: Settings, broker: RabbitBroker, made: Resources, warden_user: str) -> Any:
+def _mailer(
+    settings: Settings,
+    broker: RabbitBroker,
+    made: Resources,
+    warden_user: str,
+    redeliveries: RedeliveryCounter,
+) -> Any:
     """The mail consumer: its ledger, sender (SMTP, or the log in dev), renderer and retries."""
     from handlers.mail_render import Branding, MailRenderer
     from handlers.mailer import Mailer, RetryPolicy, mailer_router
@@ -351,7 +359,7 @@ def _mailer(settings: Settings, broker: RabbitBroker, made: Resources, warden_us
         )
 
     policy = RetryPolicy(s.mail_max_attempts, s.mail_retry_base, s.mail_retry_max)
-    return mailer_router(mailer, retry, policy, warden_user, s.mail_prefetch)
+    return mailer_router(mailer, retry, policy, warden_user, s.mail_prefetch, redeliveries)
 
 
 def broker_users(settings: Settings) -> BrokerUsers:
