@@ -18,6 +18,7 @@ import orjson
 import pytest_asyncio
 
 from contract.wire import ACCEPTED_DETAIL
+from domain.model import NewUser
 from storage.db import asyncpg_dsn
 from tests.conftest import PASSWORD, make_settings, own_world, unique
 from tests.e2e.test_faults import edge_client
@@ -343,6 +344,25 @@ async def test_a_user_cannot_set_is_verified_itself(world: World) -> None:
         problem = await r.json()
         assert (r.status, problem["code"]) == (422, "validation_error")
         assert problem["errors"][0]["loc"] == ["body", "is_verified"]
+
+
+async def test_a_superuser_may_set_is_verified(world: World) -> None:
+    name = unique("root")
+    hashed = await world.services.hasher.hash(PASSWORD)
+    await world.services.accounts.create(
+        NewUser(f"{name}@example.com", name, hashed, is_superuser=True)
+    )
+    _, pair = await log_in(world, name)
+    user, _ = await register(world)
+    for value in (True, False):
+        async with world.http.patch(
+            f"/api/v1/users/{user['id']}",
+            json={"is_verified": value},
+            headers=bearer(pair["access_token"]),
+        ) as r:
+            changed = await r.json()
+            assert r.status == 200, changed
+        assert changed["is_verified"] is value
 
 
 # --- delivery: SMTP away, refusing, dead letters ---------------------------------------------
