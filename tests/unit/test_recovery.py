@@ -170,6 +170,36 @@ async def test_past_the_hourly_limit_nothing_more_is_queued_and_an_hour_later_it
     assert len(mails(uow, RESET_PASSWORD, user.email)) == LIMIT + 1
 
 
+async def test_recovery_using_other_units_of_work_commits_through_them_alone(
+    people: People, recovery: Recovery, uow: FakeUnitOfWorkFactory, clock: FakeClock
+) -> None:
+    """A worker binds the use cases to each request's units; the unbound ones stay as they were."""
+    user = await people.add("alice")
+    requests = FakeUnitOfWorkFactory(clock)
+    requests.users = uow.users  # the same users, seen through other units of work
+    before = len(uow.mails.sent())
+
+    await recovery.using(requests).forgot_password(user.email)
+
+    assert [m.to for m in requests.mails.sent(RESET_PASSWORD)] == [user.email]
+    assert len(uow.mails.sent()) == before
+    await recovery.forgot_password(user.email)  # its own, unbound
+    assert len(uow.mails.sent(RESET_PASSWORD)) == 1
+
+
+async def test_a_change_that_keeps_the_email_keeps_it_verified(
+    people: People, recovery: Recovery, accounts: Accounts, uow: FakeUnitOfWorkFactory
+) -> None:
+    user = await people.add("alice")
+    await recovery.verify(last_token(uow, VERIFY_EMAIL, user.email))
+    me = await people.sign_in(user)
+
+    changed = await accounts.update_me(me.principal, UserChanges(full_name="Alice"))
+
+    assert changed.is_verified is True
+    assert len(uow.mails.sent(VERIFY_EMAIL)) == 1  # its registration's only
+
+
 # --- password reset --------------------------------------------------------------------------
 
 
