@@ -11,7 +11,7 @@ from domain.accounts import Accounts
 from domain.auth import Auth, LogIn, TokenLifetimes
 from domain.errors import EmailNotVerified, InvalidCredentials, InvalidEmailToken, TokenRevoked
 from domain.mail import EMAIL_CHANGED, RESET_PASSWORD, VERIFY_EMAIL, digest
-from domain.model import Mail, User, UserChanges
+from domain.model import Mail, NewUser, User, UserChanges
 from domain.recovery import Recovery, ResetPassword
 from tests.unit.fakes import (
     FakeClock,
@@ -198,6 +198,47 @@ async def test_a_change_that_keeps_the_email_keeps_it_verified(
 
     assert changed.is_verified is True
     assert len(uow.mails.sent(VERIFY_EMAIL)) == 1  # its registration's only
+
+
+async def test_a_second_link_of_a_verified_address_still_works_and_records_nothing_new(
+    people: People, recovery: Recovery, uow: FakeUnitOfWorkFactory
+) -> None:
+    user = await people.add("alice")
+    await recovery.request_verification(user.email)
+    first, second = (m.token or "" for m in mails(uow, VERIFY_EMAIL, user.email))
+    await recovery.verify(second)
+
+    again = await recovery.verify(first)
+
+    assert again.is_verified
+    assert len(uow.events(events.USER_VERIFIED)) == 1
+    with pytest.raises(InvalidEmailToken):
+        await recovery.verify(first)
+
+
+async def test_an_account_created_verified_is_sent_no_verification_mail(
+    accounts: Accounts, uow: FakeUnitOfWorkFactory
+) -> None:
+    created = await accounts.create(
+        NewUser("root@example.com", "root", "hashed:x", is_verified=True)
+    )
+    assert created.is_verified is True
+    assert uow.mails.sent() == []
+    assert uow.events(events.USER_VERIFICATION_REQUESTED) == []
+
+
+async def test_email_changes_past_the_hourly_limit_change_the_email_but_mail_no_more(
+    people: People, accounts: Accounts, uow: FakeUnitOfWorkFactory
+) -> None:
+    user = await people.add("alice", email="a0@example.com")
+    me = await people.sign_in(user)
+    for n in range(1, 2 * LIMIT + 3):  # back and forth: LIMIT + 1 moves to a1, and back
+        await accounts.update_me(me.principal, UserChanges(email=f"a{n % 2}@example.com"))
+    assert len(mails(uow, VERIFY_EMAIL, "a1@example.com")) == LIMIT
+    assert len(mails(uow, EMAIL_CHANGED, "a0@example.com")) == LIMIT
+    current = await uow.users.get(user.id)
+    assert current is not None
+    assert current.email == "a0@example.com"
 
 
 # --- password reset --------------------------------------------------------------------------
