@@ -22,11 +22,13 @@ from contract.errors import (
     PayloadTooLarge,
 )
 from domain.errors import (
+    EmailNotVerified,
     EmailTaken,
     Forbidden,
     InactiveUser,
     InternalError,
     InvalidCredentials,
+    InvalidEmailToken,
     InvalidMfaCode,
     InvalidToken,
     LastSuperuser,
@@ -121,8 +123,16 @@ RPC: dict[str, RpcSpec] = {
         wire.LoginRequest,
         wire.TokenPairOut,
         "anyone",
-        # TokenRevoked: a repeat whose kept pair is no longer live.
-        (InvalidCredentials, InactiveUser, TooManyAttempts, MfaRequired, TokenRevoked),
+        # TokenRevoked: a repeat whose kept pair is no longer live. EmailNotVerified: with
+        # WARDEN_REQUIRE_VERIFIED_EMAIL, the right password of an unverified account.
+        (
+            InvalidCredentials,
+            InactiveUser,
+            TooManyAttempts,
+            MfaRequired,
+            TokenRevoked,
+            EmailNotVerified,
+        ),
     ),
     "warden.auth.mfa": RpcSpec(
         wire.MfaLoginRequest,
@@ -186,5 +196,14 @@ RPC: dict[str, RpcSpec] = {
         wire.UserIdMessage, None, "superuser", (UserNotFound, LastSuperuser)
     ),
     "warden.audit.list": RpcSpec(wire.AuditListQuery, wire.AuditPageOut, "superuser"),
+    # CONTRACT §7. The two requests answer the same 202 whatever the address.
+    "warden.auth.request_verification": RpcSpec(wire.EmailRequest, wire.AcceptedOut, "anyone"),
+    "warden.auth.verify": RpcSpec(
+        wire.VerifyEmailRequest, wire.UserOut, "anyone", (InvalidEmailToken,)
+    ),
+    "warden.auth.forgot_password": RpcSpec(wire.EmailRequest, wire.AcceptedOut, "anyone"),
+    "warden.auth.reset_password": RpcSpec(
+        wire.ResetPasswordRequest, None, "anyone", (InvalidEmailToken,)
+    ),
     PING_QUEUE: RpcSpec(wire.Empty, wire.PingOut, "the edge's readiness check", idempotent=False),
 }

@@ -65,6 +65,10 @@ class SigningKeysChangedData(BaseModel):
     )
 
 
+class EmailChangedData(UserEventData):
+    previous_email: str = Field(description="The address the account had before the change.")
+
+
 D = TypeVar("D")
 
 
@@ -95,6 +99,12 @@ EVENT_DATA: dict[str, type[BaseModel]] = {
     events.SIGNING_KEYS_CHANGED: SigningKeysChangedData,
     events.USER_MFA_ENABLED: UserEventData,
     events.USER_MFA_DISABLED: UserEventData,
+    # CONTRACT §7: never the token; the mail that carries it leaves on warden.mail.
+    events.USER_VERIFICATION_REQUESTED: UserEventData,
+    events.USER_VERIFIED: UserEventData,
+    events.USER_PASSWORD_RESET_REQUESTED: UserEventData,
+    events.USER_PASSWORD_RESET: UserEventData,
+    events.USER_EMAIL_CHANGED: EmailChangedData,
 }
 if set(EVENT_DATA) != set(events.EVENT_TYPES):  # pragma: no cover - a start-up error
     raise RuntimeError("every event type of the domain needs its data model here")

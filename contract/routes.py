@@ -186,4 +186,31 @@ ROUTES: tuple[Route, ...] = (
         public=True,
         summary="The public keys that verify access tokens (JWKS)",
     ),
+    Route(
+        "POST",
+        f"{API}/auth/verify/request",
+        "warden.auth.request_verification",
+        202,
+        summary="Ask for a verification mail",
+    ),
+    Route(
+        "POST",
+        f"{API}/auth/verify",
+        "warden.auth.verify",
+        summary="Verify an email address with a mail's token",
+    ),
+    Route(
+        "POST",
+        f"{API}/auth/password/forgot",
+        "warden.auth.forgot_password",
+        202,
+        summary="Ask for a password reset mail",
+    ),
+    Route(
+        "POST",
+        f"{API}/auth/password/reset",
+        "warden.auth.reset_password",
+        204,
+        summary="Set a new password with a mail's token",
+    ),
 )

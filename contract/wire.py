@@ -192,6 +192,7 @@ class UpdateMeRequest(Strict):
 class UpdateUserRequest(UpdateMeRequest):
     is_active: Annotated[bool | None, NotNull] = None
     is_superuser: Annotated[bool | None, NotNull] = None
+    is_verified: Annotated[bool | None, NotNull] = None
 
 
 class UpdateUserMessage(UpdateUserRequest):
@@ -229,6 +230,28 @@ class MfaLoginRequest(Strict):
         description="From the 403 mfa_required answer of the login; single use, 5 minutes."
     )
     code: MfaCode
+
+
+class EmailRequest(Strict):
+    """An address to send a mail to, if it is an account's that needs one."""
+
+    email: Email
+
+
+EmailToken = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=512),
+    Field(description="The token of the link in the mail.", examples=["bSx3...Q"]),
+]
+
+
+class VerifyEmailRequest(Strict):
+    token: EmailToken
+
+
+class ResetPasswordRequest(Strict):
+    token: EmailToken
+    new_password: Password
 
 
 class UserIdMessage(Strict):
@@ -303,6 +326,9 @@ class UserOut(Reply):
     is_superuser: bool
     created_at: Timestamp
     updated_at: Timestamp
+    is_verified: bool = Field(
+        description="The email was shown to be the user's (read-only but for a superuser)."
+    )
 
 
 class TokenPairOut(Reply):
@@ -329,6 +355,16 @@ class RecoveryCodesOut(Reply):
         "TOTP code.",
         examples=[["k7dq-3xwm-p2ha-9rtv"]],
     )
+
+
+ACCEPTED_DETAIL = "If this address belongs to an account that needs this mail, it is on its way."
+
+
+class AcceptedOut(Reply):
+    """The same for every address, known or not: it tells nobody whether an account exists."""
+
+    status: Literal["accepted"] = "accepted"
+    detail: str = Field(default=ACCEPTED_DETAIL, examples=[ACCEPTED_DETAIL])
 
 
 class UserPageOut(Reply):

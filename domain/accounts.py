@@ -9,6 +9,7 @@ from domain import events
 from domain.auth import account_of
 from domain.errors import Forbidden, LastSuperuser, TooManyAttempts, UserNotFound, WrongPassword
 from domain.listing import AuditPage, AuditQuery, UserPage, UserQuery
+from domain.mail import EMAIL_CHANGED, VERIFY_EMAIL, Mailbox, MailPolicy
 from domain.model import NewUser, Origin, Principal, User, UserChanges
 from domain.ports import (
     Clock,
@@ -55,8 +56,10 @@ class Accounts:
         throttle: LoginThrottle,
         registrations: RegistrationThrottle,
         clock: Clock,
+        mailbox: Mailbox | None = None,
     ) -> None:
         self._uow = uow
+        self._mailbox = mailbox or Mailbox(clock, MailPolicy())
         self._hasher = hasher
         self._sessions = sessions
         self._throttle = throttle
@@ -81,10 +84,13 @@ class Accounts:
         return await self.create(NewUser(email, cmd.username, hashed, cmd.full_name))
 
     async def create(self, new: NewUser) -> User:
-        """Store an account whose password is already hashed (registration, create-superuser)."""
+        """Store an account whose password is already hashed (registration, create-superuser);
+        an unverified one is sent a verification mail, in the same transaction."""
         async with self._uow() as uow:
             user = await uow.users.add(new)
             self._record(uow, events.USER_REGISTERED, user)
+            if not user.is_verified:
+                await self._mailbox.send(uow, user, VERIFY_EMAIL, user.email)
             await uow.commit()
         return user
 
@@ -153,6 +159,7 @@ class Accounts:
     async def _update(self, user_id: int, changes: UserChanges) -> User:
         async with self._uow() as uow:
             user = await _existing(uow, user_id)
+            changes = _unverified_if_moved(user, changes)
             if user.is_active_superuser and not user.with_changes(changes).is_active_superuser:
                 await _keep_a_superuser(uow, user_id)
                 user = await _existing(uow, user_id)  # re-read under the lock
@@ -160,6 +167,8 @@ class Accounts:
                 return user
             updated = await uow.users.update(user, changes)
             self._record(uow, events.USER_UPDATED, updated)
+            if updated.email != user.email:
+                await self._moved(uow, user, updated)
             if updated.is_active:
                 await uow.commit()
             else:
@@ -176,6 +185,17 @@ class Accounts:
         await self._sessions.revoke_all(user_id)
         await uow.commit()
         await self._sessions.revoke_all(user_id)
+
+    async def _moved(self, uow: UnitOfWork, before: User, after: User) -> None:
+        """An email change: a verification mail to the new address (unless a superuser set
+        the account verified in the same change) and a notice to the old one."""
+        extra = {"previous_email": before.email}
+        uow.outbox.add(
+            events.Event(events.USER_EMAIL_CHANGED, self._clock.now(), after.view(), extra)
+        )
+        if not after.is_verified:
+            await self._mailbox.send(uow, after, VERIFY_EMAIL, after.email)
+        await self._mailbox.send(uow, after, EMAIL_CHANGED, before.email)
 
     async def _admit_registration(self, origin: Origin | None) -> None:
         """Count a registration about to cost a bcrypt hash against its address's limit."""
@@ -206,6 +226,14 @@ async def _keep_a_superuser(uow: UnitOfWork, losing: int) -> None:
     remaining = [uid for uid in await uow.users.lock_superusers() if uid != losing]
     if not remaining:
         raise LastSuperuser
+
+
+def _unverified_if_moved(user: User, changes: UserChanges) -> UserChanges:
+    """A new email is unverified, unless the change itself says otherwise (a superuser's)."""
+    given = changes.as_dict()
+    if given.get("email", user.email) == user.email or "is_verified" in given:
+        return changes
+    return UserChanges(**(given | {"is_verified": False}))
 
 
 def _normalized(changes: UserChanges) -> UserChanges:

@@ -11,6 +11,7 @@ from typing import Any
 from domain import events
 from domain.errors import (
     BearerError,
+    EmailNotVerified,
     InactiveUser,
     InvalidCredentials,
     InvalidToken,
@@ -89,6 +90,7 @@ class Auth:
         clock: Clock,
         lifetimes: TokenLifetimes,
         challenges: MfaChallenges,
+        require_verified: bool = False,
     ) -> None:
         self._uow = uow
         self._challenges = challenges
@@ -98,6 +100,7 @@ class Auth:
         self._throttle = throttle
         self._clock = clock
         self._lifetimes = lifetimes
+        self._require_verified = require_verified  # WARDEN_REQUIRE_VERIFIED_EMAIL
 
     def using(self, uow: UnitOfWorkFactory) -> Auth:
         """These use cases with their units of work opened by `uow` (one request's, say)."""
@@ -126,6 +129,9 @@ class Auth:
         if not user.is_active:
             await self.record_failure(user, client_ip, InactiveUser.code)
             raise InactiveUser
+        # Told only to whoever knows the password: it says nothing to anyone else.
+        if self._require_verified and not user.is_verified:
+            raise EmailNotVerified
         if await self._has_second_factor(user):
             raise MfaRequired(await self._challenge(user, address))
         await self._throttle.clear(account)

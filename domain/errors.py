@@ -211,6 +211,24 @@ class LastSuperuser(WardenError):
     default_detail = "This would leave no active superuser."
 
 
+class InvalidEmailToken(WardenError):
+    """A mail's token that is unknown, already used, expired, or no longer the account's."""
+
+    status = 400
+    code = "invalid_email_token"
+    title = "Invalid email token"
+    default_detail = "This link is not valid: it was used already, has expired, or is wrong."
+
+
+class EmailNotVerified(WardenError):
+    """Login refused until the account's email is verified (WARDEN_REQUIRE_VERIFIED_EMAIL)."""
+
+    status = 403
+    code = "email_not_verified"
+    title = "Email not verified"
+    default_detail = "Verify your email address before logging in."
+
+
 class UpstreamTimeout(WardenError):
     """No reply in time: from a worker, at the edge; from the database, in the worker."""
 

@@ -24,6 +24,12 @@ USER_TOKEN_REUSE_DETECTED = "user.token_reuse_detected"
 SIGNING_KEYS_CHANGED = "signing_keys.changed"  # the published key set changed (no user)
 USER_MFA_ENABLED = "user.mfa_enabled"
 USER_MFA_DISABLED = "user.mfa_disabled"
+# CONTRACT §7: none of these carries a token (the mail that does leaves on a private queue).
+USER_VERIFICATION_REQUESTED = "user.verification_requested"
+USER_VERIFIED = "user.verified"
+USER_PASSWORD_RESET_REQUESTED = "user.password_reset_requested"
+USER_PASSWORD_RESET = "user.password_reset"
+USER_EMAIL_CHANGED = "user.email_changed"
 
 EVENT_TYPES = (
     USER_REGISTERED,
@@ -37,6 +43,11 @@ EVENT_TYPES = (
     SIGNING_KEYS_CHANGED,
     USER_MFA_ENABLED,
     USER_MFA_DISABLED,
+    USER_VERIFICATION_REQUESTED,
+    USER_VERIFIED,
+    USER_PASSWORD_RESET_REQUESTED,
+    USER_PASSWORD_RESET,
+    USER_EMAIL_CHANGED,
 )
 
 

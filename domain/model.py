@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -19,6 +20,7 @@ class UserView:
     is_superuser: bool
     created_at: datetime
     updated_at: datetime
+    is_verified: bool = False
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,7 @@ class User:
     is_superuser: bool
     created_at: datetime
     updated_at: datetime
+    is_verified: bool = False  # the email was shown to be the user's (CONTRACT §7)
 
     def view(self) -> UserView:
         return UserView(
@@ -45,6 +48,7 @@ class User:
             is_superuser=self.is_superuser,
             created_at=self.created_at,
             updated_at=self.updated_at,
+            is_verified=self.is_verified,
         )
 
     def with_changes(self, changes: UserChanges) -> User:
@@ -65,6 +69,7 @@ class NewUser:
     full_name: str | None = None
     is_active: bool = True
     is_superuser: bool = False
+    is_verified: bool = False
 
 
 _UNSET: Any = object()
@@ -79,6 +84,7 @@ class UserChanges:
     full_name: str | None = _UNSET
     is_active: bool = _UNSET
     is_superuser: bool = _UNSET
+    is_verified: bool = _UNSET
     hashed_password: str = field(default=_UNSET, repr=False)
 
     def as_dict(self) -> dict[str, Any]:
@@ -188,3 +194,28 @@ class MfaChallenge:
 
     user_id: int
     address: str  # Origin.address of the login; the code must come from the same
+
+
+@dataclass(frozen=True)
+class EmailToken:
+    """A stored token: its hash, what it may do, for whom, to which address it was sent."""
+
+    digest: bytes = field(repr=False)
+    kind: str
+    user_id: int
+    email: str
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
+class Mail:
+    """One mail to send. `token` is the secret its link carries (None for a notice)."""
+
+    kind: str
+    to: str
+    user_id: int
+    username: str
+    token: str | None = field(default=None, repr=False)
+    expires_at: datetime | None = None
+    new_email: str | None = None  # EMAIL_CHANGED: the address the account moved to
+    id: str = field(default_factory=lambda: str(uuid.uuid4()))

@@ -14,6 +14,8 @@ from domain.listing import AuditPage, AuditQuery, UserPage, UserQuery
 from domain.model import (
     PASSWORD_ONLY,
     AccessClaims,
+    EmailToken,
+    Mail,
     MfaChallenge,
     NewUser,
     RefreshClaims,
@@ -229,6 +231,34 @@ class EventOutbox(Protocol):
     def add(self, event: Event) -> None: ...
 
 
+class EmailTokenRepository(Protocol):
+    """Mail tokens, stored only as their hashes."""
+
+    async def add(self, token: EmailToken) -> None: ...
+
+    async def find(self, digest: bytes, kind: str, now: datetime) -> EmailToken | None:
+        """The unspent, unexpired token of `kind` with this hash, left as it is."""
+
+    async def spend(self, digest: bytes, kind: str, now: datetime) -> EmailToken | None:
+        """Mark the unspent, unexpired token used and return it; None if there is none.
+
+        Atomic: of two concurrent spends of one token, one gets it.
+        """
+
+    async def spend_all(self, user_id: int, kind: str, now: datetime) -> None:
+        """Spend every unspent token of `kind` of the user."""
+
+
+class MailQueue(Protocol):
+    """Mails to send, written in the same transaction as the change that asks for them."""
+
+    async def count_since(self, kind: str, address: str, since: datetime) -> int:
+        """Mails of `kind` queued for `address` since `since`; concurrent counts of the same
+        (kind, address) wait for this transaction to end."""
+
+    def add(self, mail: Mail) -> None: ...
+
+
 class AuditLog(Protocol):
     """The stored history of events."""
 
@@ -249,6 +279,12 @@ class UnitOfWork(Protocol):
 
     @property
     def mfa(self) -> MfaRepository: ...
+
+    @property
+    def tokens(self) -> EmailTokenRepository: ...
+
+    @property
+    def mails(self) -> MailQueue: ...
 
     async def __aenter__(self) -> UnitOfWork: ...
 

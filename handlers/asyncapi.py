@@ -19,6 +19,7 @@ from pydantic.json_schema import models_json_schema
 from contract import protocol, wire
 from contract.catalog import RPC
 from contract.events import EVENT_DATA, CloudEvent
+from contract.mail import MAIL_QUEUE, MAIL_RETRY_QUEUE, MailJob
 from domain.events import EVENT_TYPES
 from handlers.queues import RPC_REDELIVERY_LIMIT
 
@@ -66,7 +67,7 @@ def _reply_schema(reply: type[BaseModel] | None) -> dict[str, Any]:
 
 
 def _schemas() -> dict[str, Any]:
-    models: set[type[BaseModel]] = {wire.Failure}
+    models: set[type[BaseModel]] = {wire.Failure, MailJob}
     for spec in RPC.values():
         models.add(spec.request)
         if spec.reply is not None:
@@ -198,6 +199,7 @@ def document() -> dict[str, Any]:
                 "amqp": {"cc": [event_type], "deliveryMode": 2, "bindingVersion": "0.3.0"}
             },
         }
+    _mail_channel(channels, operations, messages)
     return {
         "asyncapi": "3.0.0",
         "info": {
@@ -216,6 +218,48 @@ def document() -> dict[str, Any]:
         "channels": channels,
         "operations": operations,
         "components": {"messages": messages, "schemas": _schemas()},
+    }
+
+
+def _mail_channel(
+    channels: dict[str, Any], operations: dict[str, Any], messages: dict[str, Any]
+) -> None:
+    """warden.mail: private to Warden (the outbox relay publishes, the mailer consumes)."""
+    messages["mail_job"] = {
+        "name": "mail job",
+        "contentType": "application/json",
+        "payload": _ref("MailJob"),
+    }
+    channels["warden_mail"] = {
+        "address": MAIL_QUEUE,
+        "description": (
+            "Private to Warden: mail jobs from the outbox relay to the mailer (CONTRACT §7)."
+            " Each job's token is sealed with a key only Warden has; no other service should"
+            " be granted read or write on this queue. A job is sent once (de-duplicated on"
+            " its id); a temporary SMTP failure waits in"
+            f" {MAIL_RETRY_QUEUE} (per-message TTL, doubling backoff) and comes back; after"
+            " the last attempt, or at once on a 5xx, it is dead-lettered to warden.dlq. Only"
+            " jobs published by Warden's own broker user are worked on."
+        ),
+        "messages": {"job": {"$ref": "#/components/messages/mail_job"}},
+        "bindings": {
+            "amqp": {
+                "is": "queue",
+                "queue": {
+                    "name": MAIL_QUEUE,
+                    "durable": True,
+                    "exclusive": False,
+                    "autoDelete": False,
+                    "vhost": "/",
+                },
+                "bindingVersion": "0.3.0",
+            }
+        },
+    }
+    operations["send_mail"] = {
+        "action": "receive",
+        "channel": {"$ref": "#/channels/warden_mail"},
+        "messages": [{"$ref": "#/channels/warden_mail/messages/job"}],
     }
 
 

@@ -4,7 +4,7 @@ settings for its queues."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from faststream.rabbit import RabbitRouter
@@ -14,6 +14,8 @@ from domain.accounts import Accounts
 from domain.auth import Auth
 from domain.listing import CursorCodec
 from domain.mfa import SecondFactor
+from domain.recovery import Recovery
+from handlers.background import Background
 from handlers.envelope import RequestUnits, UseCase
 from handlers.idempotency import Idempotency, Replay
 from handlers.rpc import rpc
@@ -28,6 +30,7 @@ class WorkerDeps:
     auth: Auth
     accounts: Accounts
     mfa: SecondFactor
+    recovery: Recovery
     cursors: CursorCodec
     probes: dict[str, Probe]
     prefetch: int
@@ -37,6 +40,7 @@ class WorkerDeps:
     idempotency: Idempotency | None = None
     jwks: Callable[[], dict[str, Any]] = lambda: {"keys": []}  # the published key set
     node: Callable[[], str | None] | None = None  # host:port of the broker node it is on
+    background: Background = field(default_factory=Background)  # work after the reply
 
     def rpc(
         self,

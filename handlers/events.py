@@ -14,9 +14,15 @@ from faststream.exceptions import RejectMessage
 from faststream.rabbit import Channel, RabbitBroker, RabbitRouter
 from faststream.rabbit.annotations import RabbitMessage
 
+from contract.mail import MAIL_JOB_TYPE
 from handlers import metrics
 from handlers.decoding import raw_body
-from handlers.queues import EVENT_DELIVERY_LIMIT, EVENTS_EXCHANGE, event_queue
+from handlers.queues import (
+    EVENT_DELIVERY_LIMIT,
+    EVENTS_EXCHANGE,
+    MAIL_QUEUE,
+    event_queue,
+)
 from storage.outbox import PostgresOutboxSource
 
 log = structlog.get_logger("warden.events")
@@ -107,6 +113,9 @@ class OutboxRelay:
         return len(rows) == BATCH
 
     async def _publish(self, kind: str, payload: bytes) -> None:
+        if kind == MAIL_JOB_TYPE:
+            await self._publish_mail(payload)
+            return
         event = orjson.loads(payload)
         headers = {"x-request-id": event["requestid"]} if event.get("requestid") else None
         await self._broker.publish(
@@ -118,6 +127,21 @@ class OutboxRelay:
             # RabbitMQ refuses a user_id that is not the connection's user: subscribers (the
             # audit first) tell Warden's events from anything else on the exchange by it.
             user_id=self._user,
+            persist=True,
+            headers=headers,
+            timeout=10,
+        )
+
+    async def _publish_mail(self, payload: bytes) -> None:
+        """A mail job goes to the private queue warden.mail, never to warden.events."""
+        job = orjson.loads(payload)
+        headers = {"x-request-id": job["requestid"]} if job.get("requestid") else None
+        await self._broker.publish(
+            payload,
+            routing_key=MAIL_QUEUE.name,
+            content_type="application/json",
+            message_id=job["id"],
+            user_id=self._user,  # the mailer sends only what Warden's user published
             persist=True,
             headers=headers,
             timeout=10,

@@ -30,3 +30,9 @@ DEAD_LETTERED = Gauge(
     "warden_dead_lettered_messages",
     "Messages waiting in the dead-letter queue warden.dlq (dead-lettered, not yet replayed)",
 )
+MAILS = Counter(
+    "warden_mails_total",
+    "Mail attempts by outcome (sent; failed: a temporary failure, retried unless it was the"
+    " last attempt; dead_lettered: to warden.dlq) and kind",
+    ["outcome", "kind"],
+)

@@ -73,3 +73,22 @@ def event_queue(
     return _quorum(
         name, {**_CONFIRMED_DEAD_LETTERS, "x-delivery-limit": delivery_limit}, routing_key
     )
+
+
+# CONTRACT §7: mail jobs. Private: no binding to warden.events; a job carries a (sealed) token.
+# A job whose worker died holding it comes back; past the limit (a job that kills workers)
+# the broker dead-letters it unworked, as it does an RPC request.
+MAIL_DELIVERY_LIMIT = 5
+MAIL_QUEUE = _quorum(
+    "warden.mail", {**_CONFIRMED_DEAD_LETTERS, "x-delivery-limit": MAIL_DELIVERY_LIMIT}
+)
+# A job waits out its backoff here (its own per-message expiration), then dead-letters back
+# to warden.mail (with the broker's confirms, as every dead letter). Nothing consumes it.
+MAIL_RETRY_QUEUE = _quorum(
+    "warden.mail.retry",
+    {
+        **_CONFIRMED_DEAD_LETTERS,
+        "x-dead-letter-exchange": "",
+        "x-dead-letter-routing-key": "warden.mail",
+    },
+)

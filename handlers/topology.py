@@ -23,7 +23,7 @@ import structlog
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractRobustConnection
 from faststream.rabbit import RabbitBroker, RabbitExchange, RabbitQueue
 
-from handlers.queues import DLQ, DLX, EVENTS_EXCHANGE
+from handlers.queues import DLQ, DLX, EVENTS_EXCHANGE, MAIL_QUEUE, MAIL_RETRY_QUEUE
 
 log = structlog.get_logger("warden.topology")
 
@@ -50,7 +50,10 @@ class Declared:
 
 def worker_queues(broker: RabbitBroker) -> list[Declared]:
     """Every queue `broker`'s subscribers consume, and warden.dlq, in a stable order."""
-    found = {DLQ.name: Declared(DLQ, DLX)}
+    found = {
+        DLQ.name: Declared(DLQ, DLX),
+        MAIL_RETRY_QUEUE.name: Declared(MAIL_RETRY_QUEUE),  # consumed by nobody: listed here
+    }
     for subscriber in broker.subscribers:
         queue: RabbitQueue = subscriber.queue  # type: ignore[attr-defined]
         exchange: RabbitExchange = subscriber.exchange  # type: ignore[attr-defined]
@@ -64,6 +67,9 @@ async def declare_topology(broker: RabbitBroker) -> None:
     dlx = await broker.declare_exchange(DLX)
     dlq = await broker.declare_queue(DLQ)
     await dlq.bind(dlx, routing_key="")
+    # Before the relay publishes a job to them: an unroutable job would be dropped.
+    await broker.declare_queue(MAIL_QUEUE)
+    await broker.declare_queue(MAIL_RETRY_QUEUE)
 
 
 async def mismatched(connection: AbstractConnection, queues: Sequence[Declared]) -> list[str]:

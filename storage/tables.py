@@ -31,6 +31,7 @@ users = Table(
     Column("is_superuser", Boolean, nullable=False, server_default="false"),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("is_verified", Boolean, nullable=False, server_default="false"),
 )
 
 outbox = Table(
@@ -100,4 +101,28 @@ mfa_recovery_codes = Table(
     metadata,
     Column("user_id", BigInteger, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
     Column("digest", LargeBinary, primary_key=True),
+)
+
+# CONTRACT §7 (0008): mail tokens, kept only as their SHA-256; every mail queued (no token).
+email_tokens = Table(
+    "email_tokens",
+    metadata,
+    Column("digest", LargeBinary, primary_key=True),
+    Column("kind", Text, nullable=False),
+    Column("user_id", BigInteger, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("email", Text, nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column("used_at", DateTime(timezone=True), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+mail_jobs = Table(
+    "mail_jobs",
+    metadata,
+    Column("id", UUID(as_uuid=False), primary_key=True),
+    Column("kind", Text, nullable=False),
+    Column("address", Text, nullable=False),
+    Column("user_id", BigInteger, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("sent_at", DateTime(timezone=True), nullable=True),
 )

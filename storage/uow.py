@@ -20,6 +20,7 @@ import contextlib
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from types import TracebackType
 from typing import Literal
 
@@ -28,9 +29,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from domain.errors import ServiceUnavailable, UpstreamTimeout
 from domain.listing import AuditPage, AuditQuery, UserPage, UserQuery
-from domain.model import NewUser, User, UserChanges
+from domain.model import EmailToken, Mail, NewUser, User, UserChanges
 from storage.audit import SqlAlchemyAuditLog
-from storage.idempotency import ReplyRecorder
+from storage.idempotency import ReplyRecorder, Sealer
 from storage.lone import (
     DATABASE_TIMED_OUT,
     DATABASE_UNREACHABLE,
@@ -38,6 +39,7 @@ from storage.lone import (
     LoneStatements,
     timed_out,
 )
+from storage.mail import SqlAlchemyEmailTokens, SqlAlchemyMailQueue
 from storage.mfa import SqlAlchemyMfaRepository
 from storage.outbox import SqlAlchemyEventOutbox
 from storage.users import PostgresUserReader, SqlAlchemyUserRepository
@@ -62,10 +64,12 @@ class SqlAlchemyUnitOfWork:
         engine: AsyncEngine,
         lone: LoneStatements | None = None,
         scope: RequestScope = NO_REQUEST,
+        mail_sealer: Sealer | None = None,
     ) -> None:
         self._engine = engine
         self._lone = lone
         self._scope = scope
+        self._mail_sealer = mail_sealer
         self._reader = None if lone is None else PostgresUserReader(lone)
         self._conn: AsyncConnection | None = None
         self._repository: SqlAlchemyUserRepository | None = None
@@ -75,6 +79,8 @@ class SqlAlchemyUnitOfWork:
         self.outbox = SqlAlchemyEventOutbox(self._scope.request_id)
         self.audit = _Audit(self)
         self.mfa = SqlAlchemyMfaRepository(self.connection)
+        self.tokens = _Tokens(self)
+        self.mails = _Mails(self, SqlAlchemyMailQueue(self._mail_sealer, self._scope.request_id))
         return self
 
     async def __aexit__(
@@ -103,12 +109,13 @@ class SqlAlchemyUnitOfWork:
     async def commit(self) -> None:
         recorder = self._scope.recorder
         if self._conn is None and not self.outbox.pending:
-            return  # nothing was written
+            return  # nothing was written (a mail is queued only after its count, in a transaction)
         if self._conn is None and self._lone is not None and recorder is None:
             await self.outbox.flush_alone(self._lone)  # events only: one lone statement
             return
         conn = await self.connection()
         await self.outbox.flush(conn)
+        await self.mails.queue.flush(conn)
         if recorder is not None:
             await recorder.write(conn, self.users.changed)
         await conn.commit()
@@ -202,6 +209,42 @@ class _Audit:
         return await SqlAlchemyAuditLog(await self._uow.connection()).list(query)
 
 
+class _Tokens:
+    """The unit's EmailTokenRepository, on the unit's transaction."""
+
+    def __init__(self, uow: SqlAlchemyUnitOfWork) -> None:
+        self._uow = uow
+
+    async def _repository(self) -> SqlAlchemyEmailTokens:
+        return SqlAlchemyEmailTokens(await self._uow.connection())
+
+    async def add(self, token: EmailToken) -> None:
+        await (await self._repository()).add(token)
+
+    async def find(self, digest: bytes, kind: str, now: datetime) -> EmailToken | None:
+        return await (await self._repository()).find(digest, kind, now)
+
+    async def spend(self, digest: bytes, kind: str, now: datetime) -> EmailToken | None:
+        return await (await self._repository()).spend(digest, kind, now)
+
+    async def spend_all(self, user_id: int, kind: str, now: datetime) -> None:
+        await (await self._repository()).spend_all(user_id, kind, now)
+
+
+class _Mails:
+    """The unit's MailQueue: counted on its transaction, written at its commit."""
+
+    def __init__(self, uow: SqlAlchemyUnitOfWork, queue: SqlAlchemyMailQueue) -> None:
+        self._uow = uow
+        self.queue = queue
+
+    async def count_since(self, kind: str, address: str, since: datetime) -> int:
+        return await self.queue.count_since(await self._uow.connection(), kind, address, since)
+
+    def add(self, mail: Mail) -> None:
+        self.queue.add(mail)
+
+
 def _raise_for_database(exc: Exception) -> None:
     """The database timing out is a 504 and losing the link a 503, never a fault of ours."""
     match _cause(exc):
@@ -242,9 +285,10 @@ class SqlAlchemyUnitOfWorkFactory:
     engine: AsyncEngine
     lone: LoneStatements | None = None
     scope: RequestScope = NO_REQUEST
+    mail_sealer: Sealer | None = None  # seals the token of each mail job (storage.mail)
 
     def __call__(self) -> SqlAlchemyUnitOfWork:
-        return SqlAlchemyUnitOfWork(self.engine, self.lone, self.scope)
+        return SqlAlchemyUnitOfWork(self.engine, self.lone, self.scope, self.mail_sealer)
 
     def for_request(self, request_id: str) -> SqlAlchemyUnitOfWorkFactory:
         """Units of one request: each event they commit carries its id."""

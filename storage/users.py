@@ -86,6 +86,7 @@ class SqlAlchemyUserRepository(_UserReads):
             full_name=new.full_name,
             is_active=new.is_active,
             is_superuser=new.is_superuser,
+            is_verified=new.is_verified,
         )
         row = await self._write(stmt.returning(*users.c))
         return _to_user(row)
@@ -201,6 +202,7 @@ def _to_user(row: RowMapping) -> User:
         is_superuser=row["is_superuser"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
+        is_verified=row["is_verified"],
     )
 
 
@@ -217,12 +219,13 @@ class PostgresUserReader(_UserReads):
 # Plain SQL, as asyncpg runs it either way (alone, or through SQLAlchemy's connection).
 _BY_ID = (
     "SELECT id, email, username, hashed_password, full_name, is_active, is_superuser,"
-    " created_at, updated_at FROM users WHERE id = $1"
+    " created_at, updated_at, is_verified FROM users WHERE id = $1"
 )
 # `$1` is the login lower-cased. A username may look like another user's email: the
 # username wins.
 _BY_LOGIN = (
     "SELECT id, email, username, hashed_password, full_name, is_active, is_superuser,"
-    " created_at, updated_at FROM users WHERE lower(username) = $1 OR lower(email) = $1"
+    " created_at, updated_at, is_verified FROM users"
+    " WHERE lower(username) = $1 OR lower(email) = $1"
     " ORDER BY (lower(username) = $1) DESC LIMIT 1"
 )

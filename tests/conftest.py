@@ -36,6 +36,7 @@ USER_FIELDS = {
     "is_superuser",
     "created_at",
     "updated_at",
+    "is_verified",
 }
 
 

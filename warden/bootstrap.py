@@ -13,7 +13,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, TypedDict, Unpack
+from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
 import structlog
 
@@ -21,6 +21,7 @@ from domain.accounts import Accounts
 from domain.auth import Auth, TokenLifetimes
 from domain.errors import BearerError
 from domain.listing import CursorCodec
+from domain.mail import Mailbox, MailPolicy
 from domain.mfa import RecoveryCodes, SecondFactor
 from domain.ports import (
     Clock,
@@ -33,9 +34,11 @@ from domain.ports import (
     Totp,
     UnitOfWorkFactory,
 )
+from domain.recovery import Recovery
 from warden.keys import (
     IDEMPOTENCY_FINGERPRINT,
     IDEMPOTENCY_REPLY,
+    MAIL_TOKEN,
     RECOVERY_CODES,
     REFRESH_TOKEN,
     SIGNING_KEY,
@@ -56,6 +59,7 @@ if TYPE_CHECKING:
     from faststream.rabbit import RabbitBroker
     from sqlalchemy.ext.asyncio import AsyncEngine
 
+    from handlers.background import Background
     from handlers.idempotency import Idempotency, IdempotencyStore, ReplyLedger
     from handlers.trust import BrokerUsers
     from storage.lone import LoneStatements
@@ -126,7 +130,9 @@ class Resources:
         """The units of work, and the readiness probe of the pool they take connections from."""
         from storage.uow import SqlAlchemyUnitOfWorkFactory
 
-        return SqlAlchemyUnitOfWorkFactory(self.engine, self.lone)
+        return SqlAlchemyUnitOfWorkFactory(
+            self.engine, self.lone, mail_sealer=mail_sealer(self._settings)
+        )
 
     @functools.cached_property
     def redis(self) -> aioredis.Redis:
@@ -152,6 +158,10 @@ class Resources:
         from warden.signing import KeyRing
 
         return KeyRing()
+
+    def closing(self, close: Callable[[], Awaitable[object]]) -> None:
+        """Close `close`'s resource with the rest."""
+        self._made.push_async_callback(close)
 
     async def close(self) -> None:
         await self._made.aclose()
@@ -187,6 +197,7 @@ class Services:
     auth: Auth
     accounts: Accounts
     mfa: SecondFactor
+    recovery: Recovery
     hasher: PasswordHasher
     cursors: CursorCodec
     idempotency: Idempotency
@@ -240,12 +251,24 @@ def build_services(settings: Settings, **overrides: Unpack[Overrides]) -> Servic
     challenges = overrides.get("challenges") or RedisMfaChallenges(made.redis)
     clock = overrides.get("clock") or UtcClock()
     lifetimes = TokenLifetimes(settings.access_token_ttl, settings.refresh_token_ttl)
-    auth = Auth(uow, hasher, tokens, sessions, throttle, clock, lifetimes, challenges)
+    auth = Auth(
+        uow,
+        hasher,
+        tokens,
+        sessions,
+        throttle,
+        clock,
+        lifetimes,
+        challenges,
+        settings.require_verified_email,
+    )
+    mailbox = Mailbox(clock, MailPolicy(settings.email_token_ttl, settings.mail_max_per_hour))
     return Services(
         settings=settings,
         auth=auth,
-        accounts=Accounts(uow, hasher, sessions, throttle, registrations, clock),
+        accounts=Accounts(uow, hasher, sessions, throttle, registrations, clock, mailbox),
         mfa=_second_factor(settings, auth, uow, hasher, throttle, challenges, clock, overrides),
+        recovery=Recovery(uow, hasher, sessions, clock, mailbox),
         hasher=hasher,
         cursors=CursorCodec(settings.jwt_secret.get_secret_value().encode()),
         idempotency=_idempotency(settings, made, auth, overrides),
@@ -277,6 +300,12 @@ def _second_factor(
         clock,
         settings.mfa_issuer,
     )
+
+
+def mail_sealer(settings: Settings) -> AesGcmSealer:
+    """Seals the token a mail job carries from the outbox to the mailer (storage.mail)."""
+    master = settings.key_encryption_key.get_secret_value().encode()
+    return AesGcmSealer(subkey(master, MAIL_TOKEN))
 
 
 def token_issuer(settings: Settings, keys: KeyRing | SharedSecret) -> JwtTokenIssuer:
@@ -332,11 +361,15 @@ def _caller_of(auth: Auth) -> Callable[[str | None], Awaitable[str]]:
     return caller_of
 
 
-def build_broker(settings: Settings, services: Services) -> RabbitBroker:
-    """The worker's broker with every subscriber attached (not connected)."""
+def build_broker(
+    settings: Settings, services: Services, background: Background | None = None
+) -> RabbitBroker:
+    """The worker's broker with every subscriber attached (not connected); `background` runs
+    the work that replies do not wait for (drained by running_worker)."""
     from faststream.rabbit import RabbitBroker
 
     from handlers.app import include_routers
+    from handlers.background import Background
     from handlers.deps import WorkerDeps
     from handlers.events import audit_router
     from handlers.nodes import failover_connection, node_of
@@ -359,6 +392,7 @@ def build_broker(settings: Settings, services: Services) -> RabbitBroker:
         auth=services.auth,
         accounts=services.accounts,
         mfa=services.mfa,
+        recovery=services.recovery,
         cursors=services.cursors,
         probes={"postgres": made.uow.ping, "redis": made.redis.ping},
         prefetch=settings.worker_prefetch,
@@ -368,6 +402,7 @@ def build_broker(settings: Settings, services: Services) -> RabbitBroker:
         idempotency=services.idempotency,
         jwks=made.key_ring.jwks,
         node=lambda: node_of(broker),
+        background=background or Background(),
     )
     include_routers(broker, deps)
 
@@ -377,7 +412,47 @@ def build_broker(settings: Settings, services: Services) -> RabbitBroker:
         return await audit.store(event)
 
     broker.include_router(audit_router(store_event, users.warden))
+    mail = _mailer(settings, broker, made, users.warden)
+    broker.include_router(mail)
     return broker
+
+
+def _mailer(
+    settings: Settings,
+    broker: RabbitBroker,
+    made: Resources,
+    warden_user: str,
+) -> Any:
+    """The mail consumer: its ledger, sender (SMTP, or the log in dev), renderer and retries."""
+    from handlers.mail_render import Branding, MailRenderer
+    from handlers.mailer import Mailer, RetryPolicy, mailer_router
+    from handlers.queues import MAIL_RETRY_QUEUE
+    from storage.db import asyncpg_dsn
+    from storage.mail import PostgresMailLedger
+    from storage.smtp import LogMailSender, SmtpMailSender, SmtpTarget
+
+    s = settings
+    ledger = PostgresMailLedger(asyncpg_dsn(s.database_url.get_secret_value()), s.mail_prefetch)
+    made.closing(ledger.close)
+    url = s.smtp_url.get_secret_value()
+    sender = SmtpMailSender(SmtpTarget.parse(url), s.smtp_timeout) if url else LogMailSender()
+    renderer = MailRenderer(Branding(s.product_name, s.public_url, s.mail_from))
+    mailer = Mailer(ledger, sender, renderer, mail_sealer(s))
+
+    async def retry(body: bytes, headers: dict[str, Any], delay_ms: int) -> None:
+        await broker.publish(
+            body,
+            routing_key=MAIL_RETRY_QUEUE.name,
+            content_type="application/json",
+            headers=headers,
+            expiration=delay_ms / 1000,
+            user_id=warden_user,  # kept through the dead-lettering back to warden.mail
+            persist=True,
+            timeout=10,
+        )
+
+    policy = RetryPolicy(s.mail_max_attempts, s.mail_retry_base, s.mail_retry_max)
+    return mailer_router(mailer, retry, policy, warden_user, s.mail_prefetch)
 
 
 def broker_users(settings: Settings) -> BrokerUsers:
@@ -392,6 +467,7 @@ def broker_users(settings: Settings) -> BrokerUsers:
 @contextlib.asynccontextmanager
 async def running_worker(settings: Settings) -> AsyncIterator[Services]:
     """One worker: subscribers consuming and the outbox relay publishing, until the block ends."""
+    from handlers.background import Background
     from handlers.events import OutboxRelay
     from handlers.nodes import node_of
     from handlers.topology import declare_topology, wait_until_queues_match
@@ -404,7 +480,8 @@ async def running_worker(settings: Settings) -> AsyncIterator[Services]:
     except BaseException:
         await services.close()
         raise
-    broker = build_broker(settings, services)
+    background = Background()
+    broker = build_broker(settings, services, background)
     source = PostgresOutboxSource(asyncpg_dsn(settings.database_url.get_secret_value()))
     relay = OutboxRelay(source, broker, broker_users(settings).warden)
     relay_task: asyncio.Task[None] | None = None
@@ -424,6 +501,7 @@ async def running_worker(settings: Settings) -> AsyncIterator[Services]:
         # Stop taking messages and let the in-flight ones finish (their replies go out and
         # their events land in the outbox), then let the relay publish those, then close.
         await _stop_consuming(broker)
+        await background.drain(10)  # what the last replies started, before the relay stops
         heartbeat.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await heartbeat

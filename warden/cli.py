@@ -218,7 +218,10 @@ async def create_superuser(settings: Settings, email: str, username: str, passwo
     services = build_services(settings)
     try:
         hashed = await services.hasher.hash(valid.password)
-        new = NewUser(str(valid.email).lower(), valid.username, hashed, is_superuser=True)
+        # Verified: the operator vouches for the address (no verification mail is sent).
+        new = NewUser(
+            str(valid.email).lower(), valid.username, hashed, is_superuser=True, is_verified=True
+        )
         user = await services.accounts.create(new)
     except (EmailTaken, UsernameTaken) as exc:
         print(f"warden: {exc.detail}", file=sys.stderr)

@@ -20,6 +20,7 @@ SIGNING_KEY = "warden signing key v1"  # seals the private halves of the signing
 REFRESH_TOKEN = "warden refresh token v1"  # signs refresh tokens (read by Warden alone)
 TOTP_SECRET = "warden totp secret v1"  # seals each user's TOTP secret (the user id bound)
 RECOVERY_CODES = "warden recovery codes v1"  # keys the HMAC digests of recovery codes
+MAIL_TOKEN = "warden mail token v1"  # seals the token a mail job carries to the mailer
 NONCE_BYTES = 12  # AES-GCM's standard nonce, random for each value sealed
 
 

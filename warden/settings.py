@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from ipaddress import IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from contract.protocol import split_nodes
+
+SMTP_SCHEMES = ("smtp", "smtp+starttls", "smtps")
 
 DEV_JWT_SECRET = "warden-dev-secret-do-not-use-in-production"
 MIN_PRODUCTION_SECRET_BYTES = 32
@@ -88,6 +91,19 @@ class Settings(BaseSettings):
     # The issuer an authenticator app shows beside the account (the otpauth:// URI's).
     mfa_issuer: str = Field(default="Warden", min_length=1, max_length=64)
 
+    # CONTRACT §7: mail. Empty SMTP URL: each mail is one log line (dev and test only).
+    smtp_url: SecretStr = SecretStr("")
+    smtp_timeout: float = Field(default=10, gt=0)
+    mail_from: str = "Warden <no-reply@localhost>"
+    product_name: str = "Warden"
+    email_token_ttl: int = Field(default=3600, ge=60)
+    require_verified_email: bool = False
+    mail_max_per_hour: int = Field(default=5, ge=1)
+    mail_max_attempts: int = Field(default=10, ge=1, le=100)
+    mail_retry_base: float = Field(default=5.0, gt=0)  # seconds before the first retry, doubling
+    mail_retry_max: float = Field(default=900.0, gt=0)  # the longest wait between two attempts
+    mail_prefetch: int = Field(default=4, ge=1)
+
     @property
     def asymmetric(self) -> bool:
         """Tokens are signed with the key store's keys, not with WARDEN_JWT_SECRET."""
@@ -125,6 +141,42 @@ class Settings(BaseSettings):
             raise ValueError(
                 "WARDEN_JWT_SECRET must be set to at least 32 bytes when WARDEN_ENV=production"
             )
+        return self
+
+    @field_validator("smtp_url", mode="after")
+    @classmethod
+    def _smtp_url_scheme(cls, value: SecretStr) -> SecretStr:
+        url = value.get_secret_value()
+        if url and urlsplit(url).scheme not in SMTP_SCHEMES:
+            raise ValueError(f"WARDEN_SMTP_URL must start with one of {', '.join(SMTP_SCHEMES)}")
+        return value
+
+    @field_validator("mail_from", mode="after")
+    @classmethod
+    def _mail_from_one_line(cls, value: str) -> str:
+        if "\r" in value or "\n" in value or "@" not in value:
+            raise ValueError(
+                "WARDEN_MAIL_FROM must be one address, e.g. 'Warden <no-reply@example.com>'"
+            )
+        return value
+
+    @field_validator("public_url", mode="after")
+    @classmethod
+    def _public_url_http(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if (
+            parts.scheme not in ("http", "https")
+            or not parts.netloc
+            or parts.query
+            or parts.fragment
+        ):
+            raise ValueError("WARDEN_PUBLIC_URL must be an http(s) URL without query or fragment")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _production_needs_smtp(self) -> Settings:
+        if self.env == "production" and not self.smtp_url.get_secret_value():
+            raise ValueError("WARDEN_SMTP_URL must be set when WARDEN_ENV=production")
         return self
 
     @model_validator(mode="after")

@@ -1,7 +1,7 @@
 """TOTP second factor: each user's sealed secret and its recovery code digests
 
 Revision ID: 0009
-Revises: 0007
+Revises: 0008
 
 `user_totp` holds one enrolment per user: the secret sealed with AES-GCM under a subkey of
 WARDEN_KEY_ENCRYPTION_KEY (the user id as associated data), whether it is confirmed, and
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0009"
-down_revision = "0007"  # 0008 (email) slots in between on its merge
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 

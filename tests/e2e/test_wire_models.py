@@ -15,6 +15,7 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aio_pika
@@ -26,7 +27,8 @@ from contract import wire
 from contract.catalog import RPC
 from contract.events import EVENT_DATA, CloudEvent
 from domain.events import EVENT_TYPES
-from domain.model import NewUser
+from domain.mail import RESET_PASSWORD, VERIFY_EMAIL, digest, new_token
+from domain.model import EmailToken, NewUser
 from tests.conftest import PASSWORD, AmqpCaller, fresh_ip, unique
 from tests.support.waiting import eventually
 from warden.bootstrap import Services, key_store
@@ -260,6 +262,34 @@ async def jwks(c: Callers) -> Request:
     return Request({}, filled=("keys",))
 
 
+async def mail_token(c: Callers, account: Account, kind: str) -> str:
+    """A token as a mail would carry it (the session's worker writes mails to its log)."""
+    token = new_token()
+    expires = datetime.now(UTC) + timedelta(hours=1)
+    stored = EmailToken(digest(token), kind, account.id, f"{account.username}@example.com", expires)
+    async with c.worker.resources.uow() as uow:
+        await uow.tokens.add(stored)
+        await uow.commit()
+    return token
+
+
+async def request_verification(c: Callers) -> Request:
+    return Request({"email": f"{(await c.account()).username}@example.com"})
+
+
+async def verify(c: Callers) -> Request:
+    return Request({"token": await mail_token(c, await c.account(), VERIFY_EMAIL)})
+
+
+async def forgot_password(c: Callers) -> Request:
+    return Request({"email": f"{(await c.account()).username}@example.com"})
+
+
+async def reset_password(c: Callers) -> Request:
+    token = await mail_token(c, await c.account(), RESET_PASSWORD)
+    return Request({"token": token, "new_password": unique("pw-")})
+
+
 CASES: dict[str, Callable[[Callers], Awaitable[Request]]] = {
     "warden.users.register": register,
     "warden.auth.login": login,
@@ -281,6 +311,10 @@ CASES: dict[str, Callable[[Callers], Awaitable[Request]]] = {
     "warden.mfa.disable": mfa_disable,
     "warden.ping": ping,
     "warden.auth.jwks": jwks,
+    "warden.auth.request_verification": request_verification,
+    "warden.auth.verify": verify,
+    "warden.auth.forgot_password": forgot_password,
+    "warden.auth.reset_password": reset_password,
 }
 
 
@@ -452,4 +486,10 @@ async def cause_every_event(c: Callers) -> set[str]:
     right = {"mfa_token": token, "code": totp_code(secret)}
     await c.ok("warden.auth.mfa", right, **headers)  # user.logged_in with amr pwd, otp
     await c.ok("warden.mfa.disable", {"password": PASSWORD}, dave.token)  # user.mfa_disabled
-    return {str(a.id) for a in (root, alice, bob, carol, dave)}
+    erin = await c.account()
+    await c.ok("warden.auth.verify", {"token": await mail_token(c, erin, VERIFY_EMAIL)})
+    await c.ok("warden.auth.forgot_password", {"email": f"{erin.username}@example.com"})
+    reset = {"token": await mail_token(c, erin, RESET_PASSWORD), "new_password": unique("pw-")}
+    await c.ok("warden.auth.reset_password", reset)
+    await c.ok("warden.users.update_me", {"email": f"{unique('wm')}@example.com"}, root.token)
+    return {str(a.id) for a in (root, alice, bob, carol, dave, erin)}

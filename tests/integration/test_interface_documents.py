@@ -30,7 +30,7 @@ async def test_the_catalogue_lists_exactly_the_queues_the_worker_subscribes_to(
         queues = {sub.queue.name for sub in broker.subscribers}  # type: ignore[attr-defined]
     finally:
         await services.close()
-    assert queues == set(RPC) | {"warden.audit"}
+    assert queues == set(RPC) | {"warden.audit", "warden.mail"}
 
 
 def test_every_http_route_names_a_queue_of_the_catalogue() -> None:

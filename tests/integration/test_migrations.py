@@ -28,6 +28,8 @@ TABLES = {
     "signing_keys",
     "user_totp",
     "mfa_recovery_codes",
+    "email_tokens",
+    "mail_jobs",
 }
 MIGRATION_LOCK_ID = 0x5741_524D  # migrations/env.py's lock
 LOCK_HELD = (

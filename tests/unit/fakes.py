@@ -30,6 +30,8 @@ from domain.listing import (
 from domain.model import (
     PASSWORD_ONLY,
     AccessClaims,
+    EmailToken,
+    Mail,
     MfaChallenge,
     NewUser,
     RefreshClaims,
@@ -40,8 +42,10 @@ from domain.model import (
 )
 from domain.ports import (
     AuditLog,
+    EmailTokenRepository,
     EventOutbox,
     Lockout,
+    MailQueue,
     MfaRepository,
     Rotation,
     UserRepository,
@@ -97,6 +101,7 @@ class FakeUserRepository:
             is_superuser=new.is_superuser,
             created_at=now,
             updated_at=now,
+            is_verified=new.is_verified,
         )
         self._next_id += 1
         self._users[user.id] = user
@@ -308,8 +313,72 @@ class FakeMfaRepository:
         return True
 
 
+class FakeEmailTokens:
+    """Tokens by hash: spent and expired ones are never found; changes roll back."""
+
+    def __init__(self) -> None:
+        self.rows: dict[bytes, tuple[EmailToken, datetime | None]] = {}  # hash -> (token, used)
+        self._snapshot = dict(self.rows)
+
+    async def add(self, token: EmailToken) -> None:
+        assert token.digest not in self.rows, "a token hash is a primary key"
+        self.rows[token.digest] = (token, None)
+
+    async def find(self, digest: bytes, kind: str, now: datetime) -> EmailToken | None:
+        token, used = self.rows.get(digest, (None, None))
+        if token is None or used is not None or token.kind != kind or token.expires_at <= now:
+            return None
+        return token
+
+    async def spend(self, digest: bytes, kind: str, now: datetime) -> EmailToken | None:
+        token = await self.find(digest, kind, now)
+        if token is not None:
+            self.rows[digest] = (token, now)
+        return token
+
+    async def spend_all(self, user_id: int, kind: str, now: datetime) -> None:
+        for digest, (token, used) in list(self.rows.items()):
+            if token.user_id == user_id and token.kind == kind and used is None:
+                self.rows[digest] = (token, now)
+
+    def begin(self) -> None:
+        self._snapshot = dict(self.rows)
+
+    def rollback(self) -> None:
+        self.rows = dict(self._snapshot)
+
+
+class FakeMailQueue:
+    """Mails queued in a transaction; `committed` ones are what the relay would publish."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        self._clock = clock
+        self.pending: list[Mail] = []
+        self.committed: list[tuple[datetime, Mail]] = []
+
+    async def count_since(self, kind: str, address: str, since: datetime) -> int:
+        return sum(1 for t, m in self.committed if m.kind == kind and m.to == address and t > since)
+
+    def add(self, mail: Mail) -> None:
+        self.pending.append(mail)
+
+    def commit(self) -> None:
+        self.committed.extend((self._clock.now(), m) for m in self.pending)
+        self.pending.clear()
+
+    def rollback(self) -> None:
+        self.pending.clear()
+
+    def sent(self, kind: str | None = None, to: str | None = None) -> list[Mail]:
+        return [
+            m
+            for _, m in self.committed
+            if (kind is None or m.kind == kind) and (to is None or m.to == to)
+        ]
+
+
 class FakeUnitOfWork:
-    """One 'transaction': user changes and events stand only once committed."""
+    """One 'transaction': user changes, tokens, mails and events stand only once committed."""
 
     def __init__(
         self,
@@ -317,6 +386,8 @@ class FakeUnitOfWork:
         outbox: FakeEventOutbox,
         audit: FakeAuditLog,
         mfa: FakeMfaRepository,
+        tokens: FakeEmailTokens,
+        mails: FakeMailQueue,
     ) -> None:
         # Typed as the ports: the protocol's attributes are invariant, and the use cases
         # must see nothing more than the ports anyway.
@@ -324,18 +395,23 @@ class FakeUnitOfWork:
         self.outbox: EventOutbox = outbox
         self.audit: AuditLog = audit
         self.mfa: MfaRepository = mfa
+        self.tokens: EmailTokenRepository = tokens
+        self.mails: MailQueue = mails
         self.committed = False
         self.changed: list[User] = []  # what a recorder would render its reply from
         self._users = users
         self._outbox = outbox
         self._audit = audit
         self._mfa = mfa
+        self._tokens = tokens
+        self._mails = mails
         self._snapshot = users.snapshot()
         self._mfa_snapshot = mfa.snapshot()
 
     async def __aenter__(self) -> FakeUnitOfWork:
         self._snapshot = self._users.snapshot()
         self._mfa_snapshot = self._mfa.snapshot()
+        self._tokens.begin()
         return self
 
     async def __aexit__(
@@ -350,6 +426,8 @@ class FakeUnitOfWork:
     async def commit(self) -> None:
         for event in self._outbox.commit():
             self._audit.record(event)
+        self._mails.commit()
+        self._tokens.begin()
         before, self._snapshot = self._snapshot, self._users.snapshot()
         self.changed = [u for uid, u in self._snapshot.items() if before.get(uid) != u]
         self._mfa_snapshot = self._mfa.snapshot()
@@ -359,6 +437,8 @@ class FakeUnitOfWork:
         self._users.restore(self._snapshot)
         self._mfa.restore(self._mfa_snapshot)
         self._outbox.rollback()
+        self._tokens.rollback()
+        self._mails.rollback()
 
 
 class FakeUnitOfWorkFactory:
@@ -369,10 +449,12 @@ class FakeUnitOfWorkFactory:
         self.outbox = FakeEventOutbox()
         self.audit = FakeAuditLog()
         self.mfa = FakeMfaRepository(self.users)
+        self.tokens = FakeEmailTokens()
+        self.mails = FakeMailQueue(clock)
         self.opened: list[FakeUnitOfWork] = []
 
     def __call__(self) -> FakeUnitOfWork:
-        uow = FakeUnitOfWork(self.users, self.outbox, self.audit, self.mfa)
+        uow = FakeUnitOfWork(self.users, self.outbox, self.audit, self.mfa, self.tokens, self.mails)
         self.opened.append(uow)
         return uow
 

@@ -36,6 +36,9 @@ CONTRACT = [
     (errors.UpstreamTimeout, 504, "upstream_timeout"),
     (errors.ServiceUnavailable, 503, "service_unavailable"),
     (errors.InternalError, 500, "internal_error"),
+    # v2, CONTRACT §7
+    (errors.InvalidEmailToken, 400, "invalid_email_token"),
+    (errors.EmailNotVerified, 403, "email_not_verified"),
 ]
 
 
@@ -50,7 +53,7 @@ def test_each_error_carries_the_contracts_status_and_code(
 def test_every_contract_code_has_exactly_one_error() -> None:
     codes = [code for _, _, code in CONTRACT]
 
-    assert len(codes) == len(set(codes)) == 27
+    assert len(codes) == len(set(codes)) == 29
 
 
 def test_bearer_failures_share_one_base_for_www_authenticate() -> None:

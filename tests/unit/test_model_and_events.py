@@ -71,6 +71,7 @@ def test_a_user_view_is_the_contracts_user_object() -> None:
         "is_superuser": False,
         "created_at": "2026-01-01T12:00:00Z",
         "updated_at": "2026-01-01T12:00:00Z",
+        "is_verified": False,
     }
 
 
@@ -87,6 +88,11 @@ def test_the_event_types_are_the_contracts() -> None:
         "signing_keys.changed",
         "user.mfa_enabled",
         "user.mfa_disabled",
+        "user.verification_requested",
+        "user.verified",
+        "user.password_reset_requested",
+        "user.password_reset",
+        "user.email_changed",
     }
 
 

@@ -62,7 +62,12 @@ async def test_a_registration_using_other_units_of_work_commits_through_them_alo
 
     assert await requests.users.get(user.id) == user
     assert requests.changed() == [user]
-    assert [e.type for e in requests.events()] == [events.USER_REGISTERED]
+    assert [e.type for e in requests.events()] == [
+        events.USER_REGISTERED,
+        events.USER_VERIFICATION_REQUESTED,
+    ]
+    assert [m.to for m in requests.mails.sent()] == [user.email]
+    assert uow.mails.sent() == []
     assert await uow.users.get(user.id) is None
     assert uow.events() == []
     assert await accounts.register(ALICE) == await uow.users.get(user.id)  # its own, unbound
@@ -83,8 +88,7 @@ async def test_registration_records_user_registered_with_a_view_and_no_hash(
 ) -> None:
     user = await accounts.register(ALICE)
 
-    [event] = uow.events()
-    assert event.type == events.USER_REGISTERED
+    [event] = uow.events(events.USER_REGISTERED)
     assert event.time == clock.now()
     assert isinstance(event.user, UserView)
     assert event.user == user.view()
@@ -131,7 +135,8 @@ async def test_a_clash_that_slips_past_the_check_is_refused_by_the_store_with_no
     with pytest.raises(EmailTaken):
         await accounts.create(NewUser("alice@example.com", "bob", "hashed:x"))
 
-    assert len(uow.events()) == 1
+    assert len(uow.events(events.USER_REGISTERED)) == 1
+    assert len(uow.mails.sent()) == 1  # the first registration's; none for the refused one
     assert await uow.users.get_by_login("bob") is None
 
 

@@ -1,4 +1,4 @@
-"""A deactivation ends the user's sessions on both sides of its commit.
+"""A deactivation (and a password reset) ends the user's sessions on both sides of its commit.
 
 Before it: Redis lost just after the commit must leave no session to come back to life with a
 reactivation (the contract: a deactivated user's tokens stay dead after a reactivation).
@@ -15,9 +15,12 @@ import pytest
 from domain.accounts import Accounts
 from domain.auth import Auth
 from domain.errors import ServiceUnavailable, TokenRevoked
+from domain.mail import RESET_PASSWORD
 from domain.model import Principal, User, UserChanges
-from tests.unit.fakes import FakeSessionStore
+from domain.recovery import Recovery, ResetPassword
+from tests.unit.fakes import FakeSessionStore, FakeUnitOfWorkFactory
 from tests.unit.support import People
+from warden.bootstrap import Services
 
 
 class SessionsAroundTheCommit(FakeSessionStore):
@@ -88,5 +91,53 @@ async def test_a_login_that_raced_the_deactivation_does_not_outlive_it(
 
     sessions.after_next_revocation = a_login_that_read_alice_as_active_opens_its_session
     await accounts.update_user(admin, alice.id, UserChanges(is_active=False))
+
+    assert sessions.of_user(alice.id) == []
+
+
+# A password reset by mail ends every session of the user the same way, on both sides.
+
+
+async def reset_token(recovery: Recovery, uow: FakeUnitOfWorkFactory, user: User) -> str:
+    await recovery.forgot_password(user.email)
+    token = uow.mails.sent(RESET_PASSWORD, user.email)[-1].token
+    assert token is not None
+    return token
+
+
+async def test_redis_lost_after_a_reset_commits_leaves_no_session_of_the_user(
+    services: Services,
+    uow: FakeUnitOfWorkFactory,
+    people: People,
+    sessions: SessionsAroundTheCommit,
+    alice: User,
+) -> None:
+    await people.sign_in(alice)
+    token = await reset_token(services.recovery, uow, alice)
+
+    async def redis_goes_away() -> None:
+        sessions.down = True
+
+    sessions.after_next_revocation = redis_goes_away
+    with pytest.raises(ServiceUnavailable):
+        await services.recovery.reset_password(ResetPassword(token, "a brand new passphrase"))
+    sessions.down = False
+
+    assert sessions.of_user(alice.id) == []
+
+
+async def test_a_login_that_raced_a_reset_does_not_outlive_it(
+    services: Services,
+    uow: FakeUnitOfWorkFactory,
+    sessions: SessionsAroundTheCommit,
+    alice: User,
+) -> None:
+    token = await reset_token(services.recovery, uow, alice)
+
+    async def a_login_with_the_old_password_opens_its_session() -> None:
+        await sessions.create(alice.id, "raced-session", "raced-refresh")
+
+    sessions.after_next_revocation = a_login_with_the_old_password_opens_its_session
+    await services.recovery.reset_password(ResetPassword(token, "a brand new passphrase"))
 
     assert sessions.of_user(alice.id) == []

@@ -17,6 +17,9 @@ from warden.settings import DEV_JWT_SECRET, DEV_KEY_ENCRYPTION_KEY, Settings
 LONG_KEY = "k" * 32
 
 
+SMTP_URL = "smtp+starttls://warden:secret@mail.example.com:587"
+
+
 def test_production_refuses_the_dev_secret(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WARDEN_ENV", "production")
     monkeypatch.delenv("WARDEN_JWT_SECRET", raising=False)
@@ -30,7 +33,12 @@ def test_production_refuses_a_short_secret() -> None:
 
 
 def test_production_starts_with_a_long_secret_and_key_encryption_key() -> None:
-    settings = Settings(env="production", jwt_secret="x" * 32, key_encryption_key=LONG_KEY)  # type: ignore[arg-type]
+    settings = Settings(
+        env="production",
+        jwt_secret="x" * 32,  # type: ignore[arg-type]
+        key_encryption_key=LONG_KEY,  # type: ignore[arg-type]
+        smtp_url=SMTP_URL,  # type: ignore[arg-type]
+    )
     assert settings.jwt_secret.get_secret_value() != DEV_JWT_SECRET
     assert settings.key_encryption_key.get_secret_value() != DEV_KEY_ENCRYPTION_KEY
 
@@ -41,11 +49,53 @@ def test_production_refuses_to_start_without_its_own_key_encryption_key(
     monkeypatch.delenv("WARDEN_KEY_ENCRYPTION_KEY", raising=False)
     refused = "WARDEN_KEY_ENCRYPTION_KEY must be set to at least 32 bytes"
     with pytest.raises(ValidationError, match=refused) as unset:
-        Settings(env="production", jwt_secret="x" * 32, _env_file=None)  # type: ignore[arg-type, call-arg]
+        Settings(env="production", jwt_secret="x" * 32, smtp_url=SMTP_URL, _env_file=None)  # type: ignore[arg-type, call-arg]
     with pytest.raises(ValidationError, match=refused) as short:
-        Settings(env="production", jwt_secret="x" * 32, key_encryption_key="k" * 31)  # type: ignore[arg-type]
+        Settings(
+            env="production",
+            jwt_secret="x" * 32,  # type: ignore[arg-type]
+            key_encryption_key="k" * 31,  # type: ignore[arg-type]
+            smtp_url=SMTP_URL,  # type: ignore[arg-type]
+        )
     assert "k" * 31 not in str(short.value)
     assert DEV_KEY_ENCRYPTION_KEY not in str(unset.value)
+
+
+def test_production_refuses_to_start_without_an_smtp_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("WARDEN_SMTP_URL", raising=False)
+    with pytest.raises(ValidationError, match="WARDEN_SMTP_URL must be set"):
+        Settings(env="production", jwt_secret="x" * 32, key_encryption_key=LONG_KEY, _env_file=None)  # type: ignore[arg-type, call-arg]
+    for env in ("dev", "test"):  # there, each mail is a log line instead
+        assert Settings(env=env, _env_file=None).smtp_url.get_secret_value() == ""  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize(
+    "url", ["http://mail.example.com", "smtp+ssl://x:1", "mail.example.com:25", "smtps"]
+)
+def test_an_smtp_url_of_another_scheme_is_refused(url: str) -> None:
+    with pytest.raises(ValidationError, match="WARDEN_SMTP_URL must start with one of"):
+        Settings(smtp_url=url)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [
+        ("mail_from", "Warden <a@b.example>\r\nBcc: evil@example.com"),
+        ("mail_from", "no address"),
+        ("public_url", "ftp://warden.example.com"),
+        ("public_url", "https://warden.example.com/?x=1"),
+        ("public_url", "warden.example.com"),
+    ],
+)
+def test_a_mail_setting_that_could_break_a_mail_is_refused(setting: str, value: str) -> None:
+    with pytest.raises(ValidationError):
+        Settings.model_validate({setting: value})
+
+
+def test_the_public_url_loses_its_trailing_slash() -> None:
+    assert Settings(public_url="https://warden.example.com/").public_url == (
+        "https://warden.example.com"
+    )
 
 
 def test_dev_and_test_have_a_fixed_key_encryption_key(monkeypatch: pytest.MonkeyPatch) -> None:
