@@ -31,6 +31,7 @@ from domain.errors import (
     LastSuperuser,
     MissingToken,
     ServiceUnavailable,
+    SessionNotFound,
     TokenExpired,
     TokenReused,
     TokenRevoked,
@@ -153,5 +154,9 @@ RPC: dict[str, RpcSpec] = {
         wire.UserIdMessage, None, "superuser", (UserNotFound, LastSuperuser)
     ),
     "warden.audit.list": RpcSpec(wire.AuditListQuery, wire.AuditPageOut, "superuser"),
+    "warden.sessions.list": RpcSpec(wire.Empty, wire.SessionListOut, "bearer"),
+    "warden.sessions.revoke": RpcSpec(wire.SessionIdMessage, None, "bearer", (SessionNotFound,)),
+    "warden.sessions.revoke_others": RpcSpec(wire.Empty, None, "bearer"),
+    "warden.users.revoke_sessions": RpcSpec(wire.UserIdMessage, None, "superuser", (UserNotFound,)),
     PING_QUEUE: RpcSpec(wire.Empty, wire.PingOut, "the edge's readiness check", idempotent=False),
 }

@@ -50,6 +50,37 @@ class LoginFailedData(BaseModel):
     )
 
 
+class SessionRevokedData(BaseModel):
+    """One per session that ended, whatever ended it; a subscriber that refuses tokens itself
+    refuses this session's until `expires_at`, after which none of them is valid anyway."""
+
+    session_id: str = Field(description="The `sid` claim of the session's tokens.")
+    user_id: int
+    reason: Literal[
+        "logout",
+        "token_reuse",
+        "password_changed",
+        "password_reset",
+        "deactivated",
+        "deleted",
+        "admin",
+        "user",
+    ] = Field(
+        description=(
+            "logout: the session's own logout; token_reuse: a spent refresh token came back; "
+            "password_changed / password_reset: the user's password changed; deactivated / "
+            "deleted: the user was; admin: a superuser ended all the user's sessions; user: "
+            "the user ended it from another session (or all but the current one)."
+        )
+    )
+    expires_at: Timestamp = Field(
+        description=(
+            "The `exp` of the newest access token issued for the session: the last moment "
+            "any access token of it can still pass an offline check (add your own leeway)."
+        )
+    )
+
+
 D = TypeVar("D")
 
 
@@ -77,6 +108,7 @@ EVENT_DATA: dict[str, type[BaseModel]] = {
     events.USER_LOGGED_OUT: SessionEventData,
     events.USER_LOGIN_FAILED: LoginFailedData,
     events.USER_TOKEN_REUSE_DETECTED: SessionEventData,
+    events.SESSION_REVOKED: SessionRevokedData,
 }
 if set(EVENT_DATA) != set(events.EVENT_TYPES):  # pragma: no cover - a start-up error
     raise RuntimeError("every event type of the domain needs its data model here")
@@ -94,12 +126,14 @@ def cloudevent(event: Event, request_id: str | None = None) -> dict[str, Any]:
     dropped), then written by it.
     """
     model = _ENVELOPES[event.type]
+    about_a_user = "user" in EVENT_DATA[event.type].model_fields
+    data = {"user": event.user, **event.extra} if about_a_user else dict(event.extra)
     envelope = {
         "id": event.id,
         "type": event.type,
         "time": event.time,
         "subject": event.subject,
         "requestid": request_id or None,
-        "data": {"user": event.user, **event.extra},
+        "data": data,
     }
     return dump(model, envelope)

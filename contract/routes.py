@@ -26,6 +26,7 @@ class Route:
 
 API = "/api/v1"
 ID = "{id:[0-9]{1,18}}"
+SID = "{sid:[A-Za-z0-9_-]{1,64}}"  # a session id, as wire.SESSION_ID_PATTERN
 # Where a user is read: the Location of a created one.
 USER_LOCATION = API + "/users/{id}"
 
@@ -82,4 +83,35 @@ ROUTES: tuple[Route, ...] = (
         summary="Delete a user",
     ),
     Route("GET", f"{API}/audit", "warden.audit.list", body="query", summary="Read the audit log"),
+    Route(
+        "GET",
+        f"{API}/users/me/sessions",
+        "warden.sessions.list",
+        body="none",
+        summary="List your live sessions",
+    ),
+    Route(
+        "DELETE",
+        f"{API}/users/me/sessions/{SID}",
+        "warden.sessions.revoke",
+        204,
+        body="none",
+        summary="End one of your sessions",
+    ),
+    Route(
+        "DELETE",
+        f"{API}/users/me/sessions",
+        "warden.sessions.revoke_others",
+        204,
+        body="none",
+        summary="End every session of yours but this one",
+    ),
+    Route(
+        "DELETE",
+        f"{API}/users/{ID}/sessions",
+        "warden.users.revoke_sessions",
+        204,
+        body="none",
+        summary="End every session of a user",
+    ),
 )

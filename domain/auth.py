@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import secrets
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from domain import events
@@ -18,7 +19,16 @@ from domain.errors import (
     TokenRevoked,
     TooManyAttempts,
 )
-from domain.model import Introspection, Origin, Principal, TokenPair, User
+from domain.model import (
+    EndedSession,
+    Introspection,
+    Origin,
+    Principal,
+    RevokeReason,
+    SessionStart,
+    TokenPair,
+    User,
+)
 from domain.ports import (
     Clock,
     Lockout,
@@ -45,6 +55,9 @@ class LogIn:
 class TokenLifetimes:
     access: int
     refresh: int
+    # Seconds after a rotation in which the refresh token just spent is a retry, not reuse
+    # (WARDEN_REFRESH_REUSE_INTERVAL; 0: any spent token is reuse).
+    reuse_interval: int = 0
 
 
 def account_of(user_id: int) -> str:
@@ -108,7 +121,7 @@ class Auth:
             raise InactiveUser
         await self._throttle.clear(account)
         session_id = new_id()
-        pair = await self._open_session(user, session_id)
+        pair = await self._open_session(user, session_id, cmd.origin)
         extra = {"session_id": session_id} | _ip(client_ip)
         await self._record(events.USER_LOGGED_IN, user, extra)
         return pair
@@ -116,29 +129,49 @@ class Auth:
     async def refresh(self, refresh_token: str) -> TokenPair:
         """Spend a refresh token for a new pair of the same session; a reused one revokes it."""
         claims = self._tokens.read_refresh(refresh_token)
-        new_refresh_id = new_id()
-        outcome = await self._sessions.rotate(
-            claims.session_id, claims.user_id, claims.token_id, new_refresh_id
+        now = self._clock.now()
+        rotated = await self._sessions.rotate(
+            claims.session_id,
+            claims.user_id,
+            claims.token_id,
+            new_id(),
+            self._access_expiry(now),
+            self._lifetimes.reuse_interval,
         )
-        if outcome is Rotation.MISSING:
+        if rotated.outcome is Rotation.MISSING:
             raise TokenRevoked
         async with self._uow() as uow:
             user = await uow.users.get(claims.user_id)
-        if outcome is Rotation.REUSED:
+        if rotated.outcome is Rotation.REUSED:
+            found: list[events.Event] = []
             if user is not None:
                 extra = {"session_id": claims.session_id}
-                await self._record(events.USER_TOKEN_REUSE_DETECTED, user, extra)
+                found.append(self._event(events.USER_TOKEN_REUSE_DETECTED, user, extra))
+            await self._announce(rotated.ended, RevokeReason.TOKEN_REUSE, *found)
             raise TokenReused
         if user is None or not user.is_active:
-            await self._sessions.revoke(claims.session_id)
+            # A deactivation or deletion ended its sessions; this one raced it.
+            reason = RevokeReason.DELETED if user is None else RevokeReason.DEACTIVATED
+            await self.end_session(claims.session_id, claims.user_id, reason)
             raise TokenRevoked
-        return self._pair(user.id, claims.session_id, new_refresh_id)
+        assert rotated.refresh_id is not None  # ROTATED or RETRIED: the pair's refresh id
+        return self._pair(user.id, claims.session_id, rotated.refresh_id, now)
 
     async def logout(self, principal: Principal) -> None:
         """End the caller's session: its access and refresh tokens stop working."""
-        await self._sessions.revoke(principal.claims.session_id)
-        extra = {"session_id": principal.claims.session_id}
-        await self._record(events.USER_LOGGED_OUT, principal.user, extra)
+        session_id = principal.claims.session_id
+        extra = {"session_id": session_id}
+        logged_out = self._event(events.USER_LOGGED_OUT, principal.user, extra)
+        await self.end_session(session_id, principal.user.id, RevokeReason.LOGOUT, logged_out)
+
+    async def end_session(
+        self, session_id: str, user_id: int, reason: RevokeReason, *also: events.Event
+    ) -> bool:
+        """End one session of the user, writing its `session.revoked` (if this call ended it:
+        a racing revocation writes its own) together with `also`. False: it was not live."""
+        ended = await self._sessions.revoke(session_id, user_id)
+        await self._announce(ended, reason, *also)
+        return ended is not None
 
     async def authenticate(self, authorization: str | None) -> Principal:
         """The bearer's caller, checked against revocation and the user's current state."""
@@ -189,13 +222,22 @@ class Auth:
         async with self._uow() as uow:
             return await uow.users.get_by_login(normalize_login(login))
 
-    async def _open_session(self, user: User, session_id: str) -> TokenPair:
+    async def _open_session(self, user: User, session_id: str, origin: Origin | None) -> TokenPair:
         refresh_id = new_id()
-        await self._sessions.create(user.id, session_id, refresh_id)
-        return self._pair(user.id, session_id, refresh_id)
-
-    def _pair(self, user_id: int, session_id: str, refresh_id: str) -> TokenPair:
         now = self._clock.now()
+        start = SessionStart(
+            self._access_expiry(now),
+            ip=origin.client_ip if origin else None,
+            user_agent=origin.user_agent if origin else None,
+        )
+        await self._sessions.create(user.id, session_id, refresh_id, start)
+        return self._pair(user.id, session_id, refresh_id, now)
+
+    def _access_expiry(self, now: datetime) -> datetime:
+        """The `exp` of an access token issued at `now` (whole seconds, as the token has it)."""
+        return datetime.fromtimestamp(int(now.timestamp()) + self._lifetimes.access, UTC)
+
+    def _pair(self, user_id: int, session_id: str, refresh_id: str, now: datetime) -> TokenPair:
         return TokenPair(
             access_token=self._tokens.issue_access(user_id, session_id, now),
             refresh_token=self._tokens.issue_refresh(user_id, session_id, refresh_id, now),
@@ -217,9 +259,32 @@ class Auth:
         await self._record(events.USER_LOGIN_FAILED, user, extra | _ip(client_ip))
 
     async def _record(self, kind: str, user: User | None, extra: dict[str, Any]) -> None:
+        await self._commit(self._event(kind, user, extra))
+
+    async def _announce(
+        self, ended: EndedSession | None, reason: RevokeReason, *also: events.Event
+    ) -> None:
+        """Commit `also` and, if a session was ended, its one `session.revoked`.
+
+        Written after the store ended it: only the store knows which call did, so a
+        revocation that raced another writes nothing twice. (A worker dying in between
+        loses the event; the session is ended all the same: see README, Sessions.)
+        """
+        found = list(also)
+        if ended is not None:
+            found.append(events.session_revoked(ended, reason, self._clock.now()))
+        await self._commit(*found)
+
+    def _event(self, kind: str, user: User | None, extra: dict[str, Any]) -> events.Event:
+        view = None if user is None else user.view()
+        return events.Event(kind, self._clock.now(), view, extra)
+
+    async def _commit(self, *found: events.Event) -> None:
+        if not found:
+            return
         async with self._uow() as uow:
-            view = None if user is None else user.view()
-            uow.outbox.add(events.Event(kind, self._clock.now(), view, extra))
+            for event in found:
+                uow.outbox.add(event)
             await uow.commit()
 
 

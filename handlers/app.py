@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from faststream.rabbit import RabbitBroker
 
-from handlers import auth, health, users
+from handlers import auth, health, sessions, users
 from handlers.deps import WorkerDeps
 from handlers.queues import DLQ, DLX, EVENTS_EXCHANGE
 
@@ -13,6 +13,7 @@ def include_routers(broker: RabbitBroker, deps: WorkerDeps) -> None:
     """Attach every area's router to `broker`: the one place the worker's queues are listed."""
     broker.include_router(auth.router(deps))
     broker.include_router(users.router(deps))
+    broker.include_router(sessions.router(deps))
     broker.include_router(health.router(deps))
 
 

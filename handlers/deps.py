@@ -13,6 +13,7 @@ from contract.catalog import RPC
 from domain.accounts import Accounts
 from domain.auth import Auth
 from domain.listing import CursorCodec
+from domain.sessions import Sessions
 from handlers.envelope import RequestUnits, UseCase
 from handlers.idempotency import Idempotency, Replay
 from handlers.rpc import RedeliveryCounter, rpc
@@ -26,6 +27,7 @@ class WorkerDeps:
 
     auth: Auth
     accounts: Accounts
+    sessions: Sessions
     cursors: CursorCodec
     probes: dict[str, Probe]
     prefetch: int

@@ -30,6 +30,7 @@ from domain.ports import (
     TokenIssuer,
     UnitOfWorkFactory,
 )
+from domain.sessions import Sessions
 from warden.keys import IDEMPOTENCY_FINGERPRINT, IDEMPOTENCY_REPLY, AesGcmSealer, subkey
 from warden.security import BcryptPasswordHasher, JwtTokenIssuer
 from warden.settings import Settings
@@ -137,6 +138,7 @@ class Services:
     settings: Settings
     auth: Auth
     accounts: Accounts
+    sessions: Sessions
     hasher: PasswordHasher
     cursors: CursorCodec
     idempotency: Idempotency
@@ -175,7 +177,7 @@ def build_services(settings: Settings, **overrides: Unpack[Overrides]) -> Servic
     hasher = overrides.get("hasher") or made.hasher
     tokens = overrides.get("tokens") or _tokens(settings)
     sessions = overrides.get("sessions") or RedisSessionStore(
-        made.redis, settings.refresh_token_ttl
+        made.redis, settings.refresh_token_ttl, settings.access_token_ttl
     )
     throttle = overrides.get("throttle") or RedisLoginThrottle(
         made.redis,
@@ -187,12 +189,15 @@ def build_services(settings: Settings, **overrides: Unpack[Overrides]) -> Servic
         made.redis, settings.register_ip_max, settings.register_window
     )
     clock = overrides.get("clock") or UtcClock()
-    lifetimes = TokenLifetimes(settings.access_token_ttl, settings.refresh_token_ttl)
+    lifetimes = TokenLifetimes(
+        settings.access_token_ttl, settings.refresh_token_ttl, settings.refresh_reuse_interval
+    )
     auth = Auth(uow, hasher, tokens, sessions, throttle, clock, lifetimes)
     return Services(
         settings=settings,
         auth=auth,
         accounts=Accounts(uow, hasher, sessions, throttle, registrations, clock),
+        sessions=Sessions(uow, sessions, clock),
         hasher=hasher,
         cursors=CursorCodec(settings.jwt_secret.get_secret_value().encode()),
         idempotency=_idempotency(settings, made, auth, overrides),
@@ -268,6 +273,7 @@ def build_broker(settings: Settings, services: Services) -> RabbitBroker:
     deps = WorkerDeps(
         auth=services.auth,
         accounts=services.accounts,
+        sessions=services.sessions,
         cursors=services.cursors,
         probes={"postgres": made.uow.ping, "redis": made.redis.ping},
         prefetch=settings.worker_prefetch,

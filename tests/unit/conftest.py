@@ -42,8 +42,8 @@ def tokens(clock: FakeClock) -> FakeTokenIssuer:
 
 
 @pytest.fixture
-def sessions() -> FakeSessionStore:
-    return FakeSessionStore()
+def sessions(clock: FakeClock) -> FakeSessionStore:
+    return FakeSessionStore(clock, ttl=REFRESH_TTL)
 
 
 @pytest.fixture
