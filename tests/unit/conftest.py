@@ -8,6 +8,7 @@ import pytest
 
 from domain.accounts import Accounts
 from domain.auth import Auth
+from domain.sessions import Sessions
 from tests.unit.fakes import (
     FakeClock,
     FakeLoginThrottle,
@@ -90,6 +91,11 @@ def auth(services: Services) -> Auth:
 @pytest.fixture
 def accounts(services: Services) -> Accounts:
     return services.accounts
+
+
+@pytest.fixture
+def sessions_of_users(services: Services) -> Sessions:
+    return services.sessions
 
 
 @pytest.fixture
