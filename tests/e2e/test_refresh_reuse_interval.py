@@ -99,9 +99,8 @@ async def test_after_the_interval_the_spent_token_is_reuse_and_ends_the_session(
     lenient: AmqpCaller,
 ) -> None:
     pair = await signed_in(lenient)
-    status, fresh = await call(
-        lenient, "warden.auth.refresh", {"refresh_token": pair["refresh_token"]}
-    )
+    body = {"refresh_token": pair["refresh_token"]}
+    status, fresh = await call(lenient, "warden.auth.refresh", body)
     assert status == 200, fresh
     await asyncio.sleep(INTERVAL + 0.2)
 
