@@ -303,3 +303,22 @@ async def test_a_users_revocation_using_a_requests_units_writes_its_events_throu
     [event] = requests.events(events.SESSION_REVOKED)
     assert event.extra["session_id"] == other.session_id
     assert uow.events(events.SESSION_REVOKED) == []
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"), [("deactivate", "deactivated"), ("delete", "deleted")]
+)
+async def test_a_refresh_that_finds_its_user_gone_or_inactive_announces_why(
+    auth: Auth, people: People, uow: FakeUnitOfWorkFactory, alice: User, change: str, reason: str
+) -> None:
+    # A change made outside the use cases left the session open; the refresh ends it.
+    login = await people.sign_in(alice)
+    if change == "delete":
+        await uow.users.delete(alice.id)
+    else:
+        await uow.users.update(alice, UserChanges(is_active=False))
+
+    with pytest.raises(TokenRevoked):
+        await auth.refresh(login.pair.refresh_token)
+
+    assert revoked(uow, alice) == {login.session_id: reason}
