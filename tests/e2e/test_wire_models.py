@@ -27,6 +27,7 @@ from contract.events import EVENT_DATA, CloudEvent
 from domain.events import EVENT_TYPES
 from domain.model import NewUser
 from tests.conftest import PASSWORD, AmqpCaller, fresh_ip, unique
+from tests.e2e.test_sessions import sid_of
 from tests.support.waiting import eventually
 from warden.bootstrap import Services
 from warden.settings import Settings
@@ -211,6 +212,24 @@ async def ping(c: Callers) -> Request:
     return Request({})
 
 
+async def list_sessions(c: Callers) -> Request:
+    return Request({}, (await c.account()).token, filled=("items",))
+
+
+async def revoke_session(c: Callers) -> Request:
+    a = await c.account()
+    other = await c.tokens(a.username)
+    return Request({"id": sid_of(str(other["access_token"]))}, a.token)
+
+
+async def revoke_other_sessions(c: Callers) -> Request:
+    return Request({}, (await c.account()).token)
+
+
+async def revoke_user_sessions(c: Callers) -> Request:
+    return Request({"id": (await c.account()).id}, (await c.superuser()).token)
+
+
 CASES: dict[str, Callable[[Callers], Awaitable[Request]]] = {
     "warden.users.register": register,
     "warden.auth.login": login,
@@ -226,6 +245,10 @@ CASES: dict[str, Callable[[Callers], Awaitable[Request]]] = {
     "warden.users.delete": delete_user,
     "warden.audit.list": list_audit,
     "warden.ping": ping,
+    "warden.sessions.list": list_sessions,
+    "warden.sessions.revoke": revoke_session,
+    "warden.sessions.revoke_others": revoke_other_sessions,
+    "warden.users.revoke_sessions": revoke_user_sessions,
 }
 
 
@@ -324,12 +347,16 @@ async def everything_published(settings: Settings) -> AsyncIterator[list[Publish
 Kind = tuple[str, str | None, bool]  # type, login_failed reason, whether data.user is null
 
 
+def kind(event: dict[str, Any]) -> Kind:
+    data = event["data"]
+    reason = data.get("reason") if event["type"] == FAILED else None
+    return event["type"], reason, "user" in data and data["user"] is None
+
+
 def kinds(received: list[Published], subjects: set[str]) -> set[Kind]:
     """The kinds of the events about `subjects`, or about no user."""
     return {
-        (p.event["type"], p.event["data"].get("reason"), p.event["data"]["user"] is None)
-        for p in received
-        if p.event.get("subject", "none") in subjects | {"none"}
+        kind(p.event) for p in received if p.event.get("subject", "none") in subjects | {"none"}
     }
 
 
