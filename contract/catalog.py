@@ -37,6 +37,7 @@ from domain.errors import (
     MfaRequired,
     MissingToken,
     ServiceUnavailable,
+    SessionNotFound,
     TokenExpired,
     TokenReused,
     TokenRevoked,
@@ -205,5 +206,9 @@ RPC: dict[str, RpcSpec] = {
     "warden.auth.reset_password": RpcSpec(
         wire.ResetPasswordRequest, None, "anyone", (InvalidEmailToken,)
     ),
+    "warden.sessions.list": RpcSpec(wire.Empty, wire.SessionListOut, "bearer"),
+    "warden.sessions.revoke": RpcSpec(wire.SessionIdMessage, None, "bearer", (SessionNotFound,)),
+    "warden.sessions.revoke_others": RpcSpec(wire.Empty, None, "bearer"),
+    "warden.users.revoke_sessions": RpcSpec(wire.UserIdMessage, None, "superuser", (UserNotFound,)),
     PING_QUEUE: RpcSpec(wire.Empty, wire.PingOut, "the edge's readiness check", idempotent=False),
 }

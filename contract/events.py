@@ -69,6 +69,37 @@ class EmailChangedData(UserEventData):
     previous_email: str = Field(description="The address the account had before the change.")
 
 
+class SessionRevokedData(BaseModel):
+    """One per session that ended, whatever ended it; a subscriber that refuses tokens itself
+    refuses this session's until `expires_at`, after which none of them is valid anyway."""
+
+    session_id: str = Field(description="The `sid` claim of the session's tokens.")
+    user_id: int
+    reason: Literal[
+        "logout",
+        "token_reuse",
+        "password_changed",
+        "password_reset",
+        "deactivated",
+        "deleted",
+        "admin",
+        "user",
+    ] = Field(
+        description=(
+            "logout: the session's own logout; token_reuse: a spent refresh token came back; "
+            "password_changed / password_reset: the user's password changed; deactivated / "
+            "deleted: the user was; admin: a superuser ended all the user's sessions; user: "
+            "the user ended it from another session (or all but the current one)."
+        )
+    )
+    expires_at: Timestamp = Field(
+        description=(
+            "The `exp` of the newest access token issued for the session: the last moment "
+            "any access token of it can still pass an offline check (add your own leeway)."
+        )
+    )
+
+
 D = TypeVar("D")
 
 
@@ -105,6 +136,7 @@ EVENT_DATA: dict[str, type[BaseModel]] = {
     events.USER_PASSWORD_RESET_REQUESTED: UserEventData,
     events.USER_PASSWORD_RESET: UserEventData,
     events.USER_EMAIL_CHANGED: EmailChangedData,
+    events.SESSION_REVOKED: SessionRevokedData,
 }
 if set(EVENT_DATA) != set(events.EVENT_TYPES):  # pragma: no cover - a start-up error
     raise RuntimeError("every event type of the domain needs its data model here")

@@ -19,17 +19,24 @@ REQUEST_ID = "x-request-id"
 CLIENT_IP = "x-client-ip"  # believed only from the edge's broker user (see handlers.trust)
 IDEMPOTENCY_KEY = "idempotency-key"
 DEADLINE = "x-deadline"  # epoch milliseconds after which the caller no longer waits
+USER_AGENT = "x-user-agent"  # the end user's User-Agent, shown in their session list
 
 # The same headers over HTTP, as the edge reads them (and writes X-Request-ID back).
 HTTP_AUTHORIZATION = "Authorization"
 HTTP_REQUEST_ID = "X-Request-ID"
 HTTP_IDEMPOTENCY_KEY = "Idempotency-Key"
+HTTP_USER_AGENT = "User-Agent"
 # A request header -> its HTTP name: where an error the worker located is shown over HTTP.
 HTTP_NAMES = {
     AUTHORIZATION: HTTP_AUTHORIZATION,
     REQUEST_ID: HTTP_REQUEST_ID,
     IDEMPOTENCY_KEY: HTTP_IDEMPOTENCY_KEY,
 }
+
+# A user agent is kept with its session and shown to its user: at most this many characters,
+# printable ones only (a NUL, a control character or a lone surrogate is dropped or replaced).
+MAX_USER_AGENT = 256
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 REQUEST_ID_PATTERN = r"^[A-Za-z0-9._-]{1,128}$"
 IDEMPOTENCY_KEY_PATTERN = r"^[\x20-\x7e]{1,255}$"
@@ -50,6 +57,16 @@ def request_id_or_new(given: object) -> str:
     if isinstance(given, str) and _REQUEST_ID.fullmatch(given):
         return given
     return uuid.uuid4().hex
+
+
+def user_agent_text(value: str | None) -> str | None:
+    """A user agent as a session keeps it: printable UTF-8, at most MAX_USER_AGENT characters;
+    None for none (or nothing printable)."""
+    if value is None:
+        return None
+    text = value.encode("utf-8", "replace").decode("utf-8")  # a lone surrogate becomes "?"
+    text = _UNPRINTABLE.sub("", text).strip()[:MAX_USER_AGENT].strip()
+    return text or None
 
 
 def valid_idempotency_key(key: str) -> bool:

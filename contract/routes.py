@@ -77,6 +77,7 @@ JWKS_PATH = "/.well-known/jwks.json"
 METADATA_PATH = "/.well-known/oauth-authorization-server"
 TOKEN_PATH = API + "/auth/login"
 REVOCATION_PATH = API + "/auth/revoke"
+SID = "{sid:[A-Za-z0-9_-]{1,64}}"  # a session id, as wire.SESSION_ID_PATTERN
 # Where a user is read: the Location of a created one.
 USER_LOCATION = API + "/users/{id}"
 
@@ -212,5 +213,36 @@ ROUTES: tuple[Route, ...] = (
         "warden.auth.reset_password",
         204,
         summary="Set a new password with a mail's token",
+    ),
+    Route(
+        "GET",
+        f"{API}/users/me/sessions",
+        "warden.sessions.list",
+        body="none",
+        summary="List your live sessions",
+    ),
+    Route(
+        "DELETE",
+        f"{API}/users/me/sessions/{SID}",
+        "warden.sessions.revoke",
+        204,
+        body="none",
+        summary="End one of your sessions",
+    ),
+    Route(
+        "DELETE",
+        f"{API}/users/me/sessions",
+        "warden.sessions.revoke_others",
+        204,
+        body="none",
+        summary="End every session of yours but this one",
+    ),
+    Route(
+        "DELETE",
+        f"{API}/users/{ID}/sessions",
+        "warden.users.revoke_sessions",
+        204,
+        body="none",
+        summary="End every session of a user",
     ),
 )

@@ -258,6 +258,16 @@ class UserIdMessage(Strict):
     id: UserId
 
 
+SESSION_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+
+
+class SessionIdMessage(Strict):
+    id: str = Field(
+        pattern=SESSION_ID_PATTERN,
+        description="A session id (the `sid` of its tokens), as the session list gives it.",
+    )
+
+
 class ListUsersQuery(Strict):
     limit: int = Field(default=DEFAULT_LIMIT, ge=1, le=MAX_LIMIT)
     cursor: str | None = Field(
@@ -365,6 +375,24 @@ class AcceptedOut(Reply):
 
     status: Literal["accepted"] = "accepted"
     detail: str = Field(default=ACCEPTED_DETAIL, examples=[ACCEPTED_DETAIL])
+
+
+class SessionOut(Reply):
+    id: str = Field(description="The session id: the `sid` claim of its tokens.")
+    created_at: Timestamp = Field(description="When the login that opened it happened.")
+    last_used_at: Timestamp = Field(
+        description="Its last refresh, or bearer call (noted at most once a minute)."
+    )
+    ip: str | None = Field(description="The client address of the login, when known.")
+    user_agent: str | None = Field(
+        description="The User-Agent of the login, as the client sent it (at most 256 "
+        "printable characters)."
+    )
+    current: bool = Field(description="Whether this is the session the call came with.")
+
+
+class SessionListOut(Reply):
+    items: list[SessionOut]
 
 
 class UserPageOut(Reply):

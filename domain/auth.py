@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import secrets
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from domain import events
@@ -23,10 +24,13 @@ from domain.errors import (
 )
 from domain.model import (
     PASSWORD_ONLY,
+    EndedSession,
     Introspection,
     MfaChallenge,
     Origin,
     Principal,
+    RevokeReason,
+    SessionStart,
     TokenPair,
     User,
 )
@@ -57,6 +61,9 @@ class LogIn:
 class TokenLifetimes:
     access: int
     refresh: int
+    # Seconds after a rotation in which the refresh token just spent is a retry, not reuse
+    # (WARDEN_REFRESH_REUSE_INTERVAL; 0: any spent token is reuse).
+    reuse_interval: int = 0
 
 
 def account_of(user_id: int) -> str:
@@ -135,7 +142,7 @@ class Auth:
         if await self._has_second_factor(user):
             raise MfaRequired(await self._challenge(user, address))
         await self._throttle.clear(account)
-        return await self.open_session(user, PASSWORD_ONLY, client_ip)
+        return await self.open_session(user, PASSWORD_ONLY, cmd.origin)
 
     async def refuse_if_locked(
         self, user: User | None, account: str, address: str | None, client_ip: str | None
@@ -150,13 +157,20 @@ class Auth:
             raise TooManyAttempts(lockout.retry_after)
 
     async def open_session(
-        self, user: User, amr: tuple[str, ...], client_ip: str | None
+        self, user: User, amr: tuple[str, ...], origin: Origin | None
     ) -> TokenPair:
         """Open a session of a user who authenticated by `amr`; issue its first pair."""
         session_id = new_id()
         refresh_id = new_id()
-        await self._sessions.create(user.id, session_id, refresh_id)
-        pair = self._pair(user.id, session_id, refresh_id, amr)
+        now = self._clock.now()
+        client_ip = origin.client_ip if origin else None
+        start = SessionStart(
+            self._access_expiry(now),
+            ip=client_ip,
+            user_agent=origin.user_agent if origin else None,
+        )
+        await self._sessions.create(user.id, session_id, refresh_id, start)
+        pair = self._pair(user.id, session_id, refresh_id, now, amr)
         extra = {"session_id": session_id, "amr": list(amr)} | _ip(client_ip)
         await self._record(events.USER_LOGGED_IN, user, extra)
         return pair
@@ -164,29 +178,49 @@ class Auth:
     async def refresh(self, refresh_token: str) -> TokenPair:
         """Spend a refresh token for a new pair of the same session; a reused one revokes it."""
         claims = self._tokens.read_refresh(refresh_token)
-        new_refresh_id = new_id()
-        outcome = await self._sessions.rotate(
-            claims.session_id, claims.user_id, claims.token_id, new_refresh_id
+        now = self._clock.now()
+        rotated = await self._sessions.rotate(
+            claims.session_id,
+            claims.user_id,
+            claims.token_id,
+            new_id(),
+            self._access_expiry(now),
+            self._lifetimes.reuse_interval,
         )
-        if outcome is Rotation.MISSING:
+        if rotated.outcome is Rotation.MISSING:
             raise TokenRevoked
         async with self._uow() as uow:
             user = await uow.users.get(claims.user_id)
-        if outcome is Rotation.REUSED:
+        if rotated.outcome is Rotation.REUSED:
+            found: list[events.Event] = []
             if user is not None:
                 extra = {"session_id": claims.session_id}
-                await self._record(events.USER_TOKEN_REUSE_DETECTED, user, extra)
+                found.append(self._event(events.USER_TOKEN_REUSE_DETECTED, user, extra))
+            await self._announce(rotated.ended, RevokeReason.TOKEN_REUSE, *found)
             raise TokenReused
         if user is None or not user.is_active:
-            await self._sessions.revoke(claims.session_id)
+            # A deactivation or deletion ended its sessions; this one raced it.
+            reason = RevokeReason.DELETED if user is None else RevokeReason.DEACTIVATED
+            await self.end_session(claims.session_id, claims.user_id, reason)
             raise TokenRevoked
-        return self._pair(user.id, claims.session_id, new_refresh_id, claims.amr)
+        assert rotated.refresh_id is not None  # ROTATED or RETRIED: the pair's refresh id
+        return self._pair(user.id, claims.session_id, rotated.refresh_id, now, claims.amr)
 
     async def logout(self, principal: Principal) -> None:
         """End the caller's session: its access and refresh tokens stop working."""
-        await self._sessions.revoke(principal.claims.session_id)
-        extra = {"session_id": principal.claims.session_id}
-        await self._record(events.USER_LOGGED_OUT, principal.user, extra)
+        session_id = principal.claims.session_id
+        extra = {"session_id": session_id}
+        logged_out = self._event(events.USER_LOGGED_OUT, principal.user, extra)
+        await self.end_session(session_id, principal.user.id, RevokeReason.LOGOUT, logged_out)
+
+    async def end_session(
+        self, session_id: str, user_id: int, reason: RevokeReason, *also: events.Event
+    ) -> bool:
+        """End one session of the user, writing its `session.revoked` (if this call ended it:
+        a racing revocation writes its own) together with `also`. False: it was not live."""
+        ended = await self._sessions.revoke(session_id, user_id)
+        await self._announce(ended, reason, *also)
+        return ended is not None
 
     async def revoke(self, token: str) -> None:
         """RFC 7009: end the session an access or refresh token names, even an expired one.
@@ -201,11 +235,16 @@ class Auth:
         # A token signed for one user must not end another user's session.
         if not await self._sessions.is_active(named.session_id, named.user_id):
             return
+        ended = await self._sessions.revoke(named.session_id, named.user_id)
+        if ended is None:  # a revocation that raced this one said it
+            return
         async with self._uow() as uow:
             user = await uow.users.get(named.user_id)
-        await self._sessions.revoke(named.session_id)
+        also = []
         if user is not None:  # a user deleted meanwhile had its sessions ended already
-            await self._record(events.USER_LOGGED_OUT, user, {"session_id": named.session_id})
+            extra = {"session_id": named.session_id}
+            also.append(self._event(events.USER_LOGGED_OUT, user, extra))
+        await self._announce(ended, RevokeReason.LOGOUT, *also)
 
     async def authenticate(self, authorization: str | None) -> Principal:
         """The bearer's caller, checked against revocation and the user's current state."""
@@ -266,10 +305,13 @@ class Auth:
         await self._challenges.open(token, MfaChallenge(user.id, address or ""), MFA_TOKEN_TTL)
         return token
 
+    def _access_expiry(self, now: datetime) -> datetime:
+        """The `exp` of an access token issued at `now` (whole seconds, as the token has it)."""
+        return datetime.fromtimestamp(int(now.timestamp()) + self._lifetimes.access, UTC)
+
     def _pair(
-        self, user_id: int, session_id: str, refresh_id: str, amr: tuple[str, ...]
+        self, user_id: int, session_id: str, refresh_id: str, now: datetime, amr: tuple[str, ...]
     ) -> TokenPair:
-        now = self._clock.now()
         return TokenPair(
             access_token=self._tokens.issue_access(user_id, session_id, now, amr),
             refresh_token=self._tokens.issue_refresh(user_id, session_id, refresh_id, now, amr),
@@ -292,9 +334,32 @@ class Auth:
         await self._record(events.USER_LOGIN_FAILED, user, extra | _ip(client_ip))
 
     async def _record(self, kind: str, user: User | None, extra: dict[str, Any]) -> None:
+        await self._commit(self._event(kind, user, extra))
+
+    async def _announce(
+        self, ended: EndedSession | None, reason: RevokeReason, *also: events.Event
+    ) -> None:
+        """Commit `also` and, if a session was ended, its one `session.revoked`.
+
+        Written after the store ended it: only the store knows which call did, so a
+        revocation that raced another writes nothing twice. (A worker dying in between
+        loses the event; the session is ended all the same: see README, Sessions.)
+        """
+        found = list(also)
+        if ended is not None:
+            found.append(events.session_revoked(ended, reason, self._clock.now()))
+        await self._commit(*found)
+
+    def _event(self, kind: str, user: User | None, extra: dict[str, Any]) -> events.Event:
+        view = None if user is None else user.view()
+        return events.Event(kind, self._clock.now(), view, extra)
+
+    async def _commit(self, *found: events.Event) -> None:
+        if not found:
+            return
         async with self._uow() as uow:
-            view = None if user is None else user.view()
-            uow.outbox.add(events.Event(kind, self._clock.now(), view, extra))
+            for event in found:
+                uow.outbox.add(event)
             await uow.commit()
 
 

@@ -202,6 +202,15 @@ class UserNotFound(WardenError):
     default_detail = "No user has this id."
 
 
+class SessionNotFound(WardenError):
+    """The caller has no live session with this id (another user's is not the caller's)."""
+
+    status = 404
+    code = "session_not_found"
+    title = "Session not found"
+    default_detail = "You have no live session with this id."
+
+
 class LastSuperuser(WardenError):
     """The change would leave no active superuser."""
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from domain.model import UserView
+from domain.model import EndedSession, RevokeReason, UserView
 
 USER_REGISTERED = "user.registered"
 USER_UPDATED = "user.updated"
@@ -30,6 +30,7 @@ USER_VERIFIED = "user.verified"
 USER_PASSWORD_RESET_REQUESTED = "user.password_reset_requested"
 USER_PASSWORD_RESET = "user.password_reset"
 USER_EMAIL_CHANGED = "user.email_changed"
+SESSION_REVOKED = "session.revoked"
 
 EVENT_TYPES = (
     USER_REGISTERED,
@@ -48,23 +49,44 @@ EVENT_TYPES = (
     USER_PASSWORD_RESET_REQUESTED,
     USER_PASSWORD_RESET,
     USER_EMAIL_CHANGED,
+    SESSION_REVOKED,
 )
+# One session ends once: its session.revoked has an id of its own, derived from the session,
+# so even a copy written twice would be one event to a subscriber that de-duplicates.
+_REVOKED_IDS = uuid.UUID("6f0c6a8e-6b1e-4a53-9a7d-2f3c4e5d6a7b")
 
 
 @dataclass(frozen=True)
 class Event:
-    """One domain event; `extra` holds session_id, client_ip or reason beside `user`."""
+    """One domain event; `extra` holds session_id, client_ip or reason beside `user`.
+
+    `about`: the user an event carries no `user` of is about (its subject).
+    """
 
     type: str
     time: datetime
     user: UserView | None
     extra: dict[str, Any] = field(default_factory=dict)
     id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    about: int | None = None
 
     @property
     def subject(self) -> str | None:
-        return None if self.user is None else str(self.user.id)
+        user_id = self.user_id
+        return None if user_id is None else str(user_id)
 
     @property
     def user_id(self) -> int | None:
-        return None if self.user is None else self.user.id
+        return self.about if self.user is None else self.user.id
+
+
+def session_revoked(ended: EndedSession, reason: RevokeReason, time: datetime) -> Event:
+    """The one event of a session that `reason` ended."""
+    data = {
+        "session_id": ended.session_id,
+        "user_id": ended.user_id,
+        "reason": reason.value,
+        "expires_at": ended.access_expires_at,
+    }
+    event_id = str(uuid.uuid5(_REVOKED_IDS, ended.session_id))
+    return Event(SESSION_REVOKED, time, None, data, id=event_id, about=ended.user_id)

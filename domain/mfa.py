@@ -227,7 +227,7 @@ class SecondFactor:
             await self._auth.record_failure(user, client_ip, InvalidMfaCode.code)
             raise InvalidMfaCode
         await self._throttle.clear(account)
-        return await self._auth.open_session(user, amr, client_ip)
+        return await self._auth.open_session(user, amr, cmd.origin)
 
     async def _live_challenge(self, token: str, address: str | None) -> MfaChallenge:
         challenge = await self._challenges.find(token) if is_text(token) else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import uuid
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -170,6 +171,7 @@ class Origin:
 
     client_ip: str | None = None
     publisher: str | None = None
+    user_agent: str | None = None  # as the client stated it; shown in its session list only
 
     @property
     def address(self) -> str:
@@ -219,3 +221,50 @@ class Mail:
     expires_at: datetime | None = None
     new_email: str | None = None  # EMAIL_CHANGED: the address the account moved to
     id: str = field(default_factory=lambda: str(uuid.uuid4()))
+
+
+class RevokeReason(enum.StrEnum):
+    """Why a session ended, as its `session.revoked` event says."""
+
+    LOGOUT = "logout"
+    TOKEN_REUSE = "token_reuse"
+    PASSWORD_CHANGED = "password_changed"
+    PASSWORD_RESET = "password_reset"
+    DEACTIVATED = "deactivated"
+    DELETED = "deleted"
+    ADMIN = "admin"  # a superuser ended every session of the user
+    USER = "user"  # the user ended one of their sessions, or all but the current one
+
+
+@dataclass(frozen=True)
+class SessionStart:
+    """What a new session records beside its user: until when its first access token lives,
+    and the client that opened it (the store adds when)."""
+
+    access_expires_at: datetime
+    ip: str | None = None
+    user_agent: str | None = None
+
+
+@dataclass(frozen=True)
+class SessionInfo:
+    """A live session as its user may see it (never a token or a token id)."""
+
+    id: str
+    created_at: datetime
+    last_used_at: datetime
+    ip: str | None
+    user_agent: str | None
+
+
+@dataclass(frozen=True)
+class EndedSession:
+    """A session that one revocation actually ended (no other revocation ended it too).
+
+    `access_expires_at`: the `exp` of the newest access token issued for it, so the last
+    moment any of its access tokens can pass a check that does not ask Warden.
+    """
+
+    session_id: str
+    user_id: int
+    access_expires_at: datetime

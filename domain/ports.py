@@ -15,10 +15,13 @@ from domain.model import (
     PASSWORD_ONLY,
     AccessClaims,
     EmailToken,
+    EndedSession,
     Mail,
     MfaChallenge,
     NewUser,
     RefreshClaims,
+    SessionInfo,
+    SessionStart,
     TokenSession,
     TotpState,
     User,
@@ -76,33 +79,66 @@ class Rotation(enum.Enum):
     """What happened when a refresh token was presented."""
 
     ROTATED = "rotated"
+    RETRIED = "retried"  # the token just spent, again within the reuse interval: not reuse
     REUSED = "reused"
     MISSING = "missing"
 
 
-class SessionStore(Protocol):
-    """Live sessions (one login each) and the refresh token each currently accepts."""
+@dataclass(frozen=True)
+class Rotated:
+    """A rotation's outcome: the refresh token id the new pair carries (ROTATED: the new one;
+    RETRIED: the session's current one, which the first refresh handed out), and the session
+    a reuse ended (REUSED, for this call only: a racing reuse finds it MISSING)."""
 
-    async def create(self, user_id: int, session_id: str, refresh_id: str) -> None: ...
+    outcome: Rotation
+    refresh_id: str | None = None
+    ended: EndedSession | None = None
+
+
+class SessionStore(Protocol):
+    """Live sessions (one login each) and the refresh token each currently accepts.
+
+    Every revocation returns the sessions it ended itself: of two racing revocations of one
+    session, exactly one gets it (and writes its one `session.revoked`). The store tells the
+    time of creation and use by its own clock, one for every worker.
+    """
+
+    async def create(
+        self, user_id: int, session_id: str, refresh_id: str, start: SessionStart
+    ) -> None: ...
 
     async def rotate(
-        self, session_id: str, user_id: int, presented_id: str, new_id: str
-    ) -> Rotation:
+        self,
+        session_id: str,
+        user_id: int,
+        presented_id: str,
+        new_id: str,
+        access_expires_at: datetime,
+        reuse_interval: int = 0,
+    ) -> Rotated:
         """Atomically swap the session's refresh token; a spent one revokes the session.
 
-        A session that is not `user_id`'s is MISSING and left as it is.
+        The token spent by the last rotation, presented again less than `reuse_interval`
+        seconds after it, is RETRIED (0: never). A session that is not `user_id`'s is MISSING
+        and left as it is. `access_expires_at` is the new access token's expiry.
         """
 
     async def is_active(self, session_id: str, user_id: int) -> bool:
-        """True while the session is live and belongs to `user_id`."""
+        """True while the session is live and belongs to `user_id`; notes its use (at most
+        once a minute)."""
 
     async def current(self, session_id: str) -> tuple[int, str] | None:
         """A live session's user id and the refresh token id it accepts; None once it ended."""
 
-    async def revoke(self, session_id: str) -> None: ...
+    async def revoke(self, session_id: str, user_id: int | None = None) -> EndedSession | None:
+        """End the session (only if it is `user_id`'s, when given); None if this call did not
+        end it: unknown, already ended, or another user's."""
 
-    async def revoke_all(self, user_id: int, keep: str | None = None) -> None:
-        """Revoke every session of the user but `keep`."""
+    async def revoke_all(self, user_id: int, keep: str | None = None) -> list[EndedSession]:
+        """End every session of the user but `keep`; the ones this call ended."""
+
+    async def live(self, user_id: int) -> list[SessionInfo]:
+        """The user's live sessions, newest first."""
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from faststream.rabbit import RabbitBroker
 
-from handlers import auth, health, mfa, recovery, users
+from handlers import auth, health, mfa, recovery, sessions, users
 from handlers.deps import WorkerDeps
 
 
@@ -14,4 +14,5 @@ def include_routers(broker: RabbitBroker, deps: WorkerDeps) -> None:
     broker.include_router(mfa.router(deps))
     broker.include_router(users.router(deps))
     broker.include_router(recovery.router(deps, deps.recovery, deps.background))
+    broker.include_router(sessions.router(deps))
     broker.include_router(health.router(deps))

@@ -15,6 +15,7 @@ from domain.auth import Auth
 from domain.listing import CursorCodec
 from domain.mfa import SecondFactor
 from domain.recovery import Recovery
+from domain.sessions import Sessions
 from handlers.background import Background
 from handlers.envelope import RequestUnits, UseCase
 from handlers.idempotency import Idempotency, Replay
@@ -31,6 +32,7 @@ class WorkerDeps:
     accounts: Accounts
     mfa: SecondFactor
     recovery: Recovery
+    sessions: Sessions
     cursors: CursorCodec
     probes: dict[str, Probe]
     prefetch: int

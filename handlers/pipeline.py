@@ -36,7 +36,12 @@ def received(raw: IncomingMessage, edge_user: str, units: RequestUnits) -> Call[
     request_id = protocol.request_id_or_new(headers.get(protocol.REQUEST_ID))
     return Call(
         body=raw.body,
-        origin=origin_of(raw.user_id, headers.get(protocol.CLIENT_IP), edge_user),
+        origin=origin_of(
+            raw.user_id,
+            headers.get(protocol.CLIENT_IP),
+            edge_user,
+            headers.get(protocol.USER_AGENT),
+        ),
         authorization=header_text(headers.get(protocol.AUTHORIZATION)),
         request_id=request_id,
         units=units.for_request(request_id),

@@ -44,18 +44,23 @@ def header_text(value: object) -> str | None:
     return ""
 
 
-def origin_of(publisher: str | None, client_ip: object, edge_user: str) -> Origin:
+def origin_of(
+    publisher: str | None, client_ip: object, edge_user: str, user_agent: object = None
+) -> Origin:
     """Where a request came from: the end user's address if the edge said so, else its publisher.
 
     `publisher` is the message's `user_id` (checked by RabbitMQ); `client_ip` its x-client-ip
     header, which anyone could have written and is believed only from `edge_user`. A request
     without either still has an origin, so leaving the header out never escapes the limit.
+    `user_agent` (x-user-agent) is taken from any publisher, cleaned: like a browser's own
+    User-Agent it is only what the client says it is, shown to the user and counted nowhere.
     """
+    agent = protocol.user_agent_text(header_text(user_agent))
     if publisher == edge_user:
         ip = header_text(client_ip)
         if ip and _is_ip(ip):
-            return Origin(client_ip=ip, publisher=publisher)
-    return Origin(publisher=publisher)
+            return Origin(client_ip=ip, publisher=publisher, user_agent=agent)
+    return Origin(publisher=publisher, user_agent=agent)
 
 
 def _is_ip(text: str) -> bool:

@@ -7,6 +7,7 @@ from typing import Any
 from contract.wire import (
     AuditPageOut,
     IntrospectionOut,
+    SessionListOut,
     TokenPairOut,
     UserOut,
     UserPageOut,
@@ -14,6 +15,7 @@ from contract.wire import (
 )
 from domain.listing import AuditPage, CursorCodec, UserPage
 from domain.model import Introspection, TokenPair, User, UserView
+from domain.sessions import SessionEntry
 
 
 def user_body(user: User | UserView) -> dict[str, Any]:
@@ -51,3 +53,18 @@ def user_page_body(page: UserPage, codec: CursorCodec, fingerprint: str) -> dict
 def audit_page_body(page: AuditPage, codec: CursorCodec, fingerprint: str) -> dict[str, Any]:
     cursor = None if page.next_after is None else codec.encode(fingerprint, page.next_after)
     return dump(AuditPageOut, {"items": page.items, "next_cursor": cursor})
+
+
+def session_list_body(entries: list[SessionEntry]) -> dict[str, Any]:
+    items = [
+        {
+            "id": e.session.id,
+            "created_at": e.session.created_at,
+            "last_used_at": e.session.last_used_at,
+            "ip": e.session.ip,
+            "user_agent": e.session.user_agent,
+            "current": e.current,
+        }
+        for e in entries
+    ]
+    return dump(SessionListOut, {"items": items})

@@ -71,6 +71,7 @@ TARGETS = {
             "domain/mfa.py",
             "domain/recovery.py",
             "domain/mail.py",
+            "domain/sessions.py",
         ),
         ("tests/unit",),
     ),

@@ -203,14 +203,28 @@ async def amqp(settings: Settings, worker: Any) -> AsyncIterator[AmqpCaller]:
     await connection.close()
 
 
-@pytest_asyncio.fixture(scope="module")
-async def tap(amqp: AmqpCaller) -> AsyncIterator[EventTap]:
-    """Every `user.*` event Warden publishes while the module's tests run."""
+@contextlib.asynccontextmanager
+async def tapping(amqp: AmqpCaller, routing_key: str) -> AsyncIterator[EventTap]:
+    """The events Warden publishes under `routing_key` while the block runs."""
     tap = EventTap()
     exchange = await amqp.channel.get_exchange("warden.events")
     queue = await amqp.channel.declare_queue(exclusive=True, auto_delete=True)
-    await queue.bind(exchange, routing_key="user.#")
+    await queue.bind(exchange, routing_key=routing_key)
     tag = await queue.consume(tap.on_message, no_ack=True)
     yield tap
     await queue.cancel(tag)
     await queue.delete(if_unused=False, if_empty=False)
+
+
+@pytest_asyncio.fixture(scope="module")
+async def tap(amqp: AmqpCaller) -> AsyncIterator[EventTap]:
+    """Every `user.*` event Warden publishes while the module's tests run."""
+    async with tapping(amqp, "user.#") as tap:
+        yield tap
+
+
+@pytest_asyncio.fixture(scope="module")
+async def revocations(amqp: AmqpCaller) -> AsyncIterator[EventTap]:
+    """Every `session.revoked` Warden publishes while the module's tests run."""
+    async with tapping(amqp, "session.revoked") as tap:
+        yield tap

@@ -35,6 +35,7 @@ from domain.ports import (
     UnitOfWorkFactory,
 )
 from domain.recovery import Recovery
+from domain.sessions import Sessions
 from warden.keys import (
     IDEMPOTENCY_FINGERPRINT,
     IDEMPOTENCY_REPLY,
@@ -198,6 +199,7 @@ class Services:
     accounts: Accounts
     mfa: SecondFactor
     recovery: Recovery
+    sessions: Sessions
     hasher: PasswordHasher
     cursors: CursorCodec
     idempotency: Idempotency
@@ -237,7 +239,7 @@ def build_services(settings: Settings, **overrides: Unpack[Overrides]) -> Servic
     hasher = overrides.get("hasher") or made.hasher
     tokens = overrides.get("tokens") or token_issuer(settings, made.key_ring)
     sessions = overrides.get("sessions") or RedisSessionStore(
-        made.redis, settings.refresh_token_ttl
+        made.redis, settings.refresh_token_ttl, settings.access_token_ttl
     )
     throttle = overrides.get("throttle") or RedisLoginThrottle(
         made.redis,
@@ -250,7 +252,9 @@ def build_services(settings: Settings, **overrides: Unpack[Overrides]) -> Servic
     )
     challenges = overrides.get("challenges") or RedisMfaChallenges(made.redis)
     clock = overrides.get("clock") or UtcClock()
-    lifetimes = TokenLifetimes(settings.access_token_ttl, settings.refresh_token_ttl)
+    lifetimes = TokenLifetimes(
+        settings.access_token_ttl, settings.refresh_token_ttl, settings.refresh_reuse_interval
+    )
     auth = Auth(
         uow,
         hasher,
@@ -269,6 +273,7 @@ def build_services(settings: Settings, **overrides: Unpack[Overrides]) -> Servic
         accounts=Accounts(uow, hasher, sessions, throttle, registrations, clock, mailbox),
         mfa=_second_factor(settings, auth, uow, hasher, throttle, challenges, clock, overrides),
         recovery=Recovery(uow, hasher, sessions, clock, mailbox),
+        sessions=Sessions(uow, sessions, clock),
         hasher=hasher,
         cursors=CursorCodec(settings.jwt_secret.get_secret_value().encode()),
         idempotency=_idempotency(settings, made, auth, overrides),
@@ -393,6 +398,7 @@ def build_broker(
         accounts=services.accounts,
         mfa=services.mfa,
         recovery=services.recovery,
+        sessions=services.sessions,
         cursors=services.cursors,
         probes={"postgres": made.uow.ping, "redis": made.redis.ping},
         prefetch=settings.worker_prefetch,

@@ -68,6 +68,9 @@ class Settings(BaseSettings):
     http_port: int = Field(default=8080, ge=0, le=65535)
     access_token_ttl: int = Field(default=1800, ge=1)
     refresh_token_ttl: int = Field(default=604800, ge=1)
+    # CONTRACT §8: seconds after a rotation in which the refresh token just spent gets the
+    # session's current pair instead of counting as reuse (0: strict, every reuse revokes).
+    refresh_reuse_interval: int = Field(default=0, ge=0, le=3600)
     bcrypt_rounds: int = Field(default=12, ge=4, le=31)
     bcrypt_threads: int = Field(default=2, ge=1, le=64)
     bcrypt_nice: int = Field(default=5, ge=0, le=19)

@@ -18,7 +18,7 @@ from contract.errors import (
     UnsupportedMediaType,
 )
 from contract.oauth import ERRORS as OAUTH_ERRORS
-from contract.routes import METADATA_PATH, ROUTES, Form, Route
+from contract.routes import ID, METADATA_PATH, ROUTES, SID, Form, Route
 from domain.errors import (
     InternalError,
     ServiceUnavailable,
@@ -143,7 +143,7 @@ def route_errors(route: Route) -> list[type[WardenError]]:
     left_out = set(NEVER_OVER_HTTP)
     if route.method != "POST":
         left_out |= set(IDEMPOTENCY)  # Idempotency-Key is a parameter of POST routes only
-    if route.body == "none" and "{id" not in route.path:
+    if route.body == "none" and not _path_parameter(route):
         left_out.add(ValidationFailed)  # the edge sends `{}`: nothing to validate
     kinds = [e for q in _queues(route) for e in RPC[q].every_error if e not in left_out]
     kinds += EDGE_EVERY_ROUTE
@@ -151,7 +151,7 @@ def route_errors(route: Route) -> list[type[WardenError]]:
         kinds += EDGE_READING_A_BODY
     if route.form is not None and route.form.grants:
         kinds.append(UnsupportedGrantType)
-    if "{id" in route.path:
+    if _path_parameter(route):
         kinds.append(NotFound)  # an id the route's pattern does not take
     return list(dict.fromkeys(kinds))
 
@@ -208,16 +208,8 @@ def _operation(route: Route) -> dict[str, Any]:
                 "schema": {"type": "string", "pattern": protocol.IDEMPOTENCY_KEY_PATTERN},
             }
         )
-    if "{id" in route.path:
-        op["parameters"].append(
-            {
-                "name": "id",
-                "in": "path",
-                "required": True,
-                # The route takes 1-18 digits; any other id is a 404 not_found.
-                "schema": {"type": "integer", "minimum": 1, "maximum": 10**18 - 1},
-            }
-        )
+    if (parameter := _path_parameter(route)) is not None:
+        op["parameters"].append(parameter)
     if route.body == "query":
         schema = RPC[route.queue].request.model_json_schema()
         for name, prop in schema["properties"].items():
@@ -299,8 +291,20 @@ def _form_schema(form: Form) -> dict[str, Any]:
     return variants[0] if len(variants) == 1 else {"anyOf": variants}
 
 
+def _path_parameter(route: Route) -> dict[str, Any] | None:
+    """The route's path parameter: any value its pattern does not take is a 404 not_found."""
+    if ID in route.path:
+        # The route takes 1-18 digits.
+        schema: dict[str, Any] = {"type": "integer", "minimum": 1, "maximum": 10**18 - 1}
+        return {"name": "id", "in": "path", "required": True, "schema": schema}
+    if SID in route.path:
+        schema = {"type": "string", "pattern": wire.SESSION_ID_PATTERN}
+        return {"name": "sid", "in": "path", "required": True, "schema": schema}
+    return None
+
+
 def _path(route: Route) -> str:
-    return route.path.replace("{id:[0-9]{1,18}}", "{id}")
+    return route.path.replace(ID, "{id}").replace(SID, "{sid}")
 
 
 def openapi_document() -> dict[str, Any]:

@@ -54,6 +54,8 @@ async def message_body(request: web.Request, route: Route) -> dict[str, Any]:
                 [FieldError(("body", "id"), "id may not be changed", "extra_forbidden")]
             )
         body["id"] = int(request.match_info["id"])
+    if "sid" in request.match_info:
+        body["id"] = request.match_info["sid"]
     return body
 
 
@@ -147,6 +149,8 @@ def rpc_headers(request: web.Request, rid: str, trusted: Networks) -> dict[str, 
         headers[protocol.AUTHORIZATION] = _sent_text(auth)
     if ip := client_ip(request, trusted):
         headers[protocol.CLIENT_IP] = ip
+    if agent := protocol.user_agent_text(request.headers.get(protocol.HTTP_USER_AGENT)):
+        headers[protocol.USER_AGENT] = agent
     if protocol.HTTP_IDEMPOTENCY_KEY in request.headers:
         key = request.headers[protocol.HTTP_IDEMPOTENCY_KEY]
         if not protocol.valid_idempotency_key(key):

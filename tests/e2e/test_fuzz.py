@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 
 from contract.catalog import RPC
 from contract.errors import every_error
-from contract.routes import ID, ROUTES, Route
+from contract.routes import ID, ROUTES, SID, Route
 from domain.auth import LogIn
 from domain.errors import WardenError
 from domain.model import NewUser, Origin
@@ -221,10 +221,10 @@ class Fuzz:
             optional = [(b"Idempotency-Key", idempotency_key), (b"X-Request-ID", request_id)]
             headers += [(name, value) for name, value in optional if value is not None]
             sent.headers = {name.decode().lower() for name, _ in headers}
-            body = self.resolve(route.queue, body, drop_id=ID in route.path)
+            body = self.resolve(route.queue, body, drop_id=ID in route.path or SID in route.path)
             if route.body == "query" and isinstance(body, dict):
                 body = {str(k): str(v) for k, v in body.items()}
-            path = route.path.replace(ID, "{id}")
+            path = route.path.replace(ID, "{id}").replace(SID, "{id}")  # digits are a sid too
             if path_id == VICTIM and "{id}" in path:
                 path_id = str(self.wait(self.callers.victim()))
             path = path.replace("{id}", path_id)

@@ -13,7 +13,7 @@ from sqlalchemy import text
 
 from domain.errors import ServiceUnavailable
 from storage.idempotency import PREFIX, RedisIdempotencyStore
-from storage.redis_store import SESSION, USER_SESSIONS
+from storage.redis_store import SESSION, SESSION_INDEX
 from tests.conftest import PASSWORD, AmqpCaller, unique
 from tests.e2e.test_sessions import sid_of
 from tests.support.events import EventTap
@@ -196,7 +196,7 @@ REGISTERED = ["user.registered", "user.verification_requested"]
 
 
 async def sessions_of(worker: Services, user_id: int) -> set[str]:
-    members = await worker.redis.smembers(USER_SESSIONS + str(user_id))
+    members = await worker.redis.zrange(SESSION_INDEX + str(user_id), 0, -1)
     return {str(m) for m in members}
 
 

@@ -25,7 +25,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from contract.routes import ID, ROUTES
+from contract.routes import ID, ROUTES, SID
 from domain.model import NewUser
 from tests.conftest import PASSWORD, unique
 from tests.conftest import fresh_ip as client_address
@@ -44,7 +44,15 @@ CHECKS = [
 ]
 # Bearer routes about the caller itself; every other route with a security requirement is
 # the superuser's, and is run with a superuser's token.
-OWN_ROUTES = {"auth_logout", "users_me", "users_update_me", "users_change_password"}
+OWN_ROUTES = {
+    "auth_logout",
+    "users_me",
+    "users_update_me",
+    "users_change_password",
+    "sessions_list",
+    "sessions_revoke",
+    "sessions_revoke_others",
+}
 # Cases of these may leave the caller's token useless (logged out, renamed, demoted, deleted).
 MUTATE_CALLER = {
     "auth_logout",
@@ -52,6 +60,8 @@ MUTATE_CALLER = {
     "users_change_password",
     "users_update",
     "users_delete",
+    "sessions_revoke",  # its own session's id is one a case could name
+    "users_revoke_sessions",  # the superuser's own id is one a case could name
 }
 
 
@@ -191,7 +201,7 @@ async def test_schemathesis_finds_no_server_error_and_no_response_outside_the_do
         # thread of its own.
         bearer, findings = await asyncio.to_thread(run_schemathesis, edge_url, identities)
     assert not findings.failures, "\n\n".join(findings.failures)
-    expected = {f"{r.method} {r.path.replace(ID, '{id}')}" for r in ROUTES}
+    expected = {f"{r.method} {r.path.replace(ID, '{id}').replace(SID, '{sid}')}" for r in ROUTES}
     assert expected <= set(findings.statuses), "an operation of the contract was not exercised"
     # The tokens worked: every bearer operation got past authentication at least once.
     refused = [op for op in bearer if not set(findings.statuses[op]) - {401, 403}]

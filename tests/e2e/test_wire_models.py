@@ -30,6 +30,7 @@ from domain.events import EVENT_TYPES
 from domain.mail import RESET_PASSWORD, VERIFY_EMAIL, digest, new_token
 from domain.model import EmailToken, NewUser
 from tests.conftest import PASSWORD, AmqpCaller, fresh_ip, unique
+from tests.e2e.test_sessions import sid_of
 from tests.support.waiting import eventually
 from warden.bootstrap import Services, key_store
 from warden.settings import Settings
@@ -290,6 +291,24 @@ async def reset_password(c: Callers) -> Request:
     return Request({"token": token, "new_password": unique("pw-")})
 
 
+async def list_sessions(c: Callers) -> Request:
+    return Request({}, (await c.account()).token, filled=("items",))
+
+
+async def revoke_session(c: Callers) -> Request:
+    a = await c.account()
+    other = await c.tokens(a.username)
+    return Request({"id": sid_of(str(other["access_token"]))}, a.token)
+
+
+async def revoke_other_sessions(c: Callers) -> Request:
+    return Request({}, (await c.account()).token)
+
+
+async def revoke_user_sessions(c: Callers) -> Request:
+    return Request({"id": (await c.account()).id}, (await c.superuser()).token)
+
+
 CASES: dict[str, Callable[[Callers], Awaitable[Request]]] = {
     "warden.users.register": register,
     "warden.auth.login": login,
@@ -315,6 +334,10 @@ CASES: dict[str, Callable[[Callers], Awaitable[Request]]] = {
     "warden.auth.verify": verify,
     "warden.auth.forgot_password": forgot_password,
     "warden.auth.reset_password": reset_password,
+    "warden.sessions.list": list_sessions,
+    "warden.sessions.revoke": revoke_session,
+    "warden.sessions.revoke_others": revoke_other_sessions,
+    "warden.users.revoke_sessions": revoke_user_sessions,
 }
 
 
@@ -418,12 +441,16 @@ async def everything_published(settings: Settings) -> AsyncIterator[list[Publish
 Kind = tuple[str, str | None, bool]  # type, login_failed reason, whether data.user is null
 
 
+def kind(event: dict[str, Any]) -> Kind:
+    data = event["data"]
+    reason = data.get("reason") if event["type"] == FAILED else None
+    return event["type"], reason, "user" in data and data["user"] is None
+
+
 def kinds(received: list[Published], subjects: set[str]) -> set[Kind]:
     """The kinds of the events about `subjects`, or about no user."""
     return {
-        (p.event["type"], p.event["data"].get("reason"), p.event["data"].get("user") is None)
-        for p in received
-        if p.event.get("subject", "none") in subjects | {"none"}
+        kind(p.event) for p in received if p.event.get("subject", "none") in subjects | {"none"}
     }
 
 

@@ -8,7 +8,7 @@ from typing import Any
 import aiohttp
 
 from contract.catalog import RPC
-from contract.routes import ROUTES
+from contract.routes import ID, ROUTES, SID
 from handlers.asyncapi import render
 from warden.bootstrap import build_broker, build_services
 from warden.settings import Settings
@@ -45,7 +45,7 @@ async def test_the_edge_serves_an_openapi_31_document_of_every_route(
         doc: dict[str, Any] = await r.json()
     assert doc["openapi"] == "3.1.0"
     for route in ROUTES:
-        path = route.path.replace("{id:[0-9]{1,18}}", "{id}")
+        path = route.path.replace(ID, "{id}").replace(SID, "{sid}")
         assert route.method.lower() in doc["paths"][path], (route.method, path)
     for path in ("/health", "/health/live", "/health/ready", "/metrics", "/api/v1/docs"):
         assert path in doc["paths"]

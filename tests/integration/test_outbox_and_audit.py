@@ -15,13 +15,14 @@ import pytest_asyncio
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from domain.events import Event
-from domain.model import UserView
+from domain.events import Event, session_revoked
+from domain.model import EndedSession, RevokeReason, UserChanges, UserView
 from storage.audit import PostgresAuditWriter
 from storage.db import asyncpg_dsn, make_engine
 from storage.lone import LoneStatements
 from storage.outbox import SqlAlchemyEventOutbox
 from storage.tables import audit_log, outbox
+from storage.uow import SqlAlchemyUnitOfWorkFactory
 from tests.conftest import PASSWORD, USER_FIELDS, AmqpCaller, unique
 from tests.support.events import EventTap
 from tests.support.waiting import eventually
@@ -172,3 +173,30 @@ async def test_events_committed_alone_go_out_in_order_in_one_statement(
     arrived = [await tap.wait_for(kind, str(user["id"])) for kind in kinds]
     assert [a.at for a in arrived] == sorted(a.at for a in arrived)
     assert outbox.pending == []
+
+
+async def test_a_unit_of_work_may_commit_again_and_its_later_events_go_out_too(
+    amqp: AmqpCaller, tap: EventTap, revocations: EventTap, engine: AsyncEngine, settings: Settings
+) -> None:
+    """A deactivation commits, then announces a session that raced it in a second commit of
+    the same unit (domain.accounts): both commits stand, and both events are published."""
+    user = await register(amqp)
+    lone = LoneStatements(asyncpg_dsn(settings.database_url.get_secret_value()), 1)
+    units = SqlAlchemyUnitOfWorkFactory(engine, lone)
+    raced = EndedSession(f"raced-{uuid.uuid4().hex}", user["id"], datetime.now(UTC))
+    try:
+        async with units() as uow:
+            found = await uow.users.get(user["id"])
+            assert found is not None
+            changed = await uow.users.update(found, UserChanges(full_name="Committed Twice"))
+            uow.outbox.add(Event("user.updated", datetime.now(UTC), changed.view()))
+            await uow.commit()
+            uow.outbox.add(session_revoked(raced, RevokeReason.DEACTIVATED, datetime.now(UTC)))
+            await uow.commit()
+    finally:
+        await lone.close()
+
+    updated = await tap.wait_for("user.updated", str(user["id"]))
+    assert updated.event["data"]["user"]["full_name"] == "Committed Twice"
+    announced = await revocations.wait_for("session.revoked", str(user["id"]))
+    assert announced.event["data"]["session_id"] == raced.session_id

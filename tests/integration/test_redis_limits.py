@@ -53,7 +53,7 @@ async def test_a_hung_redis_is_service_unavailable_before_the_rpc_timeout(urls: 
         try:
             async with asyncio.timeout(RPC_TIMEOUT):
                 with pytest.raises(ServiceUnavailable):
-                    await RedisSessionStore(redis, TTL).is_active(new_id(), 1)
+                    await RedisSessionStore(redis, TTL, TTL).is_active(new_id(), 1)
         finally:
             await redis.aclose()
 
@@ -67,7 +67,7 @@ async def test_with_every_pooled_connection_busy_a_call_fails_closed_opening_no_
     try:
         async with asyncio.timeout(RPC_TIMEOUT):
             with pytest.raises(ServiceUnavailable):
-                await RedisSessionStore(client, TTL).is_active(new_id(), 1)
+                await RedisSessionStore(client, TTL, TTL).is_active(new_id(), 1)
     finally:
         for connection in busy:
             await pool.release(connection)

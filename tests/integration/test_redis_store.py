@@ -5,21 +5,26 @@ from __future__ import annotations
 import asyncio
 import random
 import socket
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import redis.asyncio as aioredis
 
 from domain.auth import new_id
 from domain.errors import ServiceUnavailable
-from domain.ports import Lockout, Rotation
+from domain.model import EndedSession, SessionStart
+from domain.ports import Lockout, Rotated, Rotation
 from storage.redis_store import (
     FAILURES,
+    LEGACY_USER_SESSIONS,
+    LISTED,
     REGISTRATIONS,
     REPORTED,
     SESSION,
-    USER_SESSIONS,
+    SESSION_INDEX,
     RedisLoginThrottle,
     RedisRegistrationThrottle,
     RedisSessionStore,
@@ -32,7 +37,7 @@ WINDOW = 60
 
 @pytest.fixture
 def store(client: aioredis.Redis) -> RedisSessionStore:
-    return RedisSessionStore(client, TTL)
+    return RedisSessionStore(client, TTL, ACCESS_TTL)
 
 
 @pytest.fixture
@@ -52,16 +57,42 @@ async def assert_expiring(client: aioredis.Redis, key: str, at_most: int) -> Non
 
 # --- sessions ----------------------------------------------------------------------------
 
+ACCESS_TTL = 300
+LATER = datetime(2030, 1, 1, tzinfo=UTC)  # an access token expiry, as the domain gives one
 
-async def test_a_new_session_and_the_users_session_set_expire(
+
+def start(ip: str | None = None, user_agent: str | None = None) -> SessionStart:
+    return SessionStart(LATER, ip, user_agent)
+
+
+async def outcome(
+    store: RedisSessionStore, sid: str, uid: int, presented: str, new: str, interval: int = 0
+) -> Rotation:
+    return (await store.rotate(sid, uid, presented, new, LATER, interval)).outcome
+
+
+async def test_a_new_session_and_the_users_index_expire(
     store: RedisSessionStore, client: aioredis.Redis
 ) -> None:
     uid, sid, rid = user_id(), new_id(), new_id()
-    await store.create(uid, sid, rid)
-    assert await client.hgetall(SESSION + sid) == {"uid": str(uid), "rid": rid}
-    assert await client.smembers(USER_SESSIONS + str(uid)) == {sid}
+    before = time.time()
+    await store.create(uid, sid, rid, start("192.0.2.9", "Firefox/140"))
+    stored = await client.hgetall(SESSION + sid)
+    assert {k: stored[k] for k in ("uid", "rid", "aexp", "ip", "ua")} == {
+        "uid": str(uid),
+        "rid": rid,
+        "aexp": str(int(LATER.timestamp())),
+        "ip": "192.0.2.9",
+        "ua": "Firefox/140",
+    }
+    assert stored["created"] == stored["used"]
+    assert before - 1 <= int(stored["created"]) / 1000 <= time.time() + 1
+    assert await client.zrange(SESSION_INDEX + str(uid), 0, -1) == [sid]
+    score = await client.zscore(SESSION_INDEX + str(uid), sid)
+    assert score is not None
+    assert abs(score / 1000 - (time.time() + TTL)) < 5  # scored by when it expires
     await assert_expiring(client, SESSION + sid, TTL)
-    await assert_expiring(client, USER_SESSIONS + str(uid), TTL)
+    await assert_expiring(client, SESSION_INDEX + str(uid), TTL)
     assert await store.is_active(sid, uid)
 
 
@@ -69,15 +100,63 @@ async def test_rotation_swaps_the_refresh_id_and_a_spent_id_revokes_the_session(
     store: RedisSessionStore, client: aioredis.Redis
 ) -> None:
     uid, sid, first, second = user_id(), new_id(), new_id(), new_id()
-    await store.create(uid, sid, first)
+    await store.create(uid, sid, first, start())
     await client.expire(SESSION + sid, 30)  # so the renewal on rotation shows
-    assert await store.rotate(sid, uid, first, second) is Rotation.ROTATED
+    assert await store.rotate(sid, uid, first, second, LATER) == Rotated(Rotation.ROTATED, second)
     assert await client.hget(SESSION + sid, "rid") == second
     assert await client.ttl(SESSION + sid) > 30
     await assert_expiring(client, SESSION + sid, TTL)
-    assert await store.rotate(sid, uid, first, new_id()) is Rotation.REUSED
+    reused = await store.rotate(sid, uid, first, new_id(), LATER)
+    assert reused == Rotated(Rotation.REUSED, ended=EndedSession(sid, uid, LATER))
     assert not await store.is_active(sid, uid)
-    assert await store.rotate(sid, uid, second, new_id()) is Rotation.MISSING
+    assert await client.zrange(SESSION_INDEX + str(uid), 0, -1) == []
+    assert await outcome(store, sid, uid, second, new_id()) is Rotation.MISSING
+
+
+async def test_a_rotation_keeps_the_latest_access_expiry_of_the_session(
+    store: RedisSessionStore, client: aioredis.Redis
+) -> None:
+    uid, sid, first, second = user_id(), new_id(), new_id(), new_id()
+    await store.create(uid, sid, first, start())
+    sooner = LATER - timedelta(hours=1)
+    await store.rotate(sid, uid, first, second, sooner)  # a clock behind the last one's
+    assert await client.hget(SESSION + sid, "aexp") == str(int(LATER.timestamp()))
+    later = LATER + timedelta(hours=1)
+    await store.rotate(sid, uid, second, new_id(), later)
+    assert await store.revoke(sid) == EndedSession(sid, uid, later)
+
+
+async def test_within_the_reuse_interval_the_spent_id_gets_the_current_one(
+    store: RedisSessionStore, client: aioredis.Redis
+) -> None:
+    uid, sid, first, second = user_id(), new_id(), new_id(), new_id()
+    await store.create(uid, sid, first, start())
+    await store.rotate(sid, uid, first, second, LATER, 5)
+
+    retried = await store.rotate(sid, uid, first, new_id(), LATER, 5)
+
+    assert retried == Rotated(Rotation.RETRIED, second)
+    assert await store.current(sid) == (uid, second)
+    # The interval counts from the rotation, by Redis's clock: once it is over, reuse.
+    await client.hset(SESSION + sid, "rot", str(int(time.time() * 1000) - 5001))
+    assert await outcome(store, sid, uid, first, new_id(), 5) is Rotation.REUSED
+
+
+async def test_without_an_interval_the_spent_id_is_reuse_at_once(store: RedisSessionStore) -> None:
+    uid, sid, first = user_id(), new_id(), new_id()
+    await store.create(uid, sid, first, start())
+    await store.rotate(sid, uid, first, new_id(), LATER, 0)
+    assert await outcome(store, sid, uid, first, new_id(), 0) is Rotation.REUSED
+
+
+async def test_the_interval_forgives_only_the_id_the_last_rotation_spent(
+    store: RedisSessionStore,
+) -> None:
+    uid, sid, first, second = user_id(), new_id(), new_id(), new_id()
+    await store.create(uid, sid, first, start())
+    await store.rotate(sid, uid, first, second, LATER, 5)
+    await store.rotate(sid, uid, second, new_id(), LATER, 5)
+    assert await outcome(store, sid, uid, first, new_id(), 5) is Rotation.REUSED
 
 
 async def test_current_names_a_live_sessions_user_and_refresh_id_and_nothing_once_it_ends(
@@ -85,9 +164,9 @@ async def test_current_names_a_live_sessions_user_and_refresh_id_and_nothing_onc
 ) -> None:
     uid, sid, first, second = user_id(), new_id(), new_id(), new_id()
     assert await store.current(sid) is None
-    await store.create(uid, sid, first)
+    await store.create(uid, sid, first, start())
     assert await store.current(sid) == (uid, first)
-    await store.rotate(sid, uid, first, second)
+    await store.rotate(sid, uid, first, second, LATER)
     assert await store.current(sid) == (uid, second)
     await store.revoke(sid)
     assert await store.current(sid) is None
@@ -97,38 +176,85 @@ async def test_of_twenty_concurrent_rotations_of_one_refresh_id_exactly_one_wins
     store: RedisSessionStore,
 ) -> None:
     uid, sid, presented = user_id(), new_id(), new_id()
-    await store.create(uid, sid, presented)
+    await store.create(uid, sid, presented, start())
     outcomes = await asyncio.gather(
-        *(store.rotate(sid, uid, presented, new_id()) for _ in range(20))
+        *(outcome(store, sid, uid, presented, new_id()) for _ in range(20))
     )
     # The first rotates; the next presents a spent id and revokes; the rest find no session.
     assert Counter(outcomes) == {Rotation.ROTATED: 1, Rotation.REUSED: 1, Rotation.MISSING: 18}
     assert not await store.is_active(sid, uid)
 
 
+async def test_within_the_interval_twenty_concurrent_refreshes_all_get_the_same_current_id(
+    store: RedisSessionStore,
+) -> None:
+    uid, sid, presented = user_id(), new_id(), new_id()
+    await store.create(uid, sid, presented, start())
+    results = await asyncio.gather(
+        *(store.rotate(sid, uid, presented, new_id(), LATER, 5) for _ in range(20))
+    )
+    assert Counter(r.outcome for r in results) == {Rotation.ROTATED: 1, Rotation.RETRIED: 19}
+    assert len({r.refresh_id for r in results}) == 1
+    assert await store.current(sid) == (uid, results[0].refresh_id)
+
+
 async def test_another_users_session_is_not_active_for_them_and_they_cannot_rotate_or_revoke_it(
     store: RedisSessionStore, client: aioredis.Redis
 ) -> None:
     owner, other, sid, current = user_id(), user_id(), new_id(), new_id()
-    await store.create(owner, sid, current)
+    await store.create(owner, sid, current, start())
+    before = await client.hgetall(SESSION + sid)
     assert not await store.is_active(sid, other)
-    assert await store.rotate(sid, other, current, new_id()) is Rotation.MISSING
-    assert await store.rotate(sid, other, new_id(), new_id()) is Rotation.MISSING  # "spent"
-    assert await client.hgetall(SESSION + sid) == {"uid": str(owner), "rid": current}
+    assert await outcome(store, sid, other, current, new_id()) is Rotation.MISSING
+    assert await outcome(store, sid, other, new_id(), new_id()) is Rotation.MISSING  # "spent"
+    assert await store.revoke(sid, other) is None
+    assert await client.hgetall(SESSION + sid) == before
     assert await store.is_active(sid, owner)
 
 
-async def test_revoke_ends_one_session_and_leaves_the_users_others(
+async def test_a_bearer_call_notes_the_sessions_use_at_most_once_a_minute(
+    store: RedisSessionStore, client: aioredis.Redis
+) -> None:
+    uid, sid = user_id(), new_id()
+    await store.create(uid, sid, new_id(), start())
+    a_while_ago = str(int(time.time() * 1000) - 30_000)
+    await client.hset(SESSION + sid, "used", a_while_ago)
+    assert await store.is_active(sid, uid)
+    assert await client.hget(SESSION + sid, "used") == a_while_ago  # not yet a minute
+    long_ago = str(int(time.time() * 1000) - 61_000)
+    await client.hset(SESSION + sid, "used", long_ago)
+    assert await store.is_active(sid, uid)
+    assert int(await client.hget(SESSION + sid, "used") or 0) > int(long_ago) + 60_000
+    await client.hdel(SESSION + sid, "used")  # a session opened before v2
+    assert await store.is_active(sid, uid)
+    assert await client.hget(SESSION + sid, "used") is not None
+
+
+async def test_revoke_ends_one_session_once_and_leaves_the_users_others(
     store: RedisSessionStore, client: aioredis.Redis
 ) -> None:
     uid, ending, staying = user_id(), new_id(), new_id()
-    await store.create(uid, ending, new_id())
-    await store.create(uid, staying, new_id())
-    await store.revoke(ending)
+    await store.create(uid, ending, new_id(), start())
+    await store.create(uid, staying, new_id(), start())
+    assert await store.revoke(ending, uid) == EndedSession(ending, uid, LATER)
     assert not await store.is_active(ending, uid)
     assert await store.is_active(staying, uid)
-    assert await client.smembers(USER_SESSIONS + str(uid)) == {staying}
-    await store.revoke(ending)  # twice is harmless
+    assert await client.zrange(SESSION_INDEX + str(uid), 0, -1) == [staying]
+    assert await store.revoke(ending) is None  # twice ends nothing twice
+
+
+async def test_of_concurrent_revocations_of_one_session_exactly_one_ends_it(
+    store: RedisSessionStore,
+) -> None:
+    uid, sids = user_id(), [new_id() for _ in range(3)]
+    for sid in sids:
+        await store.create(uid, sid, new_id(), start())
+    results = await asyncio.gather(
+        *(store.revoke(sid) for sid in sids for _ in range(5)),
+        *(store.revoke_all(uid) for _ in range(5)),
+    )
+    ended = [e for r in results for e in (r if isinstance(r, list) else [r]) if e is not None]
+    assert sorted(e.session_id for e in ended) == sorted(sids)
 
 
 async def test_revoke_all_keeps_only_the_session_asked_for(
@@ -137,15 +263,106 @@ async def test_revoke_all_keeps_only_the_session_asked_for(
     uid, other_uid = user_id(), user_id()
     sids = [new_id() for _ in range(3)]
     for sid in sids:
-        await store.create(uid, sid, new_id())
+        await store.create(uid, sid, new_id(), start())
     bystander = new_id()
-    await store.create(other_uid, bystander, new_id())
-    await store.revoke_all(uid, keep=sids[1])
+    await store.create(other_uid, bystander, new_id(), start())
+    ended = await store.revoke_all(uid, keep=sids[1])
+    assert sorted(ended, key=lambda e: e.session_id) == sorted(
+        [EndedSession(sids[0], uid, LATER), EndedSession(sids[2], uid, LATER)],
+        key=lambda e: e.session_id,
+    )
     assert [await store.is_active(s, uid) for s in sids] == [False, True, False]
-    assert await client.smembers(USER_SESSIONS + str(uid)) == {sids[1]}
-    await store.revoke_all(uid)
-    assert not await store.is_active(sids[1], uid)
+    assert await client.zrange(SESSION_INDEX + str(uid), 0, -1) == [sids[1]]
+    assert await store.revoke_all(uid, keep=sids[1]) == []
+    assert [e.session_id for e in await store.revoke_all(uid)] == [sids[1]]
     assert await store.is_active(bystander, other_uid)
+
+
+async def test_revoke_all_ends_sessions_opened_before_the_index_too(
+    store: RedisSessionStore, client: aioredis.Redis
+) -> None:
+    # A session as v1 wrote it: {uid, rid} and a plain set, with no access expiry kept.
+    uid, old, new = user_id(), new_id(), new_id()
+    await client.hset(SESSION + old, mapping={"uid": str(uid), "rid": new_id()})
+    await client.expire(SESSION + old, TTL)
+    await client.sadd(LEGACY_USER_SESSIONS + str(uid), old)
+    await client.expire(LEGACY_USER_SESSIONS + str(uid), TTL)
+    await store.create(uid, new, new_id(), start())
+    before = time.time()
+
+    ended = {e.session_id: e for e in await store.revoke_all(uid)}
+
+    assert set(ended) == {old, new}
+    # No expiry kept: bounded by the latest any access token issued until now can have.
+    bound = ended[old].access_expires_at.timestamp()
+    assert before + ACCESS_TTL - 1 <= bound <= time.time() + ACCESS_TTL + 1
+    assert not await client.exists(SESSION + old, LEGACY_USER_SESSIONS + str(uid))
+    assert await store.revoke(old) is None
+
+
+async def test_the_list_shows_the_users_live_sessions_newest_first(
+    store: RedisSessionStore, client: aioredis.Redis
+) -> None:
+    uid, first, second = user_id(), new_id(), new_id()
+    await store.create(uid, first, new_id(), start("192.0.2.1", "Firefox/140"))
+    await asyncio.sleep(0.01)
+    await store.create(uid, second, new_id(), start())
+    await store.create(user_id(), new_id(), new_id(), start())  # someone else's
+
+    listed = await store.live(uid)
+
+    assert [s.id for s in listed] == [second, first]
+    assert (listed[1].ip, listed[1].user_agent) == ("192.0.2.1", "Firefox/140")
+    assert (listed[0].ip, listed[0].user_agent) == (None, None)
+    assert listed[1].created_at == listed[1].last_used_at
+    assert abs(listed[0].created_at.timestamp() - time.time()) < 5
+
+
+async def test_the_list_prunes_expired_and_ended_members_from_the_index(
+    store: RedisSessionStore, client: aioredis.Redis
+) -> None:
+    uid, live, gone, expired = user_id(), new_id(), new_id(), new_id()
+    for sid in (live, gone, expired):
+        await store.create(uid, sid, new_id(), start())
+    await client.delete(SESSION + gone)  # its key expired (or ended without the index)
+    await client.zadd(SESSION_INDEX + str(uid), {expired: int(time.time() * 1000) - 1})
+
+    assert [s.id for s in await store.live(uid)] == [live]
+    assert await client.zrange(SESSION_INDEX + str(uid), 0, -1) == [live]
+
+
+async def test_a_new_session_prunes_the_expired_members_of_the_index(
+    store: RedisSessionStore, client: aioredis.Redis
+) -> None:
+    uid, stale, fresh = user_id(), new_id(), new_id()
+    await client.zadd(SESSION_INDEX + str(uid), {stale: int(time.time() * 1000) - 1})
+    await store.create(uid, fresh, new_id(), start())
+    assert await client.zrange(SESSION_INDEX + str(uid), 0, -1) == [fresh]
+
+
+async def test_the_list_shows_the_sessions_used_last_when_there_are_very_many(
+    store: RedisSessionStore, client: aioredis.Redis
+) -> None:
+    uid = user_id()
+    sids = [new_id() for _ in range(LISTED + 5)]
+    for sid in sids:
+        await store.create(uid, sid, new_id(), start())
+    listed = await store.live(uid)
+    assert len(listed) == LISTED
+    assert await client.zcard(SESSION_INDEX + str(uid)) == LISTED + 5
+
+
+async def test_a_session_opened_before_v2_is_listed_from_its_first_rotation(
+    store: RedisSessionStore, client: aioredis.Redis
+) -> None:
+    uid, sid, rid = user_id(), new_id(), new_id()
+    await client.hset(SESSION + sid, mapping={"uid": str(uid), "rid": rid})
+    await client.expire(SESSION + sid, TTL)
+    assert await store.live(uid) == []  # in no index yet
+    await store.rotate(sid, uid, rid, new_id(), LATER)
+    (listed,) = await store.live(uid)
+    assert (listed.id, listed.ip, listed.user_agent) == (sid, None, None)
+    assert listed.created_at == listed.last_used_at
 
 
 # --- failed-login counters ---------------------------------------------------------------
@@ -299,7 +516,7 @@ async def test_a_burst_of_concurrent_calls_waits_for_connections_instead_of_fail
     # More at once than a pool holds (a worker runs hundreds of handlers concurrently):
     # each must wait for a connection, not get a 503 for a Redis that is perfectly well.
     uid, sid = user_id(), new_id()
-    await store.create(uid, sid, new_id())
+    await store.create(uid, sid, new_id(), start())
     answers = await asyncio.gather(*(store.is_active(sid, uid) for _ in range(300)))
     assert answers == [True] * 300
 
@@ -308,7 +525,7 @@ async def test_every_warden_key_in_the_db_has_a_ttl(
     store: RedisSessionStore, throttle: RedisLoginThrottle, client: aioredis.Redis
 ) -> None:
     uid = user_id()
-    await store.create(uid, new_id(), new_id())
+    await store.create(uid, new_id(), new_id(), start())
     for _ in range(3):
         await throttle.record_failure(f"user:{uid}", "192.0.2.1")
     lockout = await throttle.lockout(f"user:{uid}", None)
@@ -319,7 +536,7 @@ async def test_every_warden_key_in_the_db_has_a_ttl(
     keys = [key async for key in client.scan_iter(match="warden:*", count=1000)]
     assert {k.split(":")[1] for k in keys} >= {
         "session",
-        "user-sessions",
+        "session-index",
         "login-failures",
         "login-lockout-reported",
         "register-attempts",
@@ -342,14 +559,15 @@ def closed_port() -> int:
 
 async def test_an_unreachable_redis_is_service_unavailable_never_an_answer() -> None:
     redis = make_redis(f"redis://127.0.0.1:{closed_port()}/0")
-    store = RedisSessionStore(redis, TTL)
+    store = RedisSessionStore(redis, TTL, ACCESS_TTL)
     throttle = RedisLoginThrottle(redis, 3, 5, WINDOW)
     try:
         calls: list[Callable[[], Awaitable[object]]] = [
             lambda: store.is_active(new_id(), 1),
             lambda: store.current(new_id()),
-            lambda: store.create(1, new_id(), new_id()),
-            lambda: store.rotate(new_id(), 1, new_id(), new_id()),
+            lambda: store.create(1, new_id(), new_id(), start()),
+            lambda: store.rotate(new_id(), 1, new_id(), new_id(), LATER),
+            lambda: store.live(1),
             lambda: store.revoke(new_id()),
             lambda: store.revoke_all(1),
             lambda: throttle.lockout("user:1", "192.0.2.1"),

@@ -8,6 +8,7 @@ import pytest
 
 from domain.accounts import Accounts
 from domain.auth import Auth
+from domain.sessions import Sessions
 from tests.unit.fakes import (
     FakeClock,
     FakeLoginThrottle,
@@ -43,8 +44,8 @@ def tokens(clock: FakeClock) -> FakeTokenIssuer:
 
 
 @pytest.fixture
-def sessions() -> FakeSessionStore:
-    return FakeSessionStore()
+def sessions(clock: FakeClock) -> FakeSessionStore:
+    return FakeSessionStore(clock, ttl=REFRESH_TTL)
 
 
 @pytest.fixture
@@ -98,6 +99,11 @@ def auth(services: Services) -> Auth:
 @pytest.fixture
 def accounts(services: Services) -> Accounts:
     return services.accounts
+
+
+@pytest.fixture
+def sessions_of_users(services: Services) -> Sessions:
+    return services.sessions
 
 
 @pytest.fixture

@@ -31,10 +31,13 @@ from domain.model import (
     PASSWORD_ONLY,
     AccessClaims,
     EmailToken,
+    EndedSession,
     Mail,
     MfaChallenge,
     NewUser,
     RefreshClaims,
+    SessionInfo,
+    SessionStart,
     TokenSession,
     TotpState,
     User,
@@ -47,6 +50,7 @@ from domain.ports import (
     Lockout,
     MailQueue,
     MfaRepository,
+    Rotated,
     Rotation,
     UserRepository,
 )
@@ -429,7 +433,8 @@ class FakeUnitOfWork:
         self._mails.commit()
         self._tokens.begin()
         before, self._snapshot = self._snapshot, self._users.snapshot()
-        self.changed = [u for uid, u in self._snapshot.items() if before.get(uid) != u]
+        # A unit may commit again (late events): what it changed stays what it changed.
+        self.changed += [u for uid, u in self._snapshot.items() if before.get(uid) != u]
         self._mfa_snapshot = self._mfa.snapshot()
         self.committed = True
 
@@ -568,48 +573,127 @@ class FakeTokenIssuer:
 class FakeSession:
     user_id: int
     refresh_id: str
+    access_expires_at: datetime = EPOCH
+    created_at: datetime = EPOCH
+    last_used_at: datetime = EPOCH
+    ip: str | None = None
+    user_agent: str | None = None
+    previous_id: str | None = None  # the refresh token id the last rotation spent
+    rotated_at: datetime | None = None
+    expires_at: datetime | None = None  # None: never (a session made by hand in a test)
+
+
+TOUCH_EVERY = 60  # seconds: as the Redis store, a bearer call notes a session's use this often
 
 
 class FakeSessionStore:
-    """Sessions keyed by id, each accepting only its newest refresh token id."""
+    """Sessions keyed by id, each accepting only its newest refresh token id (or, within the
+    reuse interval after a rotation, the one just spent); every ending reported once."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: FakeClock | None = None, ttl: int = 604800) -> None:
+        self.clock = clock or FakeClock()
+        self.ttl = ttl
         self.sessions: dict[str, FakeSession] = {}
 
-    async def create(self, user_id: int, session_id: str, refresh_id: str) -> None:
-        self.sessions[session_id] = FakeSession(user_id, refresh_id)
+    async def create(
+        self, user_id: int, session_id: str, refresh_id: str, start: SessionStart
+    ) -> None:
+        now = self.clock.now()
+        self.sessions[session_id] = FakeSession(
+            user_id,
+            refresh_id,
+            start.access_expires_at,
+            created_at=now,
+            last_used_at=now,
+            ip=start.ip,
+            user_agent=start.user_agent,
+            expires_at=now + timedelta(seconds=self.ttl),
+        )
 
     async def rotate(
-        self, session_id: str, user_id: int, presented_id: str, new_id: str
-    ) -> Rotation:
-        session = self.sessions.get(session_id)
+        self,
+        session_id: str,
+        user_id: int,
+        presented_id: str,
+        new_id: str,
+        access_expires_at: datetime,
+        reuse_interval: int = 0,
+    ) -> Rotated:
+        session = self._live(session_id)
         if session is None or session.user_id != user_id:
-            return Rotation.MISSING  # another user's session is left untouched
-        if presented_id != session.refresh_id:
+            return Rotated(Rotation.MISSING)  # another user's session is left untouched
+        now = self.clock.now()
+        outcome, refresh_id = Rotation.ROTATED, new_id
+        if presented_id == session.refresh_id:
+            session.previous_id, session.rotated_at = presented_id, now
+            session.refresh_id = new_id
+        elif self._retried(session, presented_id, reuse_interval):
+            outcome, refresh_id = Rotation.RETRIED, session.refresh_id
+        else:
             # Not the current token, so a spent one: someone holds a copy; end the session.
             del self.sessions[session_id]
-            return Rotation.REUSED
-        session.refresh_id = new_id
-        return Rotation.ROTATED
+            return Rotated(Rotation.REUSED, ended=self._ended(session_id, session))
+        session.access_expires_at = max(session.access_expires_at, access_expires_at)
+        session.last_used_at = now
+        session.expires_at = now + timedelta(seconds=self.ttl)
+        return Rotated(outcome, refresh_id)
+
+    def _retried(self, session: FakeSession, presented_id: str, reuse_interval: int) -> bool:
+        if session.previous_id != presented_id or session.rotated_at is None:
+            return False
+        return self.clock.now() - session.rotated_at < timedelta(seconds=reuse_interval)
 
     async def is_active(self, session_id: str, user_id: int) -> bool:
-        session = self.sessions.get(session_id)
-        return session is not None and session.user_id == user_id
+        session = self._live(session_id)
+        if session is None or session.user_id != user_id:
+            return False
+        now = self.clock.now()
+        if now - session.last_used_at >= timedelta(seconds=TOUCH_EVERY):
+            session.last_used_at = now
+        return True
 
     async def current(self, session_id: str) -> tuple[int, str] | None:
-        session = self.sessions.get(session_id)
+        session = self._live(session_id)
         return None if session is None else (session.user_id, session.refresh_id)
 
-    async def revoke(self, session_id: str) -> None:
-        self.sessions.pop(session_id, None)
+    async def revoke(self, session_id: str, user_id: int | None = None) -> EndedSession | None:
+        session = self._live(session_id)
+        if session is None or user_id not in (None, session.user_id):
+            return None
+        del self.sessions[session_id]
+        return self._ended(session_id, session)
 
-    async def revoke_all(self, user_id: int, keep: str | None = None) -> None:
+    async def revoke_all(self, user_id: int, keep: str | None = None) -> list[EndedSession]:
+        ended = []
         for sid in self.of_user(user_id):
             if sid != keep:
-                del self.sessions[sid]
+                ended.append(self._ended(sid, self.sessions.pop(sid)))
+        return ended
+
+    async def live(self, user_id: int) -> list[SessionInfo]:
+        found = [
+            SessionInfo(sid, s.created_at, s.last_used_at, s.ip, s.user_agent)
+            for sid in self.of_user(user_id)
+            for s in [self.sessions[sid]]
+        ]
+        return sorted(found, key=lambda s: s.created_at, reverse=True)
 
     def of_user(self, user_id: int) -> list[str]:
-        return [sid for sid, s in self.sessions.items() if s.user_id == user_id]
+        return [
+            sid for sid in list(self.sessions) if (s := self._live(sid)) and s.user_id == user_id
+        ]
+
+    def _live(self, session_id: str) -> FakeSession | None:
+        """The session, unless its lifetime is over (then it is gone, as an expired key)."""
+        session = self.sessions.get(session_id)
+        if session is not None and session.expires_at and session.expires_at <= self.clock.now():
+            del self.sessions[session_id]
+            return None
+        return session
+
+    @staticmethod
+    def _ended(session_id: str, session: FakeSession) -> EndedSession:
+        return EndedSession(session_id, session.user_id, session.access_expires_at)
 
 
 @dataclass

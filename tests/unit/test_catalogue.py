@@ -9,7 +9,7 @@ import pytest
 
 from contract.catalog import RPC
 from contract.errors import MalformedMessage, PayloadTooLarge
-from contract.routes import ROUTES, Route
+from contract.routes import ID, ROUTES, SID, Route
 from domain.errors import EmailTaken, Forbidden, LastSuperuser, MissingToken, UserNotFound
 from web.openapi import openapi_document
 
@@ -17,7 +17,7 @@ DOCUMENT = openapi_document()
 
 
 def operation(route: Route) -> dict[str, Any]:
-    path = route.path.replace("{id:[0-9]{1,18}}", "{id}")
+    path = route.path.replace(ID, "{id}").replace(SID, "{sid}")
     op: dict[str, Any] = DOCUMENT["paths"][path][route.method.lower()]
     return op
 

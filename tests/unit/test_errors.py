@@ -27,6 +27,7 @@ CONTRACT = [
     (errors.Forbidden, 403, "forbidden"),
     (errors.UserNotFound, 404, "user_not_found"),
     (errors.LastSuperuser, 409, "last_superuser"),
+    (errors.SessionNotFound, 404, "session_not_found"),
     (transport.NotFound, 404, "not_found"),
     (transport.MethodNotAllowed, 405, "method_not_allowed"),
     (transport.IdempotencyKeyReused, 422, "idempotency_key_reused"),
@@ -53,7 +54,7 @@ def test_each_error_carries_the_contracts_status_and_code(
 def test_every_contract_code_has_exactly_one_error() -> None:
     codes = [code for _, _, code in CONTRACT]
 
-    assert len(codes) == len(set(codes)) == 29
+    assert len(codes) == len(set(codes)) == 30
 
 
 def test_bearer_failures_share_one_base_for_www_authenticate() -> None:

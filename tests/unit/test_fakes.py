@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 
 from domain import events
 from domain.errors import InvalidToken, TokenExpired
 from domain.events import Event
-from domain.model import NewUser, UserChanges
+from domain.model import NewUser, SessionStart, UserChanges
 from domain.ports import Lockout, Rotation
 from tests.unit.fakes import (
+    EPOCH,
     FakeClock,
     FakeLoginThrottle,
     FakeRegistrationThrottle,
@@ -86,37 +89,61 @@ async def test_a_committed_unit_of_work_names_the_users_it_added_or_changed(
     assert uow.changed() == [alice, renamed]
 
 
+START = SessionStart(EPOCH + timedelta(seconds=1800))
+
+
+async def rotate(store: FakeSessionStore, sid: str, uid: int, old: str, new: str) -> Rotation:
+    return (await store.rotate(sid, uid, old, new, EPOCH)).outcome
+
+
 async def test_the_session_store_accepts_only_the_newest_refresh_id() -> None:
     store = FakeSessionStore()
-    await store.create(1, "s1", "r1")
+    await store.create(1, "s1", "r1", START)
 
-    assert await store.rotate("s1", 1, "r1", "r2") is Rotation.ROTATED
-    assert await store.rotate("s1", 1, "r1", "r3") is Rotation.REUSED
+    assert await rotate(store, "s1", 1, "r1", "r2") is Rotation.ROTATED
+    assert await rotate(store, "s1", 1, "r1", "r3") is Rotation.REUSED
     assert not await store.is_active("s1", 1)
-    assert await store.rotate("s1", 1, "r2", "r4") is Rotation.MISSING
+    assert await rotate(store, "s1", 1, "r2", "r4") is Rotation.MISSING
 
 
 async def test_the_session_store_answers_for_another_users_session_as_for_none() -> None:
     store = FakeSessionStore()
-    await store.create(1, "s1", "r1")
+    await store.create(1, "s1", "r1", START)
 
     assert not await store.is_active("s1", 2)
-    assert await store.rotate("s1", 2, "r1", "r2") is Rotation.MISSING
-    assert await store.rotate("s1", 2, "spent", "r3") is Rotation.MISSING
+    assert await rotate(store, "s1", 2, "r1", "r2") is Rotation.MISSING
+    assert await rotate(store, "s1", 2, "spent", "r3") is Rotation.MISSING
+    assert await store.revoke("s1", 2) is None
     # Neither rotated nor revoked: the owner's refresh token still works.
     assert await store.is_active("s1", 1)
-    assert await store.rotate("s1", 1, "r1", "r4") is Rotation.ROTATED
+    assert await rotate(store, "s1", 1, "r1", "r4") is Rotation.ROTATED
 
 
 async def test_revoking_all_of_a_users_sessions_can_keep_one() -> None:
     store = FakeSessionStore()
     for sid, uid in (("s1", 1), ("s2", 1), ("s3", 1), ("other", 2)):
-        await store.create(uid, sid, f"r-{sid}")
+        await store.create(uid, sid, f"r-{sid}", START)
 
-    await store.revoke_all(1, keep="s2")
+    ended = await store.revoke_all(1, keep="s2")
 
+    assert sorted(e.session_id for e in ended) == ["s1", "s3"]
     assert store.of_user(1) == ["s2"]
     assert store.of_user(2) == ["other"]
+    assert await store.revoke_all(1, keep="s2") == []  # each ending is reported once
+
+
+async def test_a_session_outlives_its_refresh_lifetime_only_when_refreshed(
+    clock: FakeClock,
+) -> None:
+    store = FakeSessionStore(clock, ttl=100)
+    await store.create(1, "s1", "r1", START)
+    await store.create(1, "s2", "r2", START)
+    clock.advance(60)
+    await store.rotate("s1", 1, "r1", "r1b", EPOCH)
+    clock.advance(60)
+
+    assert [s.id for s in await store.live(1)] == ["s1"]
+    assert await store.revoke("s2") is None
 
 
 async def test_the_throttle_blocks_at_the_limit_until_the_window_ends(clock: FakeClock) -> None:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import typing
 from datetime import UTC, datetime, timedelta, timezone
 
+from contract.events import SessionRevokedData
 from contract.events import cloudevent as to_cloudevent
 from contract.wire import UserOut, dump, rfc3339
 from domain import events
 from domain.events import Event
-from domain.model import TokenPair, User, UserChanges
+from domain.model import EndedSession, RevokeReason, TokenPair, User, UserChanges
 
 WHEN = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 ALICE = User(7, "alice@example.com", "alice", "hashed:secret", None, True, False, WHEN, WHEN)
@@ -93,6 +95,7 @@ def test_the_event_types_are_the_contracts() -> None:
         "user.password_reset_requested",
         "user.password_reset",
         "user.email_changed",
+        "session.revoked",
     }
 
 
@@ -129,3 +132,35 @@ def test_an_event_about_no_user_has_no_subject_and_a_null_user() -> None:
     assert "requestid" not in cloudevent
     assert cloudevent["data"] == {"user": None, "reason": "invalid_credentials"}
     assert (event.subject, event.user_id) == (None, None)
+
+
+def test_a_session_revoked_event_carries_the_session_not_the_user() -> None:
+    ended = EndedSession("s1", 7, datetime(2026, 1, 1, 12, 30, tzinfo=UTC))
+    event = events.session_revoked(ended, RevokeReason.LOGOUT, WHEN)
+
+    cloudevent = to_cloudevent(event)
+
+    assert cloudevent["type"] == "session.revoked"
+    assert cloudevent["subject"] == "7"
+    assert event.user_id == 7
+    assert cloudevent["data"] == {
+        "session_id": "s1",
+        "user_id": 7,
+        "reason": "logout",
+        "expires_at": "2026-01-01T12:30:00Z",
+    }
+
+
+def test_a_session_ends_once_so_its_event_has_one_id_whatever_ended_it() -> None:
+    ended = EndedSession("s1", 7, WHEN)
+    other = EndedSession("s2", 7, WHEN)
+
+    first = events.session_revoked(ended, RevokeReason.LOGOUT, WHEN)
+    again = events.session_revoked(ended, RevokeReason.ADMIN, WHEN)
+
+    assert first.id == again.id != events.session_revoked(other, RevokeReason.LOGOUT, WHEN).id
+
+
+def test_every_reason_a_session_ends_for_is_one_the_event_documents() -> None:
+    documented = SessionRevokedData.model_fields["reason"].annotation
+    assert set(typing.get_args(documented)) == {r.value for r in RevokeReason}

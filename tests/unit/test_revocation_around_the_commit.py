@@ -16,9 +16,9 @@ from domain.accounts import Accounts
 from domain.auth import Auth
 from domain.errors import ServiceUnavailable, TokenRevoked
 from domain.mail import RESET_PASSWORD
-from domain.model import Principal, User, UserChanges
+from domain.model import EndedSession, Principal, SessionStart, User, UserChanges
 from domain.recovery import Recovery, ResetPassword
-from tests.unit.fakes import FakeSessionStore, FakeUnitOfWorkFactory
+from tests.unit.fakes import EPOCH, FakeClock, FakeSessionStore, FakeUnitOfWorkFactory
 from tests.unit.support import People
 from warden.bootstrap import Services
 
@@ -27,23 +27,24 @@ class SessionsAroundTheCommit(FakeSessionStore):
     """Sessions where something happens right after the next revocation of all of a user's
     sessions, while the change is being committed: Redis goes away, or a racing login lands."""
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, clock: FakeClock) -> None:
+        super().__init__(clock)
         self.down = False
         self.after_next_revocation: Callable[[], Awaitable[None]] | None = None
 
-    async def revoke_all(self, user_id: int, keep: str | None = None) -> None:
+    async def revoke_all(self, user_id: int, keep: str | None = None) -> list[EndedSession]:
         if self.down:
             raise ServiceUnavailable("Redis cannot be reached.")
-        await super().revoke_all(user_id, keep)
+        ended = await super().revoke_all(user_id, keep)
         then, self.after_next_revocation = self.after_next_revocation, None
         if then is not None:
             await then()
+        return ended
 
 
 @pytest.fixture
-def sessions() -> SessionsAroundTheCommit:
-    return SessionsAroundTheCommit()
+def sessions(clock: FakeClock) -> SessionsAroundTheCommit:
+    return SessionsAroundTheCommit(clock)
 
 
 @pytest.fixture
@@ -87,7 +88,7 @@ async def test_a_login_that_raced_the_deactivation_does_not_outlive_it(
     alice: User,
 ) -> None:
     async def a_login_that_read_alice_as_active_opens_its_session() -> None:
-        await sessions.create(alice.id, "raced-session", "raced-refresh")
+        await sessions.create(alice.id, "raced-session", "raced-refresh", SessionStart(EPOCH))
 
     sessions.after_next_revocation = a_login_that_read_alice_as_active_opens_its_session
     await accounts.update_user(admin, alice.id, UserChanges(is_active=False))
@@ -135,7 +136,7 @@ async def test_a_login_that_raced_a_reset_does_not_outlive_it(
     token = await reset_token(services.recovery, uow, alice)
 
     async def a_login_with_the_old_password_opens_its_session() -> None:
-        await sessions.create(alice.id, "raced-session", "raced-refresh")
+        await sessions.create(alice.id, "raced-session", "raced-refresh", SessionStart(EPOCH))
 
     sessions.after_next_revocation = a_login_with_the_old_password_opens_its_session
     await services.recovery.reset_password(ResetPassword(token, "a brand new passphrase"))
