@@ -156,7 +156,7 @@ async def test_events_committed_alone_go_out_in_order_in_one_statement(
     view = UserView(**fields, created_at=now, updated_at=now)
     # Each with the data its type carries: an event its model does not describe is refused.
     extras = {
-        "user.logged_in": {"session_id": "s"},
+        "user.logged_in": {"session_id": "s", "amr": ["pwd"]},
         "user.logged_out": {"session_id": "s"},
         "user.login_failed": {"reason": "invalid_credentials"},
     }
