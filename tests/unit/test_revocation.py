@@ -47,6 +47,8 @@ async def test_a_revocation_records_logged_out_with_the_session_as_a_logout_does
     [event] = uow.events(events.USER_LOGGED_OUT)
     assert event.user == alice.view()
     assert event.extra == {"session_id": login.session_id}
+    [ended] = uow.events(events.SESSION_REVOKED)  # and its session.revoked, as a logout's
+    assert (ended.extra["session_id"], ended.extra["reason"]) == (login.session_id, "logout")
 
 
 async def test_a_revocation_leaves_the_users_other_sessions_alone(
