@@ -155,7 +155,7 @@ async def test_events_committed_alone_go_out_in_order_in_one_statement(
     fields = {k: v for k, v in user.items() if k not in ("created_at", "updated_at")}
     view = UserView(**fields, created_at=now, updated_at=now)
     # Each with the data its type carries: an event its model does not describe is refused.
-    extras = {
+    extras: dict[str, dict[str, Any]] = {
         "user.logged_in": {"session_id": "s", "amr": ["pwd"]},
         "user.logged_out": {"session_id": "s"},
         "user.login_failed": {"reason": "invalid_credentials"},
