@@ -11,13 +11,14 @@ from typing import Any
 
 import aio_pika
 import aiohttp
+import asyncpg
 import orjson
 import pytest
 import pytest_asyncio
 from aiohttp.test_utils import TestServer
 
 from contract.protocol import broker_user
-from storage.db import drop_database
+from storage.db import asyncpg_dsn, drop_database
 from tests.support.events import EventTap
 from tests.support.infra import Urls, base_urls, own_redis_db, own_vhost, with_database
 from warden.bootstrap import build_edge, running_worker
@@ -85,10 +86,26 @@ async def own_world(urls: Urls, name: str) -> AsyncIterator[Urls]:
     with own_vhost(urls.amqp) as amqp:
         own = Urls(database, amqp, urls.redis)
         await migrate(make_settings(own))
+        await user_ids_of_its_own(database)
         try:
             yield own
         finally:
             await drop_database(database)
+
+
+async def user_ids_of_its_own(database: str) -> None:
+    """Start a world's user ids at a random point far above the session database's.
+
+    A world shares the session's Redis, where sessions and login-failure counts are keyed by
+    user id: were its user 3 also the session database's user 3, it would list that user's
+    sessions and be locked out by that user's failed logins.
+    """
+    start = random.randrange(10**6, 10**12)
+    conn = await asyncpg.connect(asyncpg_dsn(database), timeout=10)
+    try:
+        await conn.execute(f"ALTER TABLE users ALTER COLUMN id RESTART WITH {start}")
+    finally:
+        await conn.close()
 
 
 @pytest.fixture(scope="session")

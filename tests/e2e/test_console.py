@@ -33,7 +33,7 @@ from contract.catalog import RPC
 from contract.wire import UserOut
 from domain.errors import InvalidCredentials, LastSuperuser, WrongPassword
 from domain.model import NewUser
-from tests.conftest import PASSWORD, make_settings, own_world, unique
+from tests.conftest import PASSWORD, fresh_ip, make_settings, own_world, unique
 from tests.support.infra import Urls
 from tests.support.waiting import eventually
 from warden.bootstrap import build_edge, running_worker
@@ -116,7 +116,12 @@ async def browser() -> AsyncIterator[Browser]:
 async def open_context(
     browser: Browser, world: World, viewport: dict[str, int] = DESKTOP
 ) -> tuple[BrowserContext, Watch]:
-    context = await browser.new_context(viewport=viewport)  # type: ignore[arg-type]
+    # An address of its own (the edge trusts 127.0.0.1's X-Forwarded-For), as every test's
+    # client has: the session's Redis counts failed logins per address across all modules.
+    context = await browser.new_context(
+        viewport=viewport,  # type: ignore[arg-type]
+        extra_http_headers={"X-Forwarded-For": fresh_ip()},
+    )
     context.set_default_timeout(WAIT_MS)
     watch = Watch(world.base)
     context.on("request", watch.request)
@@ -570,8 +575,13 @@ async def test_a_user_signs_out_one_session_then_all_others(page: Page, world: W
     sessions = page.locator("#sessions li")
     await expect(sessions).to_have_count(3)
     await expect(page.locator("#sessions li.current")).to_have_count(1)
+    # Each session's button says which one it ends: only the header's is just "Sign out".
+    await expect(page.get_by_role("button", name="Sign out", exact=True)).to_have_count(1)
+    await expect(
+        page.get_by_role("button", name=re.compile("^Sign out Laptop agent"))
+    ).to_be_visible()
 
-    await sessions.filter(has_text="Phone agent").get_by_role("button", name="Sign out").click()
+    await page.get_by_role("button", name=re.compile("^Sign out Phone agent")).click()
     await expect(page.get_by_role("status").filter(has_text="signed out")).to_be_visible()
     await expect(sessions).to_have_count(2)
     assert await me_status(world, phone) == 401
@@ -631,6 +641,14 @@ async def test_a_user_enrols_totp_then_signs_in_with_a_code_and_a_recovery_code(
     recovery = (await codes.all_inner_texts())[0].strip()
     await page.get_by_role("button", name="I have saved them").click()
     await expect(codes).to_have_count(0)
+
+    # The code that confirmed spent its time-step: an app shows the next one 30 s later, and
+    # one step of drift lets it in now.
+    await page.get_by_role("button", name="Sign out", exact=True).click()
+    await sign_in(page, world.base + "/account/", user.username)
+    await page.get_by_label("Authentication code").fill(totp(secret, time.time() + 30))
+    await page.get_by_role("button", name="Verify").click()
+    await expect(page.get_by_role("heading", name=re.compile("^Hello"))).to_be_visible()
 
     await page.get_by_role("button", name="Sign out", exact=True).click()
     await sign_in(page, world.base + "/account/", user.username)

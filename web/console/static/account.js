@@ -104,7 +104,13 @@ function sessions() {
     }
   }
   function item(session) {
-    const end = h("button", { type: "button", class: "small", text: session.current ? "Sign out (this browser)" : "Sign out" });
+    const device = session.user_agent || "Unknown device";
+    // Each button names its session: beside the header's "Sign out", a list of bare "Sign out"
+    // buttons would all read the same to a screen reader.
+    const end = h("button", {
+      type: "button", class: "small", text: session.current ? "Sign out (this browser)" : "Sign out",
+      "aria-label": session.current ? null : `Sign out ${device}, signed in ${time(session.created_at)}`,
+    });
     end.addEventListener("click", () => busy(end, box, async () => {
       await api.del(`/users/me/sessions/${encodeURIComponent(session.id)}`);
       if (session.current) { forget(); return; }
@@ -113,7 +119,7 @@ function sessions() {
     }));
     return h("li", { class: session.current ? "current" : "" },
       h("div", {},
-        h("strong", { text: session.user_agent || "Unknown device" }),
+        h("strong", { text: device }),
         session.current ? h("span", { class: "badge ok", text: "this browser" }) : null),
       h("div", { class: "muted", text: `${session.ip || "unknown address"} · signed in ${time(session.created_at)} · last used ${time(session.last_used_at)}` }),
       end);
