@@ -7,7 +7,9 @@ for each algorithm, a bare `jwt.decode` of the same tokens (what PyJWT alone cos
 refusals (an unknown kid within the refetch window, `alg: none`). "per CPU-second" divides by
 the process's CPU time, so time the scheduler gave to other processes is not counted.
 
-    uv run python -m bench.verifier [--seconds 3] [--repeat 3]
+    PYTHONPATH=verifier uv run python -m bench.verifier [--seconds 3] [--repeat 3]
+
+(the library is its own package, not one of the project's: `PYTHONPATH` finds it in the tree)
 """
 
 from __future__ import annotations
