@@ -11,7 +11,6 @@ from domain.errors import Forbidden, LastSuperuser, TooManyAttempts, UserNotFoun
 from domain.listing import AuditPage, AuditQuery, UserPage, UserQuery
 from domain.mail import EMAIL_CHANGED, VERIFY_EMAIL, Mailbox, MailPolicy
 from domain.model import (
-    EndedSession,
     NewUser,
     Origin,
     Principal,
@@ -29,6 +28,7 @@ from domain.ports import (
     UnitOfWorkFactory,
 )
 from domain.rules import normalize_email
+from domain.sessions import announce, commit_ending_sessions
 
 
 @dataclass(frozen=True)
@@ -130,7 +130,7 @@ class Accounts:
             # Ended after the change is written, before it commits: Redis unreachable leaves
             # the old password in place, and the ended sessions' events commit with it.
             ended = await self._sessions.revoke_all(user.id, keep=principal.claims.session_id)
-            self._announce(uow, ended, RevokeReason.PASSWORD_CHANGED)
+            announce(uow, ended, RevokeReason.PASSWORD_CHANGED, self._clock.now())
             await uow.commit()
 
     async def list_users(self, principal: Principal, query: UserQuery) -> UserPage:
@@ -160,7 +160,9 @@ class Accounts:
                 await _keep_a_superuser(uow, user_id)
             await uow.users.delete(user_id)
             self._record(uow, events.USER_DELETED, user)
-            await self._commit_ending_sessions(uow, user_id, RevokeReason.DELETED)
+            await commit_ending_sessions(
+                uow, self._sessions, self._clock, user_id, RevokeReason.DELETED
+            )
 
     async def list_audit(self, principal: Principal, query: AuditQuery) -> AuditPage:
         _require_superuser(principal)
@@ -183,7 +185,8 @@ class Accounts:
             if updated.is_active:
                 await uow.commit()
             else:
-                await self._commit_ending_sessions(uow, user_id, RevokeReason.DEACTIVATED)
+                reason = RevokeReason.DEACTIVATED
+                await commit_ending_sessions(uow, self._sessions, self._clock, user_id, reason)
         return updated
 
     async def revoke_sessions(self, principal: Principal, user_id: int) -> None:
@@ -192,31 +195,8 @@ class Accounts:
         async with self._uow() as uow:
             await _existing(uow, user_id)
             ended = await self._sessions.revoke_all(user_id)
-            self._announce(uow, ended, RevokeReason.ADMIN)
+            announce(uow, ended, RevokeReason.ADMIN, self._clock.now())
             await uow.commit()
-
-    async def _commit_ending_sessions(
-        self, uow: UnitOfWork, user_id: int, reason: RevokeReason
-    ) -> None:
-        """Commit a deactivation or deletion with every session of the user gone.
-
-        Revoked before the commit, so a Redis failure leaves nothing changed (and no session
-        that would come back to life with a reactivation); again after it, for a login that
-        raced the commit. Each ended session's event commits with what ended it: the first
-        ones with the change; a raced one's in a second commit of the same unit (which, for
-        an idempotent change, writes the same reply again rather than a second one).
-        """
-        self._announce(uow, await self._sessions.revoke_all(user_id), reason)
-        await uow.commit()
-        late = await self._sessions.revoke_all(user_id)
-        if late:
-            self._announce(uow, late, reason)
-            await uow.commit()
-
-    def _announce(self, uow: UnitOfWork, ended: list[EndedSession], reason: RevokeReason) -> None:
-        """One `session.revoked` per session a revocation ended, in the unit that ended it."""
-        for session in ended:
-            uow.outbox.add(events.session_revoked(session, reason, self._clock.now()))
 
     async def _moved(self, uow: UnitOfWork, before: User, after: User) -> None:
         """An email change: a verification mail to the new address (unless a superuser set

@@ -9,9 +9,10 @@ from dataclasses import dataclass
 from domain import events
 from domain.errors import InvalidEmailToken
 from domain.mail import RESET_PASSWORD, VERIFY_EMAIL, Mailbox, digest
-from domain.model import EmailToken, EndedSession, RevokeReason, User, UserChanges
+from domain.model import EmailToken, RevokeReason, User, UserChanges
 from domain.ports import Clock, PasswordHasher, SessionStore, UnitOfWork, UnitOfWorkFactory
 from domain.rules import normalize_email
+from domain.sessions import commit_ending_sessions
 
 
 @dataclass(frozen=True)
@@ -80,20 +81,10 @@ class Recovery:
             changes = UserChanges(hashed_password=hashed, is_verified=True)
             changed = await uow.users.update(user, changes)
             uow.outbox.add(events.Event(events.USER_PASSWORD_RESET, now, changed.view()))
-            # Before the commit, so Redis away leaves the password as it was; after it too,
-            # for a login that raced the commit with the old password. Each ended session's
-            # session.revoked commits with what ended it (a raced one's in a second commit).
-            self._announce(uow, await self._sessions.revoke_all(user.id))
-            await uow.commit()
-            late = await self._sessions.revoke_all(user.id)
-            if late:
-                self._announce(uow, late)
-                await uow.commit()
-
-    def _announce(self, uow: UnitOfWork, ended: list[EndedSession]) -> None:
-        for session in ended:
+            # Redis away leaves the password as it was; a login that raced the commit with
+            # the old password does not outlive it.
             reason = RevokeReason.PASSWORD_RESET
-            uow.outbox.add(events.session_revoked(session, reason, self._clock.now()))
+            await commit_ending_sessions(uow, self._sessions, self._clock, user.id, reason)
 
     async def _offer(self, email: str, kind: str, eligible: Callable[[User], bool]) -> None:
         """Queue a mail of `kind` if the address is an eligible account's and the hourly limit

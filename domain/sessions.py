@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 
 from domain import events
 from domain.errors import SessionNotFound
 from domain.model import EndedSession, Principal, RevokeReason, SessionInfo
-from domain.ports import Clock, SessionStore, UnitOfWorkFactory
+from domain.ports import Clock, SessionStore, UnitOfWork, UnitOfWorkFactory
 
 
 @dataclass(frozen=True)
@@ -64,3 +66,31 @@ class Sessions:
                     events.session_revoked(session, RevokeReason.USER, self._clock.now())
                 )
             await uow.commit()
+
+
+def announce(
+    uow: UnitOfWork, ended: Iterable[EndedSession], reason: RevokeReason, now: datetime
+) -> None:
+    """One `session.revoked` per session a revocation ended, in the unit that ended it."""
+    for session in ended:
+        uow.outbox.add(events.session_revoked(session, reason, now))
+
+
+async def commit_ending_sessions(
+    uow: UnitOfWork, sessions: SessionStore, clock: Clock, user_id: int, reason: RevokeReason
+) -> None:
+    """Commit a change (deactivation, deletion, password reset) with every session of the user
+    gone.
+
+    Revoked before the commit, so a Redis failure leaves nothing changed (and no session
+    that would come back to life with a reactivation); again after it, for a login that
+    raced the commit. Each ended session's event commits with what ended it: the first
+    ones with the change; a raced one's in a second commit of the same unit (which, for
+    an idempotent change, writes the same reply again rather than a second one).
+    """
+    announce(uow, await sessions.revoke_all(user_id), reason, clock.now())
+    await uow.commit()
+    late = await sessions.revoke_all(user_id)
+    if late:
+        announce(uow, late, reason, clock.now())
+        await uow.commit()

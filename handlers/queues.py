@@ -79,9 +79,8 @@ def event_queue(
 # A job whose worker died holding it comes back; past the limit (a job that kills workers)
 # the broker dead-letters it unworked, as it does an RPC request.
 MAIL_DELIVERY_LIMIT = 5
-MAIL_QUEUE = _quorum(
-    "warden.mail", {**_CONFIRMED_DEAD_LETTERS, "x-delivery-limit": MAIL_DELIVERY_LIMIT}
-)
+MAIL = "warden.mail"
+MAIL_QUEUE = _quorum(MAIL, {**_CONFIRMED_DEAD_LETTERS, "x-delivery-limit": MAIL_DELIVERY_LIMIT})
 # A job waits out its backoff here (its own per-message expiration), then dead-letters back
 # to warden.mail (with the broker's confirms, as every dead letter). Nothing consumes it.
 MAIL_RETRY_QUEUE = _quorum(
@@ -89,6 +88,6 @@ MAIL_RETRY_QUEUE = _quorum(
     {
         **_CONFIRMED_DEAD_LETTERS,
         "x-dead-letter-exchange": "",
-        "x-dead-letter-routing-key": "warden.mail",
+        "x-dead-letter-routing-key": MAIL,
     },
 )
