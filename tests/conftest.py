@@ -26,6 +26,8 @@ from warden.cli import migrate
 from warden.settings import Settings
 from web.app import RPC_CLIENT
 
+pytest_plugins = ["tests.support.deadline"]
+
 PASSWORD = "correct horse battery"
 # What a user is on the wire (the contract's user object): never a hash.
 USER_FIELDS = {
