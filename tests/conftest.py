@@ -15,6 +15,7 @@ import asyncpg
 import orjson
 import pytest
 import pytest_asyncio
+import structlog
 from aiohttp.test_utils import TestServer
 
 from contract.protocol import broker_user
@@ -27,6 +28,19 @@ from warden.settings import Settings
 from web.app import RPC_CLIENT
 
 pytest_plugins = ["tests.support.deadline"]
+
+# The worker and the edge run in this process, logging through structlog's defaults (no
+# warden.logs.configure). Those render an exception with rich, every local of every frame,
+# synchronously: on a busy machine seconds with the event loop stopped, which a readiness
+# check's 2.5 s budget did not survive. A plain traceback instead, the rest as it was.
+structlog.configure(
+    processors=[
+        *structlog.get_config()["processors"][:-1],
+        structlog.dev.ConsoleRenderer(
+            colors=False, exception_formatter=structlog.dev.plain_traceback
+        ),
+    ]
+)
 
 PASSWORD = "correct horse battery"
 # What a user is on the wire (the contract's user object): never a hash.
