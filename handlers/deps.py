@@ -19,7 +19,8 @@ from domain.sessions import Sessions
 from handlers.background import Background
 from handlers.envelope import RequestUnits, UseCase
 from handlers.idempotency import Idempotency, Replay
-from handlers.rpc import rpc
+from handlers.queues import RpcQueueType
+from handlers.rpc import RedeliveryCounter, rpc
 
 Probe = Callable[[], Awaitable[object]]
 
@@ -43,6 +44,8 @@ class WorkerDeps:
     jwks: Callable[[], dict[str, Any]] = lambda: {"keys": []}  # the published key set
     node: Callable[[], str | None] | None = None  # host:port of the broker node it is on
     background: Background = field(default_factory=Background)  # work after the reply
+    rpc_queue_type: RpcQueueType = "quorum"
+    redeliveries: RedeliveryCounter | None = None  # counts them on classic RPC queues
 
     def rpc(
         self,
@@ -71,4 +74,6 @@ class WorkerDeps:
             reply,
             replay,
             changes,
+            self.rpc_queue_type,
+            self.redeliveries if self.rpc_queue_type == "classic" else None,
         )

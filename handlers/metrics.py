@@ -13,7 +13,9 @@ REFUSED = Counter(
     "warden_worker_messages_refused_total",
     "Messages refused unworked at the broker boundary, by queue and reason"
     " (reply_to_reserved: a request's reply_to named a Warden queue;"
-    " foreign_publisher: an event not published by Warden's broker user)",
+    " foreign_publisher: an event not published by Warden's broker user;"
+    " redelivered_too_often: a request back on a classic RPC queue more often than the limit,"
+    " dead-lettered)",
     ["queue", "reason"],
 )
 HANDLING = Histogram(

@@ -14,7 +14,7 @@ queue added by another area gets the right type and limits by construction.
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 from faststream.rabbit import QueueType, RabbitExchange, RabbitQueue
 from faststream.rabbit.schemas import ExchangeType
@@ -57,9 +57,26 @@ def _quorum(name: str, arguments: dict[str, Any], routing_key: str = "") -> Rabb
 DLQ = _quorum("warden.dlq", {})
 
 
-def rpc_queue(name: str) -> RabbitQueue:
-    """An RPC request queue: quorum, bounded redeliveries, expired or rejected requests
-    dead-lettered (at most once: a request past its deadline has nobody waiting for it)."""
+RpcQueueType = Literal["quorum", "classic"]
+
+
+def rpc_queue(name: str, kind: RpcQueueType = "quorum") -> RabbitQueue:
+    """An RPC request queue: bounded redeliveries, expired or rejected requests dead-lettered
+    (at most once: a request past its deadline has nobody waiting for it).
+
+    `quorum` (the default): replicated, and the broker counts redeliveries. `classic`
+    (`WARDEN_RPC_QUEUE_TYPE`, for a broker of one node): half the broker's CPU per request,
+    on one node only, and the broker counts nothing: the worker counts a request's
+    redeliveries itself (handlers.rpc, RedeliveryCounter). Events and mail stay quorum.
+    """
+    if kind == "classic":
+        queue: RabbitQueue = RabbitQueue(
+            name,
+            queue_type=QueueType.CLASSIC,
+            durable=True,
+            arguments=cast(Any, {"x-dead-letter-exchange": DEAD_LETTER_EXCHANGE}),
+        )
+        return queue
     return _quorum(
         name,
         {"x-dead-letter-exchange": DEAD_LETTER_EXCHANGE, "x-delivery-limit": RPC_REDELIVERY_LIMIT},

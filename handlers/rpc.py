@@ -8,9 +8,10 @@ taken is in handlers.pipeline; its reply and acknowledgement in handlers.reply.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import typing
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 from aio_pika import IncomingMessage
@@ -24,11 +25,20 @@ from handlers.decoding import whole_message
 from handlers.envelope import Call, Keep, RequestUnits, UseCase, success
 from handlers.idempotency import Idempotency, Replay
 from handlers.pipeline import received, serve
-from handlers.queues import rpc_queue
+from handlers.queues import RPC_REDELIVERY_LIMIT, RpcQueueType, rpc_queue
 from handlers.reply import ack, reply_and_ack
 from handlers.trust import refused_reply_to
 
 log = structlog.get_logger("warden.worker")
+
+
+class RedeliveryCounter(Protocol):
+    """Counts the redeliveries of one request across workers (classic RPC queues only: a
+    quorum queue's x-delivery-limit counts them in the broker)."""
+
+    async def count(self, queue: str, message_id: str) -> int:
+        """This redelivery's number: 1 for the first time the request came back."""
+        ...
 
 
 def rpc(
@@ -41,6 +51,8 @@ def rpc(
     reply: Callable[[Any], Any] | None = None,
     replay: Replay | None = None,
     changes: bool = False,
+    kind: RpcQueueType = "quorum",
+    redeliveries: RedeliveryCounter | None = None,
 ) -> Callable[[UseCase], UseCase]:
     """Register `use_case` as the subscriber of `queue`, replying with the envelope.
 
@@ -51,13 +63,17 @@ def rpc(
     `changes`: the use case changes Postgres (its result the user it changed, if any), and
     the reply to an idempotent request is kept in the change's own transaction.
     `replay` checks a kept reply before a repeat with the same Idempotency-Key gets it.
-    A request that came back more than RPC_REDELIVERY_LIMIT times is dead-lettered by the
-    broker (the quorum queue's x-delivery-limit): a request that kills workers cannot loop.
+    A request that came back more than RPC_REDELIVERY_LIMIT times is dead-lettered unworked:
+    by the broker on a quorum queue (its x-delivery-limit), on a `classic` one (`kind`) by the
+    worker, which counts a redelivered request's returns in `redeliveries` (a request seen
+    for the first time costs nothing). A request that kills workers cannot loop.
     A request whose reply_to names one of Warden's own queues is acknowledged unworked.
     """
     model = RPC[queue].request
     if changes and reply is None:
         raise TypeError(f"{queue}: a change's reply is rendered from the user it changed")
+    if kind == "classic" and redeliveries is None:
+        raise TypeError(f"{queue}: a classic queue counts nothing; its worker must count")
 
     def register(use_case: UseCase) -> UseCase:
         check_declared_request(queue, use_case)
@@ -68,6 +84,9 @@ def rpc(
             raw = message.raw_message
             if refused_reply_to(raw.reply_to):
                 await _refuse(raw)
+                return
+            if raw.redelivered and redeliveries is not None and await _too_often(raw):
+                await message.reject()  # to warden.dlq, x-death naming the queue
                 return
             call = received(raw, edge_user, units)
             envelope = await serve(
@@ -94,10 +113,23 @@ def rpc(
             )
             await ack(raw)
 
+        async def _too_often(raw: IncomingMessage) -> bool:
+            assert redeliveries is not None
+            key = raw.message_id or raw.correlation_id or hashlib.sha256(raw.body).hexdigest()
+            try:
+                count = await redeliveries.count(queue, key)
+            except Exception:  # no count without Redis: the request is worked on as usual
+                return False
+            if count <= RPC_REDELIVERY_LIMIT:
+                return False
+            metrics.REFUSED.labels(queue, "redelivered_too_often").inc()
+            log.warning("request dead-lettered", queue=queue, deliveries=count + 1)
+            return True
+
         handler.__name__ = queue.replace(".", "_")
         handler.__doc__ = use_case.__doc__
         router.subscriber(
-            rpc_queue(queue),
+            rpc_queue(queue, kind),
             # No publisher confirms on the consuming channel: the reply is its own
             # confirmation, and the caller times out if it is lost.
             channel=Channel(prefetch_count=prefetch, publisher_confirms=False),

@@ -412,3 +412,23 @@ class RedisRegistrationThrottle:
         if int(count) <= self._max:
             return 0
         return int(ttl) if ttl > 0 else self._window
+
+
+REDELIVERIES = "warden:redeliveries:"
+REDELIVERY_MEMORY = 3600  # seconds a request's redeliveries are remembered
+
+
+class RedisRedeliveryCounter:
+    """How often a request came back to its (classic) queue, shared by every worker."""
+
+    def __init__(self, client: aioredis.Redis) -> None:
+        self._redis = client
+
+    async def count(self, queue: str, message_id: str) -> int:
+        key = f"{REDELIVERIES}{queue}:{message_id}"
+        async with unavailable_on_error():
+            pipe = self._redis.pipeline(transaction=True)
+            pipe.incr(key)
+            pipe.expire(key, REDELIVERY_MEMORY)
+            count, _ = await pipe.execute()
+        return int(count)

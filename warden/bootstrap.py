@@ -379,6 +379,7 @@ def build_broker(
     from handlers.events import audit_router
     from handlers.nodes import failover_connection, node_of
     from storage.audit import PostgresAuditWriter
+    from storage.redis_store import RedisRedeliveryCounter
 
     nodes = settings.amqp_urls
     broker = RabbitBroker(
@@ -409,6 +410,8 @@ def build_broker(
         jwks=made.key_ring.jwks,
         node=lambda: node_of(broker),
         background=background or Background(),
+        rpc_queue_type=settings.rpc_queue_type,
+        redeliveries=RedisRedeliveryCounter(made.redis),
     )
     include_routers(broker, deps)
 

@@ -87,6 +87,8 @@ class Settings(BaseSettings):
     db_max_overflow: int = Field(default=10, ge=0)
     worker_prefetch: int = Field(default=32, ge=1)
     worker_login_prefetch: int = Field(default=4, ge=1)
+    # RPC request queues: quorum (replicated; the default) or classic (one node only).
+    rpc_queue_type: Literal["quorum", "classic"] = "quorum"
     idempotency_ttl: int = Field(default=86400, ge=1)
     metrics_port: int = Field(default=9100, ge=0, le=65535)
     superuser_password: SecretStr | None = None
@@ -134,6 +136,15 @@ class Settings(BaseSettings):
     def _one_cluster(cls, value: SecretStr) -> SecretStr:
         split_nodes(value.get_secret_value())
         return value
+
+    @model_validator(mode="after")
+    def _classic_queues_on_one_node(self) -> Settings:
+        if self.rpc_queue_type == "classic" and len(self.amqp_urls) > 1:
+            raise ValueError(
+                "WARDEN_RPC_QUEUE_TYPE=classic is for a broker of one node: a classic queue"
+                " lives on one node of a cluster and is gone while that node is down"
+            )
+        return self
 
     @model_validator(mode="after")
     def _production_needs_a_secret(self) -> Settings:

@@ -211,3 +211,9 @@ def test_broker_nodes_that_are_not_one_clusters_are_refused_without_echoing_them
     with pytest.raises(ValidationError, match=refused) as error:
         Settings(amqp_url=value)  # type: ignore[arg-type]
     assert ":p@" not in str(error.value.errors(include_input=False))
+
+
+def test_classic_rpc_queues_are_for_a_broker_of_one_node() -> None:
+    assert Settings(rpc_queue_type="classic").rpc_queue_type == "classic"
+    with pytest.raises(ValidationError, match="broker of one node"):
+        Settings(rpc_queue_type="classic", amqp_url="amqp://u:p@a/v,amqp://u:p@b/v")  # type: ignore[arg-type]
