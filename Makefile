@@ -2,7 +2,7 @@
 UV := scripts/uv
 PYTEST_ARGS ?=
 
-.PHONY: sync services browser run test test-cluster check validate-docs asyncapi bench mutate mutate-domain screenshots
+.PHONY: sync services browser run test test-cluster check validate-docs asyncapi bench bench-v2 wrk mutate mutate-domain screenshots
 
 sync:
 	@$(UV) sync --frozen --quiet --compile-bytecode
@@ -65,7 +65,19 @@ asyncapi: sync
 
 # Warden against the fastapi-users peer, one sitting (not part of CI). Needs wrk: installed
 # from the distribution's packages when missing and we may (root on Debian/Ubuntu).
-bench: sync services
+bench: sync services wrk
+	$(UV) run --frozen python -m bench.perf $(BENCH_ARGS)
+
+# Every figure of issue 19's targets in one sitting (not part of CI; several minutes): the
+# table above (BENCH_ARGS reach it), the verification mail's commit-to-SMTP latency, token
+# introspection over AMQP, and the verifier library's tokens per CPU-second.
+bench-v2: sync services wrk
+	$(UV) run --frozen python -m bench.perf $(BENCH_ARGS)
+	$(UV) run --frozen python -m bench.mail_latency
+	$(UV) run --frozen python -m bench.introspect
+	PYTHONPATH=verifier $(UV) run --frozen python -m bench.verifier --seconds 3 --repeat 3
+
+# wrk, the HTTP load generator the benchmarks drive.
+wrk:
 	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
 		&& apt-get install -y -qq wrk >/dev/null; } || { echo "bench needs wrk"; exit 1; }
-	$(UV) run --frozen python -m bench.perf $(BENCH_ARGS)
