@@ -119,7 +119,9 @@ def document() -> dict[str, Any]:
                 f"RPC queue; caller: {spec.caller}. Publish to the default exchange. A"
                 " request whose worker dies holding it is worked on at most"
                 f" {RPC_REDELIVERY_LIMIT + 1} times, then dead-lettered to warden.dlq, as is"
-                " one that expired waiting (a quorum queue: its x-delivery-limit counts them)."
+                " one that expired waiting (counted by the broker's x-delivery-limit on a"
+                " quorum queue, the default; by the workers on a classic one,"
+                " WARDEN_RPC_QUEUE_TYPE)."
                 " A body over"
                 f" {protocol.MAX_BODY_BYTES // 1024} KiB is answered 413 unparsed."
             ),
