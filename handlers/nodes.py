@@ -22,7 +22,8 @@ import time
 from typing import Any
 
 import structlog
-from aio_pika import RobustConnection
+from aio_pika import Connection, RobustConnection
+from aio_pika.abc import AbstractConnection
 from faststream.rabbit import RabbitBroker
 from yarl import URL
 
@@ -35,6 +36,23 @@ log = structlog.get_logger("warden.broker")
 # the dead leader: RabbitMQ 3.10 then holds what it publishes or consumes for about 15 s
 # (seen in tests/cluster). Elections take well under a second here; the edge waits as long.
 LOSS_SETTLE = 2.0
+
+
+async def connect(url: str, within: float) -> AbstractConnection:
+    """A plain (not robust) connection to `url`; one that fails to open is closed at once.
+
+    `aio_pika.connect` leaves a connection that failed to open to the garbage collector,
+    whose `__del__` schedules a close: outside a running loop nobody awaits it (a warning,
+    and a test that fails for another's leak), inside one each failed attempt of a retry
+    loop holds its objects until a collection finds them.
+    """
+    connection = Connection(URL(url))
+    try:
+        await connection.connect(timeout=within)
+    except BaseException:
+        await connection.close()
+        raise
+    return connection
 
 
 class FailoverConnection(RobustConnection):

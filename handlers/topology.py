@@ -23,6 +23,7 @@ import structlog
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractRobustConnection
 from faststream.rabbit import RabbitBroker, RabbitExchange, RabbitQueue
 
+from handlers.nodes import connect
 from handlers.queues import DLQ, DLX, EVENTS_EXCHANGE, MAIL_QUEUE, MAIL_RETRY_QUEUE
 
 log = structlog.get_logger("warden.topology")
@@ -114,7 +115,7 @@ async def _mismatched_on(broker: RabbitBroker, queues: Sequence[Declared]) -> li
     """`mismatched` on a plain connection to the node `broker` is on: a robust channel that
     a refused declare closes would reopen and declare the same again, for ever."""
     robust = await broker.connect()
-    connection = await aio_pika.connect(robust.url, timeout=10)
+    connection = await connect(str(robust.url), within=10)
     try:
         return await mismatched(connection, queues)
     finally:

@@ -11,13 +11,16 @@ import sys
 import threading
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import structlog
 from pydantic import ValidationError
 
 from domain.errors import EmailTaken, UsernameTaken, ValidationFailed
 from warden.settings import Settings, is_loopback
+
+if TYPE_CHECKING:
+    from aio_pika.abc import AbstractConnection
 
 log = structlog.get_logger("warden")
 T = TypeVar("T")
@@ -91,8 +94,6 @@ async def migrate_queues(settings: Settings) -> None:
     For a deployment from before quorum queues (handlers.topology.migrate); safe to run twice,
     and with nothing to move it only declares what is missing.
     """
-    import aio_pika
-
     from handlers.queues import DLX, EVENTS_EXCHANGE
     from handlers.topology import migrate as move_queues
     from handlers.topology import worker_queues
@@ -101,7 +102,7 @@ async def migrate_queues(settings: Settings) -> None:
     services = build_services(settings)
     try:
         queues = worker_queues(build_broker(settings, services))  # connects nothing
-        connection = await _first_live_node(settings.amqp_urls, aio_pika.connect)
+        connection = await _first_live_node(settings.amqp_urls)
         try:
             channel = await connection.channel()
             for exchange in (EVENTS_EXCHANGE, DLX):
@@ -116,12 +117,13 @@ async def migrate_queues(settings: Settings) -> None:
     log.info("queues at this version's kind", migrated=moved, queues=len(queues))
 
 
-async def _first_live_node(nodes: tuple[str, ...], connect: Callable[..., Awaitable[T]]) -> T:
+async def _first_live_node(nodes: tuple[str, ...]) -> AbstractConnection:
     from contract.protocol import node_address
+    from handlers.nodes import connect
 
     for index, node in enumerate(nodes):
         try:
-            return await connect(node, timeout=5)
+            return await connect(node, within=5)
         except Exception as exc:
             if index == len(nodes) - 1:
                 raise OSError(f"no broker node reachable (last: {node_address(node)})") from exc

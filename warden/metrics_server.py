@@ -7,7 +7,6 @@ import contextlib
 import errno
 from collections.abc import AsyncIterator
 
-import aio_pika
 import structlog
 from aio_pika.abc import AbstractConnection
 from aiohttp import web
@@ -15,6 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
 from handlers import metrics
+from handlers.nodes import connect
 from handlers.queues import DLQ
 from warden.bootstrap import Services
 from warden.security import BcryptPasswordHasher
@@ -39,7 +39,7 @@ class QueueDepth:
             # The next node each time: a scrape after a node's death finds a live one.
             url = self._urls[self._tried % len(self._urls)]
             self._tried += 1
-            self._connection = await aio_pika.connect(url, timeout=SAMPLE_TIMEOUT)
+            self._connection = await connect(url, within=SAMPLE_TIMEOUT)
         # A channel per read: a passive declare of a missing queue closes its channel.
         async with self._connection.channel() as channel:
             queue = await channel.declare_queue(self._queue, passive=True)

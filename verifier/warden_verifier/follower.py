@@ -25,6 +25,7 @@ from typing import Any
 
 import aio_pika
 import aio_pika.abc
+from aio_pika.connection import make_url
 
 from warden_verifier.revocations import RevokedSessions
 
@@ -140,7 +141,7 @@ class SessionRevokedFollower:
 
     async def _follow(self) -> None:
         closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._connection = connection = await aio_pika.connect(self._url, timeout=10)
+        self._connection = connection = await _connect(self._url, within=10)
         self.connections += 1
 
         def on_close(*_: Any) -> None:
@@ -188,9 +189,21 @@ class SessionRevokedFollower:
                 await connection.close()
 
     async def _delete_queue(self) -> None:
-        async with await aio_pika.connect(self._url, timeout=5) as connection:
+        async with await _connect(self._url, within=5) as connection:
             channel = await connection.channel()
             await channel.queue_delete(self.queue_name)
+
+
+async def _connect(url: str, within: float) -> aio_pika.abc.AbstractConnection:
+    """`aio_pika.connect`, but a connection that fails to open is closed at once, not left to
+    the garbage collector (whose close, scheduled from `__del__`, nobody may await)."""
+    connection = aio_pika.Connection(make_url(url))
+    try:
+        await connection.connect(timeout=within)
+    except BaseException:
+        await connection.close()
+        raise
+    return connection
 
 
 def _queue_name() -> str:
