@@ -49,13 +49,14 @@ import asyncpg
 import orjson
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
+from bench.outbox_latency import settings_for
 from storage.db import asyncpg_dsn, drop_database
 from storage.outbox import OUTBOX_CHANNEL
+from tests.support.amqp import AmqpCaller
 from tests.support.infra import Urls, base_urls, own_redis_db, own_vhost, with_database
 from tests.support.processes import WARDEN, Process, free_port, warden_env
 from warden import logs
 from warden.cli import migrate
-from warden.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 REGISTER = "warden.users.register"
@@ -76,18 +77,6 @@ WORKER_SETTINGS = {
     "WARDEN_REGISTER_IP_MAX": "1000000",  # every registration comes from this one publisher
     "WARDEN_MAIL_MAX_PER_HOUR": "1000",
 }
-
-
-def settings_for(urls: Urls) -> Settings:
-    return Settings(
-        database_url=urls.database,  # type: ignore[arg-type]
-        amqp_url=urls.amqp,  # type: ignore[arg-type]
-        redis_url=urls.redis,  # type: ignore[arg-type]
-        env="test",
-        metrics_port=0,
-        log_level="warning",
-        log_format="console",
-    )
 
 
 # --- the SMTP server's side -------------------------------------------------------------------
@@ -142,43 +131,6 @@ async def smtp_server(receipts: Receipts) -> AsyncIterator[str]:
 # --- the caller's side ------------------------------------------------------------------------
 
 
-class Caller:
-    """RPC over AMQP as another service calls Warden: aio-pika, direct reply-to."""
-
-    def __init__(self, channel: aio_pika.abc.AbstractChannel) -> None:
-        self._channel = channel
-        self._replies: dict[str, asyncio.Future[bytes]] = {}
-
-    async def start(self) -> None:
-        queue = await self._channel.get_queue("amq.rabbitmq.reply-to", ensure=False)
-        await queue.consume(self._on_reply, no_ack=True)
-
-    async def _on_reply(self, message: aio_pika.abc.AbstractIncomingMessage) -> None:
-        future = self._replies.pop(message.correlation_id or "", None)
-        if future is not None and not future.done():
-            future.set_result(message.body)
-
-    async def call(self, queue: str, body: Any, wait: float) -> dict[str, Any]:
-        correlation_id = uuid.uuid4().hex
-        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
-        self._replies[correlation_id] = future
-        message = aio_pika.Message(
-            orjson.dumps(body),
-            content_type="application/json",
-            correlation_id=correlation_id,
-            reply_to="amq.rabbitmq.reply-to",
-        )
-        try:
-            await self._channel.default_exchange.publish(message, routing_key=queue)
-            async with asyncio.timeout(wait):
-                reply = orjson.loads(await future)
-        finally:
-            self._replies.pop(correlation_id, None)
-        if not (isinstance(reply, dict) and reply.get("ok")):
-            raise RuntimeError(f"{queue} failed: {reply!r}")
-        return reply
-
-
 class Notifications:
     """When this process heard each NOTIFY on the outbox channel (each commit that queued)."""
 
@@ -211,17 +163,19 @@ class Run:
     samples: list[Sample] = field(default_factory=list)
 
 
-async def register(caller: Caller, wait: float) -> tuple[str, float, float]:
+async def register(caller: AmqpCaller, wait: float) -> tuple[str, float, float]:
     """Register a new user; (its address, when the request left, when the reply came)."""
     name = f"mb{uuid.uuid4().hex[:14]}"
     address = f"{name}@example.com"
     body = {"email": address, "username": name, "password": PASSWORD}
     sent = time.time()
-    await caller.call(REGISTER, body, wait)
+    reply = orjson.loads((await caller.raw(REGISTER, orjson.dumps(body), wait=wait)).body)
+    if not (isinstance(reply, dict) and reply.get("ok")):
+        raise RuntimeError(f"{REGISTER} failed: {reply!r}")
     return address, sent, time.time()
 
 
-async def until_serving(caller: Caller, receipts: Receipts, worker: Process) -> None:
+async def until_serving(caller: AmqpCaller, receipts: Receipts, worker: Process) -> None:
     """Until a registration is answered and its mail arrives (a warm-up, not measured)."""
     deadline = time.monotonic() + STARTUP
     while True:
@@ -248,7 +202,7 @@ async def measure(urls: Urls, smtp_url: str, receipts: Receipts, workdir: Path, 
         listener = await asyncpg.connect(asyncpg_dsn(urls.database), timeout=10)
         await listener.add_listener(OUTBOX_CHANNEL, notifications.on_notify)
         connection = await aio_pika.connect_robust(urls.amqp)
-        caller = Caller(await connection.channel())
+        caller = AmqpCaller(await connection.channel())
         await caller.start()
         await until_serving(caller, receipts, worker)
         for n in range(count):

@@ -15,8 +15,9 @@ import pytest_asyncio
 from aiohttp.test_utils import TestServer
 from multidict import CIMultiDict
 
-from tests.conftest import PASSWORD, AmqpCaller, fresh_ip, make_settings, unique
+from tests.conftest import PASSWORD, fresh_ip, make_settings, unique
 from tests.e2e.test_request_id import Delivered, event_about, events_of
+from tests.support.amqp import AmqpCaller
 from tests.support.infra import Urls, own_vhost
 from tests.support.waiting import eventually
 from warden.bootstrap import Services, build_edge, running_worker

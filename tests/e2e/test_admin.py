@@ -14,7 +14,8 @@ import pytest
 from sqlalchemy import text
 
 from domain.model import NewUser
-from tests.conftest import PASSWORD, AmqpCaller, unique
+from tests.conftest import PASSWORD, unique
+from tests.support.amqp import AmqpCaller
 
 API = "/api/v1"
 MISSING_ID = 987_654_321_012

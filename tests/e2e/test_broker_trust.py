@@ -27,8 +27,9 @@ from sqlalchemy import func, select
 
 from contract.protocol import MAX_BODY_BYTES, REQUEST_ID_PATTERN, broker_user
 from storage.tables import audit_log, users
-from tests.conftest import PASSWORD, AmqpCaller, fresh_ip, make_settings, unique
+from tests.conftest import PASSWORD, fresh_ip, make_settings, unique
 from tests.support import waiting
+from tests.support.amqp import AmqpCaller
 from tests.support.infra import (
     Urls,
     another_broker_user,

@@ -31,7 +31,8 @@ from contract.routes import ID, ROUTES, SID, Route
 from domain.auth import LogIn
 from domain.errors import WardenError
 from domain.model import NewUser, Origin
-from tests.conftest import PASSWORD, AmqpCaller, fresh_ip, unique
+from tests.conftest import PASSWORD, fresh_ip, unique
+from tests.support.amqp import AmqpCaller
 from tests.support.hostile import (
     HEADER_BYTES,
     TEXT,

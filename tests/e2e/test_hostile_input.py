@@ -16,8 +16,9 @@ import pytest
 from prometheus_client import REGISTRY
 
 from domain.model import NewUser
-from tests.conftest import PASSWORD, AmqpCaller, fresh_ip, unique
+from tests.conftest import PASSWORD, fresh_ip, unique
 from tests.e2e.test_edge_errors import assert_problem, registration
+from tests.support.amqp import AmqpCaller
 from tests.support.logs import captured_logs
 from tests.support.rawhttp import raw_request
 from warden.bootstrap import Services

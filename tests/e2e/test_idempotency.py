@@ -14,8 +14,9 @@ from sqlalchemy import text
 from domain.errors import ServiceUnavailable
 from storage.idempotency import PREFIX, RedisIdempotencyStore
 from storage.redis_store import SESSION, SESSION_INDEX
-from tests.conftest import PASSWORD, AmqpCaller, unique
+from tests.conftest import PASSWORD, unique
 from tests.e2e.test_sessions import sid_of
+from tests.support.amqp import AmqpCaller
 from tests.support.events import EventTap
 from tests.support.waiting import eventually
 from warden.bootstrap import Services

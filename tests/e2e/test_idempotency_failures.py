@@ -11,7 +11,8 @@ import orjson
 import pytest
 
 from domain.accounts import Accounts
-from tests.conftest import PASSWORD, AmqpCaller, unique
+from tests.conftest import PASSWORD, unique
+from tests.support.amqp import AmqpCaller
 
 
 def registration() -> dict[str, str]:

@@ -18,7 +18,8 @@ import pytest
 from sqlalchemy import text
 
 from domain.model import NewUser, User
-from tests.conftest import PASSWORD, AmqpCaller, unique
+from tests.conftest import PASSWORD, unique
+from tests.support.amqp import AmqpCaller
 from tests.support.waiting import eventually
 
 LIST = "/api/v1/users"

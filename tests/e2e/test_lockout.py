@@ -14,7 +14,8 @@ from aiohttp.test_utils import TestServer
 
 from domain.auth import LogIn
 from domain.errors import InvalidCredentials, TooManyAttempts
-from tests.conftest import PASSWORD, AmqpCaller, fresh_ip, make_settings, unique
+from tests.conftest import PASSWORD, fresh_ip, make_settings, unique
+from tests.support.amqp import AmqpCaller
 from tests.support.infra import Urls
 from warden.bootstrap import Services, build_edge, running_worker
 from warden.settings import Settings

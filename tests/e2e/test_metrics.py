@@ -13,7 +13,8 @@ import pytest_asyncio
 from aiohttp.test_utils import TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import PASSWORD, AmqpCaller, make_settings, unique
+from tests.conftest import PASSWORD, make_settings, unique
+from tests.support.amqp import AmqpCaller
 from tests.support.infra import Urls
 from tests.support.processes import free_port
 from tests.support.waiting import eventually

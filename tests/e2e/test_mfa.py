@@ -19,7 +19,8 @@ import jwt
 import pytest
 from sqlalchemy import text
 
-from tests.conftest import PASSWORD, AmqpCaller, fresh_ip, unique
+from tests.conftest import PASSWORD, fresh_ip, unique
+from tests.support.amqp import AmqpCaller
 from tests.support.events import EventTap
 from tests.support.waiting import eventually
 from warden.bootstrap import Services

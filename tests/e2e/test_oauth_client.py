@@ -17,8 +17,9 @@ import jwt
 import pytest
 from authlib.integrations.httpx_client import AsyncOAuth2Client, OAuthError
 
-from tests.conftest import PASSWORD, AmqpCaller, fresh_ip, unique
+from tests.conftest import PASSWORD, fresh_ip, unique
 from tests.e2e.test_sessions import admin_token
+from tests.support.amqp import AmqpCaller
 from tests.support.events import EventTap
 from warden.bootstrap import Services, token_issuer
 from warden.security import JwtTokenIssuer

@@ -12,7 +12,7 @@ import aio_pika
 import aiohttp
 import pytest_asyncio
 
-from tests.conftest import PASSWORD, AmqpCaller, make_settings, own_world, unique
+from tests.conftest import PASSWORD, make_settings, own_world, unique
 from tests.e2e.test_sessions import (
     Answer,
     assert_session_revoked,
@@ -22,6 +22,7 @@ from tests.e2e.test_sessions import (
     session,
     sid_of,
 )
+from tests.support.amqp import AmqpCaller
 from tests.support.infra import Urls
 from warden.bootstrap import running_worker
 

@@ -17,7 +17,8 @@ import orjson
 import pytest
 from sqlalchemy import text
 
-from tests.conftest import AmqpCaller, unique
+from tests.conftest import unique
+from tests.support.amqp import AmqpCaller
 from tests.support.logs import captured_logs
 from tests.support.waiting import eventually
 from warden.settings import Settings

@@ -11,7 +11,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.conftest import PASSWORD, AmqpCaller
+from tests.conftest import PASSWORD
 from tests.e2e.test_sessions import (
     Answer,
     admin_token,
@@ -25,6 +25,7 @@ from tests.e2e.test_sessions import (
     session,
     sid_of,
 )
+from tests.support.amqp import AmqpCaller
 from tests.support.events import EventTap
 from tests.support.waiting import eventually
 from warden.bootstrap import Services

@@ -13,8 +13,9 @@ from typing import Any
 import aiohttp
 import jwt
 
-from tests.conftest import PASSWORD, AmqpCaller
+from tests.conftest import PASSWORD
 from tests.e2e.test_sessions import new_user
+from tests.support.amqp import AmqpCaller
 from tests.support.tokens import sign_as_warden
 from warden.bootstrap import Services
 from warden.settings import Settings

@@ -10,7 +10,8 @@ import jwt
 import pytest
 
 from domain.model import NewUser
-from tests.conftest import PASSWORD, AmqpCaller, unique
+from tests.conftest import PASSWORD, unique
+from tests.support.amqp import AmqpCaller
 from warden.bootstrap import Services
 from warden.settings import Settings
 

@@ -15,7 +15,8 @@ import orjson
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from tests.conftest import PASSWORD, AmqpCaller, unique
+from tests.conftest import PASSWORD, unique
+from tests.support.amqp import AmqpCaller
 from tests.support.tokens import sign_as_warden
 from warden.bootstrap import Services
 from warden.security import Signer

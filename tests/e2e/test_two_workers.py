@@ -22,8 +22,9 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
-from tests.conftest import PASSWORD, AmqpCaller, make_settings, unique
+from tests.conftest import PASSWORD, make_settings, unique
 from tests.e2e.test_worker_outage import LAUNCHER, STARTUP, release, tail, worker_env
+from tests.support.amqp import AmqpCaller
 from tests.support.infra import Urls, own_vhost
 from tests.support.processes import free_port
 from warden.settings import Settings

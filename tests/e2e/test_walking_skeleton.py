@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import aiohttp
 
-from tests.conftest import PASSWORD, AmqpCaller, unique
+from tests.conftest import PASSWORD, unique
+from tests.support.amqp import AmqpCaller
 
 
 async def test_a_user_registers_logs_in_and_reads_itself_over_http(

@@ -29,8 +29,9 @@ from contract.events import EVENT_DATA, CloudEvent
 from domain.events import EVENT_TYPES
 from domain.mail import RESET_PASSWORD, VERIFY_EMAIL, digest, new_token
 from domain.model import EmailToken, NewUser
-from tests.conftest import PASSWORD, AmqpCaller, fresh_ip, unique
+from tests.conftest import PASSWORD, fresh_ip, unique
 from tests.e2e.test_sessions import sid_of
+from tests.support.amqp import AmqpCaller
 from tests.support.waiting import eventually
 from warden.bootstrap import Services, key_store
 from warden.settings import Settings

@@ -7,7 +7,8 @@ import os
 import sys
 from pathlib import Path
 
-from tests.conftest import PASSWORD, AmqpCaller, unique
+from tests.conftest import PASSWORD, unique
+from tests.support.amqp import AmqpCaller
 from warden.settings import Settings
 
 WARDEN = str(Path(sys.executable).parent / "warden")

@@ -23,7 +23,8 @@ from storage.lone import LoneStatements
 from storage.outbox import SqlAlchemyEventOutbox
 from storage.tables import audit_log, outbox
 from storage.uow import SqlAlchemyUnitOfWorkFactory
-from tests.conftest import PASSWORD, USER_FIELDS, AmqpCaller, unique
+from tests.conftest import PASSWORD, USER_FIELDS, unique
+from tests.support.amqp import AmqpCaller
 from tests.support.events import EventTap
 from tests.support.waiting import eventually
 from warden.settings import Settings

@@ -14,7 +14,8 @@ from sqlalchemy import func, select
 
 from contract.protocol import DEADLINE as DEADLINE_HEADER
 from storage.tables import users
-from tests.conftest import PASSWORD, AmqpCaller, unique
+from tests.conftest import PASSWORD, unique
+from tests.support.amqp import AmqpCaller
 from tests.support.waiting import eventually
 from warden.bootstrap import Services
 

@@ -196,7 +196,9 @@ class SessionRevokedFollower:
 
 async def _connect(url: str, within: float) -> aio_pika.abc.AbstractConnection:
     """`aio_pika.connect`, but a connection that fails to open is closed at once, not left to
-    the garbage collector (whose close, scheduled from `__del__`, nobody may await)."""
+    the garbage collector (whose close, scheduled from `__del__`, nobody may await).
+
+    Warden's own is `handlers.nodes.connect`; this package imports nothing of Warden's."""
     connection = aio_pika.Connection(make_url(url))
     try:
         await connection.connect(timeout=within)
